@@ -1,0 +1,325 @@
+"""Plan -> container specs: for every container, its image, command, env, files,
+mounts, networks and healthcheck, as plain data (no Pulumi import).
+
+The Pulumi components turn these specs into docker.Container resources one to
+one, and the render command writes them out, so both always agree. A file that
+holds a secret is rendered by a function of the secrets; everything else is text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from components import nginx_conf
+from components.synapse_config import (
+    CONFIG_DIR,
+    DATA_DIR,
+    HOMESERVER_PATH,
+    MEDIA_DIR,
+    PLACEHOLDERS,
+    POSTGRES_DB,
+    POSTGRES_USER,
+    SIGNING_KEY_PATH,
+    log_config_path,
+    render_homeserver,
+    render_log_config,
+    render_worker,
+    worker_config_path,
+)
+from components.topology import (
+    POSTGRES_MAX_CONNECTIONS,
+    POSTGRES_SOCKET_DIR,
+    REDIS_SOCKET,
+    SOCKET_DIR,
+    Plan,
+    Process,
+)
+
+Secrets = Mapping[str, str]
+
+SYNAPSE_UID = 991  # the official image's default user
+START_SCRIPT = f"{CONFIG_DIR}/start.sh"
+POSTGRES_DATA = "/var/lib/postgresql/data"
+NGINX_CONF = "/etc/nginx/nginx.conf"
+NGINX_PORTS = {"client": 8008, "federation": 8448}  # inside the nginx container
+
+LABEL_PREFIX = "org.matrix.synapse-workers"
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    test: tuple[str, ...]
+    interval_s: int = 5
+    timeout_s: int = 5
+    retries: int = 5
+    start_period_s: int = 60
+
+
+@dataclass(frozen=True)
+class File:
+    path: str  # in-container path
+    render: Callable[[Secrets], str]
+    secret: bool = False  # content holds a secret: a secret Output in Pulumi
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    key: str  # logical name: "sockets", "media", "main-data"
+    name: str  # Docker volume name
+    driver_opts: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Mount:
+    volume: str  # VolumeSpec.key
+    target: str
+
+
+@dataclass(frozen=True)
+class Port:
+    internal: int
+    external: int
+    ip: str
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    key: str  # logical name: process name, or "nginx"/"postgres"/"redis"
+    name: str  # Docker container name
+    role: str  # main | worker | nginx | postgres | redis
+    worker_class: str | None
+    image: str
+    command: tuple[str, ...]
+    entrypoint: tuple[str, ...] | None
+    env: Mapping[str, str]
+    secret_env: tuple[str, ...]  # env keys whose values are secrets
+    healthcheck: Healthcheck
+    files: tuple[File, ...]
+    mounts: tuple[Mount, ...]
+    networks: tuple[str, ...]
+    ports: tuple[Port, ...]
+    sockets: tuple[str, ...]
+    size: str
+    depends_on: tuple[str, ...]  # container keys that must be healthy first
+    destroy_grace_seconds: int
+    restart: str = "unless-stopped"
+
+    def rendered_files(self, secrets: Secrets = PLACEHOLDERS) -> dict[str, str]:
+        return {f.path: f.render(secrets) for f in self.files}
+
+    @property
+    def config_hash(self) -> str:
+        """Hash of everything that defines the container, secrets as placeholders:
+        it changes exactly when a non-secret input does."""
+        blob = json.dumps(
+            {
+                "image": self.image,
+                "command": self.command,
+                "entrypoint": self.entrypoint,
+                "env": dict(self.env),
+                "files": self.rendered_files(),
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {
+            f"{LABEL_PREFIX}.process": self.key,
+            f"{LABEL_PREFIX}.role": self.role,
+            f"{LABEL_PREFIX}.class": self.worker_class or self.role,
+            f"{LABEL_PREFIX}.config-hash": self.config_hash,
+        }
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Everything a stack creates on the Docker host."""
+
+    networks: Mapping[str, tuple[str, bool]]  # key -> (Docker name, internal)
+    volumes: tuple[VolumeSpec, ...]
+    containers: tuple[ContainerSpec, ...]  # in creation order
+
+    def container(self, key: str) -> ContainerSpec:
+        return next(c for c in self.containers if c.key == key)
+
+
+def _curl_health(socket: str) -> Healthcheck:
+    return Healthcheck(("CMD", "curl", "-fsS", "--unix-socket", socket, "http://localhost/health"))
+
+
+def _start_script(p: Process, media: bool) -> str:
+    """Entrypoint wrapper: clean up what a killed process left, then run the image's
+    own /start.py. Twisted refuses to bind a socket whose `.lock` names a live PID
+    (after a kill -9 it is PID 1 again), so stale sockets and locks must go first;
+    fresh volumes are root-owned, so hand /data (and /media) to the Synapse user."""
+    stale = " ".join(shlex.quote(x) for s in p.sockets for x in (s, s + ".lock"))
+    owned = " ".join([DATA_DIR, f"{DATA_DIR}/log"] + ([MEDIA_DIR] if media else []))
+    return "\n".join([
+        "#!/bin/sh",
+        "set -eu",
+        f"rm -f {stale}",
+        f"mkdir -p {DATA_DIR}/log",
+        f'chown "${{UID:-{SYNAPSE_UID}}}:${{GID:-{SYNAPSE_UID}}}" {owned}',
+        'exec /start.py "$@"',
+        "",
+    ])
+
+
+def _synapse_spec(plan: Plan, p: Process, names: "_Names") -> ContainerSpec:
+    s = plan.settings
+    uses_media = p.worker_class == "media" or (p.is_main and not plan.by_class("media"))
+    files = [
+        File(HOMESERVER_PATH, lambda sec: render_homeserver(plan, sec), secret=True),
+        File(SIGNING_KEY_PATH, lambda sec: sec["signingKey"] + "\n", secret=True),
+        File(log_config_path(p.worker_class),
+             lambda _sec, c=p.worker_class: render_log_config(plan, c)),
+        File(START_SCRIPT, lambda _sec: _start_script(p, uses_media), executable=True),
+    ]
+    command = ["run", f"--config-path={HOMESERVER_PATH}"]
+    if not p.is_main:
+        files.insert(1, File(worker_config_path(p.name), lambda _sec: render_worker(p)))
+        command.append(f"--config-path={worker_config_path(p.name)}")
+    mounts = [Mount("sockets", SOCKET_DIR), Mount(f"{p.name}-data", DATA_DIR)]
+    if uses_media:
+        mounts.append(Mount("media", MEDIA_DIR))
+    return ContainerSpec(
+        key=p.name,
+        name=names.container(p.name),
+        role="main" if p.is_main else "worker",
+        worker_class=None if p.is_main else p.worker_class,
+        image=s.images.synapse,
+        command=tuple(command),
+        entrypoint=("/bin/sh", START_SCRIPT),
+        env={"SYNAPSE_WORKER": p.app, "UID": str(SYNAPSE_UID), "GID": str(SYNAPSE_UID)},
+        secret_env=(),
+        healthcheck=_curl_health(p.health_socket),
+        files=tuple(files),
+        mounts=tuple(mounts),
+        networks=("backend", "frontend") if s.egress else ("backend",),
+        ports=(),
+        sockets=p.sockets,
+        size=s.container_sizes["main" if p.is_main else p.worker_class],
+        # Workers refuse to start before main has created the schema.
+        depends_on=("postgres", "redis") if p.is_main else ("main",),
+        destroy_grace_seconds=30,
+    )
+
+
+class _Names:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def container(self, key: str) -> str:
+        return f"{self.prefix}-{key}"
+
+
+def build_deployment(plan: Plan) -> Deployment:
+    s = plan.settings
+    names = _Names(s.name_prefix)
+    pg_socket_dirs = f"/var/run/postgresql,{POSTGRES_SOCKET_DIR}"
+
+    postgres = ContainerSpec(
+        key="postgres",
+        name=names.container("postgres"),
+        role="postgres",
+        worker_class=None,
+        image=s.images.postgres,
+        command=(
+            "postgres",
+            "-c", f"unix_socket_directories={pg_socket_dirs}",
+            "-c", "listen_addresses=",  # sockets only
+            "-c", f"max_connections={POSTGRES_MAX_CONNECTIONS}",
+        ),
+        entrypoint=None,
+        env={
+            "POSTGRES_USER": POSTGRES_USER,
+            "POSTGRES_DB": POSTGRES_DB,
+            "POSTGRES_PASSWORD": PLACEHOLDERS["postgresPassword"],
+            # Synapse refuses databases whose collation is not C.
+            "POSTGRES_INITDB_ARGS": "--encoding=UTF8 --locale=C",
+        },
+        secret_env=("POSTGRES_PASSWORD",),
+        healthcheck=Healthcheck(("CMD", "pg_isready", "-q", "-h", POSTGRES_SOCKET_DIR,
+                                 "-U", POSTGRES_USER, "-d", POSTGRES_DB)),
+        files=(),
+        mounts=(Mount("sockets", SOCKET_DIR), Mount("postgres-data", POSTGRES_DATA)),
+        networks=("backend",),
+        ports=(),
+        sockets=(f"{POSTGRES_SOCKET_DIR}/.s.PGSQL.5432",),
+        size=s.container_sizes["postgres"],
+        depends_on=(),
+        destroy_grace_seconds=60,  # a clean shutdown avoids crash recovery
+    )
+    redis = ContainerSpec(
+        key="redis",
+        name=names.container("redis"),
+        role="redis",
+        worker_class=None,
+        image=s.images.redis,
+        # Sockets only; Synapse uses Redis for pub/sub and caches, nothing to persist.
+        command=("redis-server", "--port", "0", "--unixsocket", REDIS_SOCKET,
+                 "--unixsocketperm", "666", "--save", "", "--appendonly", "no"),
+        entrypoint=None,
+        env={},
+        secret_env=(),
+        healthcheck=Healthcheck(("CMD-SHELL", f"redis-cli -s {REDIS_SOCKET} ping | grep -q PONG")),
+        files=(),
+        mounts=(Mount("sockets", SOCKET_DIR), Mount("redis-data", "/data")),
+        networks=("backend",),
+        ports=(),
+        sockets=(REDIS_SOCKET,),
+        size=s.container_sizes["redis"],
+        depends_on=(),
+        destroy_grace_seconds=10,
+    )
+    synapse = [_synapse_spec(plan, p, names) for p in plan.processes]
+    nginx = ContainerSpec(
+        key="nginx",
+        name=names.container("nginx"),
+        role="nginx",
+        worker_class=None,
+        image=s.images.nginx,
+        command=("nginx", "-g", "daemon off;"),
+        entrypoint=None,
+        env={},
+        secret_env=(),
+        healthcheck=_curl_health(nginx_conf.HEALTH_SOCKET),
+        files=(File(NGINX_CONF, lambda _sec: nginx_conf.render_nginx_conf(plan)),),
+        mounts=(Mount("sockets", SOCKET_DIR),),
+        networks=("frontend",),
+        ports=(
+            Port(NGINX_PORTS["client"], s.nginx.client_port, s.nginx.bind_address),
+            Port(NGINX_PORTS["federation"], s.nginx.federation_port, s.nginx.bind_address),
+        ),
+        sockets=(),
+        size=s.container_sizes["nginx"],
+        depends_on=tuple(p.name for p in plan.processes if p.inbound_socket),
+        destroy_grace_seconds=10,
+    )
+
+    volumes = [
+        # Sockets live in RAM; 1777 because every image runs as a different user.
+        VolumeSpec("sockets", f"{s.name_prefix}-sockets",
+                   {"type": "tmpfs", "device": "tmpfs", "o": "mode=1777"}),
+        VolumeSpec("media", f"{s.name_prefix}-media"),
+        VolumeSpec("postgres-data", f"{s.name_prefix}-postgres-data"),
+        VolumeSpec("redis-data", f"{s.name_prefix}-redis-data"),
+        *(VolumeSpec(f"{p.name}-data", f"{s.name_prefix}-{p.name}-data") for p in plan.processes),
+    ]
+    return Deployment(
+        networks={
+            # Postgres and Redis only speak over sockets: no way out at all.
+            "backend": (f"{s.name_prefix}-backend", True),
+            # nginx's published ports, and Synapse's outbound federation if egress.
+            "frontend": (f"{s.name_prefix}-frontend", False),
+        },
+        volumes=tuple(volumes),
+        containers=(postgres, redis, *synapse, nginx),
+    )

@@ -1,0 +1,149 @@
+"""ContainerSpec -> docker.Container: the one place where a spec becomes
+pulumi-docker inputs, so every component builds containers the same way."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import pulumi
+import pulumi_docker as docker
+
+from components.containers import ContainerSpec, VolumeSpec
+from components.settings import Size
+from components.synapse_config import PLACEHOLDERS
+
+# Time pulumi-docker waits for a new container to turn healthy. Main's first start
+# creates the whole schema, which takes longer than the provider's 60 s default.
+WAIT_TIMEOUT_S = 300
+
+
+def _files(spec: ContainerSpec, secrets: pulumi.Output) -> list[docker.ContainerUploadArgs]:
+    uploads = []
+    for f in spec.files:
+        if f.secret:
+            # Rendered with the real secrets: Pulumi encrypts it in state.
+            content = pulumi.Output.secret(secrets.apply(f.render))
+        else:
+            content = f.render({})  # needs no secret: diffable in a preview
+        uploads.append(docker.ContainerUploadArgs(file=f.path, content=content,
+                                                  executable=f.executable))
+    return uploads
+
+
+def _envs(spec: ContainerSpec, secrets: pulumi.Output) -> pulumi.Input[Sequence[str]]:
+    plain = [f"{k}={v}" for k, v in spec.env.items() if k not in spec.secret_env]
+    if not spec.secret_env:
+        return plain
+    # env values of secret keys name the secret they stand for (a placeholder).
+    by_placeholder = {v: k for k, v in PLACEHOLDERS.items()}
+    keys = [(k, by_placeholder[spec.env[k]]) for k in spec.secret_env]
+    return pulumi.Output.secret(
+        secrets.apply(lambda s: plain + [f"{k}={s[name]}" for k, name in keys])
+    )
+
+
+def container(
+    resource_name: str,
+    spec: ContainerSpec,
+    *,
+    image: pulumi.Input[str],
+    size: Size,
+    networks: Mapping[str, docker.Network],
+    volumes: Mapping[str, docker.Volume],
+    secrets: pulumi.Output,
+    parent: pulumi.Resource,
+    depends_on: Sequence[pulumi.Resource] = (),
+) -> docker.Container:
+    hc = spec.healthcheck
+    return docker.Container(
+        resource_name,
+        name=spec.name,
+        image=image,
+        entrypoints=list(spec.entrypoint) if spec.entrypoint else None,
+        command=list(spec.command),
+        envs=_envs(spec, secrets),
+        labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in spec.labels.items()],
+        uploads=_files(spec, secrets),
+        mounts=[
+            docker.ContainerMountArgs(target=m.target, type="volume", source=volumes[m.volume].name)
+            for m in spec.mounts
+        ],
+        networks_advanced=[
+            docker.ContainerNetworksAdvancedArgs(name=networks[n].name, aliases=[spec.key])
+            for n in spec.networks
+        ],
+        ports=[docker.ContainerPortArgs(internal=p.internal, external=p.external, ip=p.ip)
+               for p in spec.ports] or None,
+        healthcheck=docker.ContainerHealthcheckArgs(
+            tests=list(hc.test),
+            interval=f"{hc.interval_s}s",
+            timeout=f"{hc.timeout_s}s",
+            retries=hc.retries,
+            start_period=f"{hc.start_period_s}s",
+        ),
+        restart=spec.restart,
+        memory=size.memory_mb,
+        cpus=f"{size.cpus:g}",
+        log_driver="json-file",
+        log_opts={"max-size": "50m", "max-file": "3"},
+        destroy_grace_seconds=spec.destroy_grace_seconds,
+        wait=True,
+        wait_timeout=WAIT_TIMEOUT_S,
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            depends_on=list(depends_on),
+            # The provider ignores healthcheck changes unless told to replace.
+            replace_on_changes=["healthcheck"],
+        ),
+    )
+
+
+class Host:
+    """What every component's containers share: networks, shared volumes, images,
+    size classes and the secrets Output."""
+
+    def __init__(
+        self,
+        *,
+        networks: Mapping[str, docker.Network],
+        volumes: Mapping[str, docker.Volume],
+        images: Mapping[str, docker.RemoteImage],
+        sizes: Mapping[str, Size],
+        secrets: pulumi.Output,
+    ) -> None:
+        self.networks = networks
+        self.volumes = volumes
+        self.images = images
+        self.sizes = sizes
+        self.secrets = secrets
+
+    def container(
+        self,
+        resource_name: str,
+        spec: ContainerSpec,
+        *,
+        parent: pulumi.Resource,
+        own_volumes: Mapping[str, docker.Volume] | None = None,
+        depends_on: Sequence[pulumi.Resource] = (),
+    ) -> docker.Container:
+        return container(
+            resource_name,
+            spec,
+            image=self.images[spec.image].image_id,
+            size=self.sizes[spec.size],
+            networks=self.networks,
+            volumes={**self.volumes, **(own_volumes or {})},
+            secrets=self.secrets,
+            parent=parent,
+            depends_on=depends_on,
+        )
+
+
+def volume(resource_name: str, spec: VolumeSpec, parent: pulumi.Resource | None = None) -> docker.Volume:
+    return docker.Volume(
+        resource_name,
+        name=spec.name,
+        driver="local",
+        driver_opts=dict(spec.driver_opts) or None,
+        opts=pulumi.ResourceOptions(parent=parent) if parent else None,
+    )

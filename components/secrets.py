@@ -1,0 +1,42 @@
+"""The stack's secrets: generated once by pulumi-random and kept (encrypted) in
+state, unless the operator sets one with `pulumi config set --secret synapse:<key>`."""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import pulumi
+import pulumi_random as random
+
+from components.synapse_config import ALL_SECRETS
+
+SECRET_LENGTH = 48
+
+
+def _kebab(key: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", key).lower()
+
+
+def _signing_key() -> pulumi.Output[str]:
+    key_id = random.RandomString("signing-key-id", length=6, special=False, upper=False)
+    seed = random.RandomBytes("signing-key-seed", length=32)
+    # Synapse's key file: "<algorithm> <version> <unpadded base64 seed>".
+    return pulumi.Output.all(key_id.result, seed.base64).apply(
+        lambda a: f"ed25519 a_{a[0]} {a[1].rstrip('=')}"
+    )
+
+
+def stack_secrets(overrides: Mapping[str, str | None]) -> pulumi.Output[dict]:
+    """One secret Output holding every secret by its config key."""
+    values: dict[str, pulumi.Input[str]] = {}
+    for key in ALL_SECRETS:
+        given = overrides.get(key)
+        if given is not None:
+            values[key] = pulumi.Output.secret(given.strip())
+        elif key == "signingKey":
+            values[key] = _signing_key()
+        else:
+            values[key] = random.RandomPassword(_kebab(key), length=SECRET_LENGTH,
+                                                special=False).result
+    return pulumi.Output.secret(pulumi.Output.all(**values))

@@ -1,0 +1,366 @@
+"""Stack config -> typed, validated settings (no Pulumi import).
+
+`load_settings(raw, stack=...)` takes the `synapse:*` keys of a stack (prefix
+stripped, values already parsed from YAML/JSON) and returns frozen dataclasses, or
+raises one ConfigError naming the offending key. Secrets are not read here: they
+become Pulumi Outputs in secrets.py, so this module only checks their keys exist.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import types
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from components.errors import ConfigError
+from components.workers import CLASS_NAMES, WORKER_CLASSES
+
+# Default images: pinned official tags. Synapse >= 1.89 is needed for
+# replication over UNIX sockets.
+DEFAULT_IMAGES = {
+    "synapse": "matrixdotorg/synapse:v1.163.2",
+    "postgres": "postgres:15-bookworm",
+    "redis": "redis:7.0-bookworm",
+    "nginx": "nginx:1.22.1",
+}
+
+# The guide's container size classes.
+DEFAULT_SIZES = {
+    "small": {"cpus": 1, "memoryMb": 512},
+    "medium": {"cpus": 2, "memoryMb": 4096},
+    "large": {"cpus": 4, "memoryMb": 8192},
+}
+
+SERVICE_ROLES = ("main", "postgres", "redis", "nginx")
+DEFAULT_CONTAINER_SIZES = {
+    "main": "medium",
+    "postgres": "medium",
+    "redis": "small",
+    "nginx": "small",
+    **{c.name: c.size for c in WORKER_CLASSES},
+}
+
+# Private ranges (RFC 1918, loopback, ULA): who may reach /_synapse/admin.
+DEFAULT_ADMIN_ALLOW = (
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "::1/128",
+    "fc00::/7",
+)
+
+# Secret keys: generated once if unset, overridable with `pulumi config set --secret`.
+SECRET_KEYS = (
+    "macaroonSecretKey",
+    "registrationSharedSecret",
+    "formSecret",
+    "workerReplicationSecret",
+    "postgresPassword",
+    "signingKey",
+)
+
+# homeserver.yaml keys the topology owns; extraConfig may not set them, because a
+# silent override would desynchronise workers, nginx and the containers.
+ENFORCED_HOMESERVER_KEYS = frozenset(
+    {
+        "server_name", "public_baseurl", "listeners", "instance_map", "stream_writers",
+        "database", "redis", "signing_key_path", "media_store_path", "log_config",
+        "pid_file", "report_stats", "enable_metrics", "max_upload_size",
+        "worker_replication_secret", "macaroon_secret_key", "form_secret",
+        "registration_shared_secret", "trusted_key_servers", "enable_media_repo",
+        "worker_app", "worker_name", "worker_listeners", "worker_log_config",
+        *{k for c in WORKER_CLASSES for k in c.duties},
+    }
+)
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_WORKERS_PER_CLASS = 64
+
+_HOST = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_PREFIX = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,40}$")
+
+
+def _freeze(d: Mapping[str, Any]) -> Mapping[str, Any]:
+    return types.MappingProxyType(dict(d))
+
+
+@dataclass(frozen=True)
+class Images:
+    synapse: str
+    postgres: str
+    redis: str
+    nginx: str
+
+
+@dataclass(frozen=True)
+class Size:
+    cpus: float
+    memory_mb: int
+
+
+@dataclass(frozen=True)
+class NginxSettings:
+    bind_address: str
+    client_port: int  # host port published for nginx's listener on 8008
+    federation_port: int  # host port published for nginx's listener on 8448
+    admin_allow: tuple[str, ...]
+    served_by_header: bool  # add X-Served-By naming the upstream process
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str
+    days_kept: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    stack: str
+    server_name: str
+    public_base_url: str
+    name_prefix: str  # prefix of every Docker object name
+    workers: Mapping[str, int]
+    images: Images
+    nginx: NginxSettings
+    log: LogSettings
+    sizes: Mapping[str, Size]
+    container_sizes: Mapping[str, str]
+    max_upload_size_mb: int
+    trusted_key_servers: tuple[str, ...]
+    egress: bool  # Synapse containers may open outbound connections (federation)
+    report_stats: bool
+    extra_config: Mapping[str, Any]
+
+
+# --- small typed readers; each names the key path on error ---------------------
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], path: tuple, what: str) -> Any:
+    # bool is an int in Python; a count of `true` is still a mistake.
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise ConfigError(path, f"must be {what}, got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(path, f"must be {what}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _mapping(raw: Mapping, key: str, path: tuple = ()) -> Mapping[str, Any]:
+    value = raw.get(key, {})
+    if value is None:
+        return {}
+    return _expect(value, dict, path + (key,), "an object")
+
+
+def _no_unknown(value: Mapping, allowed, path: tuple) -> None:
+    for k in value:
+        if k not in allowed:
+            raise ConfigError(
+                path + (k,), f"unknown key; expected one of: {', '.join(allowed)}"
+            )
+
+
+def _int(value: Any, path: tuple, lo: int, hi: int) -> int:
+    _expect(value, int, path, "an integer")
+    if not lo <= value <= hi:
+        raise ConfigError(path, f"must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _port(value: Any, path: tuple) -> int:
+    return _int(value, path, 1, 65535)
+
+
+def _str(value: Any, path: tuple, check: Callable[[str], bool] | None = None,
+         what: str = "a non-empty string") -> str:
+    _expect(value, str, path, what)
+    if not value.strip() or (check and not check(value)):
+        raise ConfigError(path, f"must be {what}, got {value!r}")
+    return value
+
+
+def _server_name(value: Any) -> str:
+    def ok(v: str) -> bool:
+        host, _, port = v.rpartition(":") if v.count(":") == 1 else (v, "", "")
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            return False
+        return bool(_HOST.match(host))
+
+    return _str(value, ("serverName",), ok, "a DNS name, optionally with :port")
+
+
+def _base_url(value: Any) -> str:
+    def ok(v: str) -> bool:
+        parts = urlsplit(v)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query
+
+    url = _str(value, ("publicBaseUrl",), ok, "an http(s) URL")
+    return url if url.endswith("/") else url + "/"
+
+
+# --- sections -----------------------------------------------------------------
+
+
+def _workers(raw: Mapping) -> Mapping[str, int]:
+    value = _mapping(raw, "workers")
+    _no_unknown(value, CLASS_NAMES, ("workers",))
+    counts = {name: 1 for name in CLASS_NAMES}
+    for name, count in value.items():
+        counts[name] = _int(count, ("workers", name), 0, MAX_WORKERS_PER_CLASS)
+    return _freeze(counts)
+
+
+def _images(raw: Mapping) -> Images:
+    value = _mapping(raw, "images")
+    _no_unknown(value, tuple(DEFAULT_IMAGES), ("images",))
+    merged = {**DEFAULT_IMAGES, **value}
+    return Images(**{k: _str(v, ("images", k), lambda s: " " not in s, "an image reference")
+                     for k, v in merged.items()})
+
+
+def _cidr(value: Any, path: tuple) -> str:
+    _str(value, path, what="a network in CIDR form")
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ConfigError(path, f"must be a network in CIDR form, got {value!r}") from None
+
+
+def _nginx(raw: Mapping) -> NginxSettings:
+    value = _mapping(raw, "nginx")
+    path = ("nginx",)
+    _no_unknown(value, ("bindAddress", "clientPort", "federationPort", "adminAllow",
+                        "servedByHeader"), path)
+    bind = value.get("bindAddress", "127.0.0.1")
+    try:
+        ipaddress.ip_address(_str(bind, path + ("bindAddress",), what="an IP address"))
+    except ValueError:
+        raise ConfigError(path + ("bindAddress",), f"must be an IP address, got {bind!r}") from None
+    client = _port(value.get("clientPort", 8008), path + ("clientPort",))
+    federation = _port(value.get("federationPort", 8448), path + ("federationPort",))
+    if client == federation:
+        raise ConfigError(path + ("federationPort",), "must differ from nginx.clientPort")
+    allow = value.get("adminAllow", list(DEFAULT_ADMIN_ALLOW))
+    _expect(allow, list, path + ("adminAllow",), "a list of networks")
+    served_by = _expect(value.get("servedByHeader", False), bool,
+                        path + ("servedByHeader",), "true or false")
+    return NginxSettings(
+        bind_address=bind,
+        client_port=client,
+        federation_port=federation,
+        admin_allow=tuple(_cidr(n, path + ("adminAllow", i)) for i, n in enumerate(allow)),
+        served_by_header=served_by,
+    )
+
+
+def _log(raw: Mapping) -> LogSettings:
+    value = _mapping(raw, "log")
+    _no_unknown(value, ("level", "daysKept"), ("log",))
+    level = value.get("level", "INFO")
+    if level not in LOG_LEVELS:
+        raise ConfigError(("log", "level"), f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    return LogSettings(level=level, days_kept=_int(value.get("daysKept", 3), ("log", "daysKept"), 1, 3650))
+
+
+def _sizes(raw: Mapping) -> Mapping[str, Size]:
+    value = _mapping(raw, "sizes")
+    out = {}
+    for name, spec in {**DEFAULT_SIZES, **value}.items():
+        path = ("sizes", name)
+        _expect(spec, dict, path, "an object with cpus and memoryMb")
+        _no_unknown(spec, ("cpus", "memoryMb"), path)
+        cpus = _expect(spec.get("cpus"), (int, float), path + ("cpus",), "a number of CPUs")
+        if not 0 < cpus <= 256:
+            raise ConfigError(path + ("cpus",), f"must be between 0 and 256, got {cpus}")
+        memory = _int(spec.get("memoryMb"), path + ("memoryMb",), 64, 1 << 20)
+        out[name] = Size(cpus=float(cpus), memory_mb=memory)
+    return _freeze(out)
+
+
+def _container_sizes(raw: Mapping, sizes: Mapping[str, Size]) -> Mapping[str, str]:
+    value = _mapping(raw, "containerSizes")
+    _no_unknown(value, tuple(DEFAULT_CONTAINER_SIZES), ("containerSizes",))
+    merged = {**DEFAULT_CONTAINER_SIZES, **value}
+    for role, size in merged.items():
+        if size not in sizes:
+            raise ConfigError(("containerSizes", role),
+                              f"unknown size {size!r}; defined sizes: {', '.join(sizes)}")
+    return _freeze(merged)
+
+
+def _extra_config(raw: Mapping) -> Mapping[str, Any]:
+    value = _mapping(raw, "extraConfig")
+    for key in value:
+        if key in ENFORCED_HOMESERVER_KEYS:
+            raise ConfigError(("extraConfig", key),
+                              "is managed by this program (topology, secrets or sockets); "
+                              "use the dedicated stack setting instead")
+    return _freeze(value)
+
+
+KNOWN_KEYS = (
+    "serverName", "publicBaseUrl", "namePrefix", "workers", "images", "nginx", "log",
+    "sizes", "containerSizes", "maxUploadSizeMb", "trustedKeyServers", "egress",
+    "reportStats", "extraConfig", *SECRET_KEYS,
+)
+
+
+def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
+    """Validate the stack's `synapse:*` config (keys without the prefix)."""
+    _no_unknown(raw, KNOWN_KEYS, ())
+    if raw.get("serverName") in (None, ""):
+        raise ConfigError(("serverName",), "is required (the Matrix server name, e.g. example.org)")
+    server_name = _server_name(raw["serverName"])
+    base_url = _base_url(raw.get("publicBaseUrl", f"https://{server_name}/"))
+    prefix = _str(raw.get("namePrefix", f"synapse-{stack}"), ("namePrefix",),
+                  lambda s: bool(_PREFIX.match(s)),
+                  "lowercase letters, digits, '.', '_' or '-' (at most 41)")
+    sizes = _sizes(raw)
+    keys = raw.get("trustedKeyServers", ["matrix.org"])
+    _expect(keys, list, ("trustedKeyServers",), "a list of server names")
+    return Settings(
+        stack=stack,
+        server_name=server_name,
+        public_base_url=base_url,
+        name_prefix=prefix,
+        workers=_workers(raw),
+        images=_images(raw),
+        nginx=_nginx(raw),
+        log=_log(raw),
+        sizes=sizes,
+        container_sizes=_container_sizes(raw, sizes),
+        max_upload_size_mb=_int(raw.get("maxUploadSizeMb", 50), ("maxUploadSizeMb",), 1, 1 << 16),
+        trusted_key_servers=tuple(
+            _str(k, ("trustedKeyServers", i), lambda s: bool(_HOST.match(s)), "a server name")
+            for i, k in enumerate(keys)
+        ),
+        egress=_expect(raw.get("egress", True), bool, ("egress",), "true or false"),
+        report_stats=_expect(raw.get("reportStats", False), bool, ("reportStats",), "true or false"),
+        extra_config=_extra_config(raw),
+    )
+
+
+_SIGNING_KEY = re.compile(r"^ed25519 a_[A-Za-z0-9_]{1,32} [A-Za-z0-9+/]{43}=?$")
+MIN_SECRET_LENGTH = 16
+
+
+def check_secret_overrides(values: Mapping[str, Any]) -> None:
+    """Check secrets the operator set with `pulumi config set --secret`; the error
+    never echoes the value."""
+    for key, value in values.items():
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ConfigError((key,), "must be a string")
+        if key == "signingKey":
+            if not _SIGNING_KEY.match(value.strip()):
+                raise ConfigError((key,), "must be one line 'ed25519 a_<id> <unpadded base64 "
+                                  "of 32 bytes>', as in a Synapse .signing.key file")
+        elif len(value) < MIN_SECRET_LENGTH:
+            raise ConfigError((key,), f"must be at least {MIN_SECRET_LENGTH} characters")

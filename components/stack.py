@@ -1,0 +1,111 @@
+"""The Pulumi program: stack config -> settings -> plan -> specs -> resources.
+
+Reads top-down: config, shared resources (networks, volumes, images, secrets),
+then components in start order (Postgres and Redis, main, workers, nginx), then
+stack outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import pulumi
+import pulumi_docker as docker
+from pulumi.runtime import config as runtime_config
+
+from components.containers import Deployment, build_deployment
+from components.docker_container import Host, volume
+from components.errors import ConfigError
+from components.secrets import stack_secrets
+from components.services import Nginx, Postgres, Redis, ServiceArgs
+from components.settings import SECRET_KEYS, Settings, check_secret_overrides, load_settings
+from components.stack_config import from_pulumi
+from components.synapse_process import SynapseArgs, SynapseMain, WorkerClass
+from components.topology import Plan, build_plan
+from components.workers import WORKER_CLASSES
+
+
+def read_config() -> tuple[Settings, dict[str, str | None]]:
+    """Settings and secret overrides, or a RunError naming the bad key: Pulumi
+    prints it without a traceback, and nothing has been registered yet."""
+    pairs = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    raw = from_pulumi(pairs)
+    overrides = {k: raw.pop(k, None) for k in SECRET_KEYS}
+    try:
+        settings = load_settings(raw, stack=pulumi.get_stack())
+        check_secret_overrides(overrides)
+        return settings, overrides
+    except ConfigError as e:
+        raise pulumi.RunError(str(e)) from None
+
+
+def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[str, Any]:
+    s = plan.settings
+    networks = {
+        key: docker.Network(f"{key}-network", name=name, driver="bridge", internal=internal)
+        for key, (name, internal) in deployment.networks.items()
+    }
+    volume_specs = {v.key: v for v in deployment.volumes}
+    shared_volumes = {k: volume(f"{k}-volume", volume_specs[k]) for k in ("sockets", "media")}
+    images = {
+        ref: docker.RemoteImage(f"{role}-image", name=ref, keep_locally=True)
+        for role, ref in vars(s.images).items()
+    }
+    host = Host(networks=networks, volumes=shared_volumes, images=images,
+                sizes=s.sizes, secrets=secrets)
+
+    def service(cls, key: str, depends_on=(), data: bool = True):
+        spec = deployment.container(key)
+        return cls(key, ServiceArgs(spec=spec, host=host, depends_on=depends_on,
+                                    data_volume=volume_specs[f"{key}-data"] if data else None))
+
+    postgres = service(Postgres, "postgres")
+    redis = service(Redis, "redis")
+
+    def synapse_args(keys, depends_on) -> SynapseArgs:
+        return SynapseArgs(
+            specs=[deployment.container(k) for k in keys],
+            data_volumes=[volume_specs[f"{k}-data"] for k in keys],
+            host=host,
+            depends_on=depends_on,
+        )
+
+    main = SynapseMain("main", synapse_args(["main"], [postgres.container, redis.container]))
+    workers = {
+        c.name: WorkerClass(
+            c.name, synapse_args([p.name for p in plan.by_class(c.name)], [main.container])
+        )
+        for c in WORKER_CLASSES
+        if plan.by_class(c.name)
+    }
+    routed = [main.container] + [
+        container
+        for c in WORKER_CLASSES
+        if c.name in workers
+        for p, container in zip(plan.by_class(c.name), workers[c.name].containers)
+        if p.inbound_socket
+    ]
+    nginx = service(Nginx, "nginx", depends_on=routed, data=False)
+
+    return {
+        "serverName": s.server_name,
+        "clientUrl": s.public_base_url,
+        "nginxUrl": f"http://{s.nginx.bind_address}:{s.nginx.client_port}/",
+        "nginxContainer": nginx.container.name,
+        "processes": [
+            {"name": p.name, "class": p.worker_class, "sockets": list(p.sockets)}
+            for p in plan.processes
+        ],
+    }
+
+
+def main() -> Mapping[str, Any]:
+    settings, overrides = read_config()
+    try:
+        plan = build_plan(settings)
+    except ConfigError as e:
+        raise pulumi.RunError(str(e)) from None
+    outputs = deploy(plan, build_deployment(plan), stack_secrets(overrides))
+    for key, value in outputs.items():
+        pulumi.export(key, value)
+    return outputs

@@ -1,0 +1,210 @@
+"""Plan -> Synapse's files: homeserver.yaml, one file per worker, one log config per
+class (no Pulumi import; YAML is built as data and dumped with PyYAML).
+
+homeserver.yaml is merged from three layers, like ess-helm's numbered files:
+  1. DEFAULTS: sane values an operator may override with `synapse:extraConfig`;
+  2. `synapse:extraConfig`, deep-merged over the defaults;
+  3. enforced: what the topology, sockets and secrets dictate (extraConfig may not
+     set these keys: settings.ENFORCED_HOMESERVER_KEYS).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import yaml
+
+from components.topology import (
+    DB_POOL_MAX,
+    POSTGRES_SOCKET_DIR,
+    REDIS_SOCKET,
+    Plan,
+    Process,
+)
+from components.workers import MAIN
+
+CONFIG_DIR = "/conf"  # rendered files, uploaded into each container
+DATA_DIR = "/data"  # per-process volume: logs
+MEDIA_DIR = "/media"  # shared media store volume
+HOMESERVER_PATH = f"{CONFIG_DIR}/homeserver.yaml"
+SIGNING_KEY_PATH = f"{CONFIG_DIR}/signing.key"
+METRICS_PORT = 9000
+
+POSTGRES_DB = "synapse"
+POSTGRES_USER = "synapse"
+
+# Secret names (stack config keys) and where each lands in homeserver.yaml.
+HOMESERVER_SECRETS = {
+    "macaroonSecretKey": "macaroon_secret_key",
+    "registrationSharedSecret": "registration_shared_secret",
+    "formSecret": "form_secret",
+    "workerReplicationSecret": "worker_replication_secret",
+}
+ALL_SECRETS = (*HOMESERVER_SECRETS, "postgresPassword", "signingKey")
+# What the render command and the config hash see instead of the real values.
+PLACEHOLDERS: Mapping[str, str] = {k: f"${{secret:{k}}}" for k in ALL_SECRETS}
+
+DEFAULTS: Mapping[str, Any] = {
+    "enable_registration": False,
+    "allow_guest_access": False,
+    "suppress_key_server_warning": True,
+    "allow_public_rooms_over_federation": False,
+    "url_preview_enabled": False,
+    "presence": {"enabled": True},
+    "user_directory": {"enabled": True, "search_all_users": False},
+    # The guide's back-off for dead federation peers.
+    "federation": {
+        "destination_min_retry_interval": "1m",
+        "destination_retry_multiplier": 5,
+        "destination_max_retry_interval": "365d",
+    },
+    "event_cache_size": "30K",
+    "caches": {"global_factor": 1.0, "expire_caches": True, "cache_entry_ttl": "1080m"},
+}
+
+
+def log_config_path(worker_class: str) -> str:
+    return f"{CONFIG_DIR}/log/{worker_class}.log.config"
+
+
+def worker_config_path(name: str) -> str:
+    return f"{CONFIG_DIR}/workers/{name}.yaml"
+
+
+def log_file_path(worker_class: str) -> str:
+    return f"{DATA_DIR}/log/{worker_class}.log"
+
+
+def dump(data: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False)
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _listeners(p: Process) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if p.replication_socket:
+        out.append({
+            "path": p.replication_socket,
+            "type": "http",
+            "resources": [{"names": ["replication"], "compress": False}],
+        })
+    if p.inbound_socket:
+        out.append({
+            "path": p.inbound_socket,
+            "type": "http",
+            "x_forwarded": True,  # nginx sets X-Forwarded-For
+            "resources": [{"names": list(p.inbound_resources), "compress": False}],
+        })
+    out.append({"type": "metrics", "port": METRICS_PORT, "bind_addresses": ["0.0.0.0"]})
+    return out
+
+
+def homeserver_dict(plan: Plan, secrets: Mapping[str, str]) -> dict[str, Any]:
+    s = plan.settings
+    enforced: dict[str, Any] = {
+        "server_name": s.server_name,
+        "public_baseurl": s.public_base_url,
+        "report_stats": s.report_stats,
+        "signing_key_path": SIGNING_KEY_PATH,
+        "log_config": log_config_path(MAIN),
+        "media_store_path": MEDIA_DIR,
+        "max_upload_size": f"{s.max_upload_size_mb}M",
+        "enable_metrics": True,
+        "trusted_key_servers": [{"server_name": k} for k in s.trusted_key_servers],
+        "database": {
+            "name": "psycopg2",
+            "args": {
+                "user": POSTGRES_USER,
+                "password": secrets["postgresPassword"],
+                "dbname": POSTGRES_DB,
+                "host": POSTGRES_SOCKET_DIR,
+                "cp_min": 1,
+                "cp_max": DB_POOL_MAX,
+            },
+        },
+        "redis": {"enabled": True, "path": REDIS_SOCKET},
+        "listeners": _listeners(plan.main),
+        "instance_map": {name: {"path": path} for name, path in plan.instance_map.items()},
+        "stream_writers": {k: list(v) for k, v in plan.stream_writers.items()},
+        **{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in plan.duties.items()},
+        **plan.shared,
+        **{key: secrets[name] for name, key in HOMESERVER_SECRETS.items()},
+    }
+    # Server identity first for readers, then defaults and extraConfig, then topology.
+    head = {k: enforced.pop(k) for k in ("server_name", "public_baseurl", "report_stats")}
+    return {**head, **deep_merge(DEFAULTS, s.extra_config), **enforced}
+
+
+def render_homeserver(plan: Plan, secrets: Mapping[str, str]) -> str:
+    return dump(homeserver_dict(plan, secrets))
+
+
+def worker_dict(p: Process) -> dict[str, Any]:
+    return {
+        "worker_app": p.app,
+        "worker_name": p.name,
+        "worker_log_config": log_config_path(p.worker_class),
+        "worker_listeners": _listeners(p),
+    }
+
+
+def render_worker(p: Process) -> str:
+    return dump(worker_dict(p))
+
+
+def log_config_dict(plan: Plan, worker_class: str) -> dict[str, Any]:
+    """The guide's log config: buffered writes to a daily-rotated file, N days kept,
+    plus the console so `docker logs` shows the same lines."""
+    level = plan.settings.log.level
+    handlers = ["buffer", "console"]
+    quiet = ("synapse.metrics", "synapse.replication.tcp", "synapse.util.caches.lrucache", "twisted")
+    return {
+        "version": 1,
+        "formatters": {
+            "precise": {
+                "format": "%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - "
+                "%(request)s - %(message)s"
+            }
+        },
+        "handlers": {
+            "file": {
+                "class": "logging.handlers.TimedRotatingFileHandler",
+                "formatter": "precise",
+                "filename": log_file_path(worker_class),
+                "when": "midnight",
+                "backupCount": plan.settings.log.days_kept,
+                "encoding": "utf8",
+            },
+            # Flush every 5 s or on WARNING (30) and above, to spare disk I/O.
+            "buffer": {
+                "class": "synapse.logging.handlers.PeriodicallyFlushingMemoryHandler",
+                "target": "file",
+                "capacity": 10,
+                "flushLevel": 30,
+                "period": 5,
+            },
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "precise",
+            },
+        },
+        "loggers": {
+            **{name: {"level": "WARNING"} for name in quiet},
+            "synapse": {"level": level},
+        },
+        "root": {"level": level, "handlers": handlers},
+        "disable_existing_loggers": False,
+    }
+
+
+def render_log_config(plan: Plan, worker_class: str) -> str:
+    return dump(log_config_dict(plan, worker_class))

@@ -1,0 +1,61 @@
+"""Synapse components: the main process, and one component per worker class
+holding its N containers. Each process gets its own data volume (its logs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import pulumi
+import pulumi_docker as docker
+
+from components.containers import ContainerSpec, VolumeSpec
+from components.docker_container import Host, volume
+
+
+@dataclass
+class SynapseArgs:
+    specs: Sequence[ContainerSpec]  # one per process, in index order
+    data_volumes: Sequence[VolumeSpec]  # same order as specs
+    host: Host
+    depends_on: Sequence[pulumi.Resource] = ()
+
+
+class _SynapseProcesses(pulumi.ComponentResource):
+    def __init__(self, token: str, name: str, args: SynapseArgs,
+                 opts: pulumi.ResourceOptions | None) -> None:
+        super().__init__(token, name, None, opts)
+        self.containers: list[docker.Container] = []
+        for spec, vol in zip(args.specs, args.data_volumes, strict=True):
+            data = volume(f"{spec.key}-data", vol, parent=self)
+            self.containers.append(
+                args.host.container(
+                    spec.key,
+                    spec,
+                    parent=self,
+                    own_volumes={vol.key: data},
+                    depends_on=args.depends_on,
+                )
+            )
+        self.container_names = pulumi.Output.all(*[c.name for c in self.containers])
+        self.register_outputs({"containers": self.container_names})
+
+
+class SynapseMain(_SynapseProcesses):
+    """The main Synapse process."""
+
+    def __init__(self, name: str, args: SynapseArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("synapse:index:SynapseMain", name, args, opts)
+
+    @property
+    def container(self) -> docker.Container:
+        return self.containers[0]
+
+
+class WorkerClass(_SynapseProcesses):
+    """All workers of one class (`rooms1`..`roomsN`)."""
+
+    def __init__(self, name: str, args: SynapseArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("synapse:index:WorkerClass", name, args, opts)

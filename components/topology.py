@@ -1,0 +1,190 @@
+"""Settings -> topology plan: which Synapse processes exist, their sockets,
+instance_map, stream writers and shared duties (no Pulumi import).
+
+Everything here is derived from the worker-class table (workers.py) and the worker
+counts; `check_plan` then re-states Synapse's own rules from
+synapse/config/workers.py so a table edit that breaks them fails loudly.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from components.errors import ConfigError
+from components.settings import Settings
+from components.workers import MAIN, SINGLE_WRITER_STREAMS, WORKER_CLASSES, Scope
+
+SOCKET_DIR = "/sockets"
+POSTGRES_SOCKET_DIR = SOCKET_DIR  # libpq wants the directory, not the socket file
+REDIS_SOCKET = f"{SOCKET_DIR}/synapse_redis.sock"
+MAIN_APP = "synapse.app.homeserver"
+
+# Per-process DB pool, and the Postgres connection limit it must fit into. The
+# limit is fixed (not derived from the worker counts) so that scaling workers never
+# replaces the Postgres container.
+DB_POOL_MAX = 10
+POSTGRES_MAX_CONNECTIONS = 500
+POSTGRES_RESERVED_CONNECTIONS = 20  # admin sessions, pg_isready, migrations
+
+
+def replication_socket(name: str) -> str:
+    return f"{SOCKET_DIR}/synapse_replication_{name}.sock"
+
+
+def inbound_socket(name: str) -> str:
+    return f"{SOCKET_DIR}/synapse_inbound_{name}.sock"
+
+
+@dataclass(frozen=True)
+class Process:
+    name: str  # instance name: "main", "rooms3"
+    worker_class: str  # "main" for the main process
+    index: int  # 1-based within its class; 0 for main
+    app: str
+    replication_socket: str | None  # set iff the process is in instance_map
+    inbound_socket: str | None  # set iff nginx routes requests to it
+    inbound_resources: tuple[str, ...]
+
+    @property
+    def is_main(self) -> bool:
+        return self.worker_class == MAIN
+
+    @property
+    def health_socket(self) -> str:
+        """The socket the container healthcheck curls /health over."""
+        sock = self.inbound_socket or self.replication_socket
+        assert sock, f"{self.name} has no socket"
+        return sock
+
+    @property
+    def sockets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.replication_socket, self.inbound_socket) if s)
+
+
+@dataclass(frozen=True)
+class Plan:
+    settings: Settings
+    processes: tuple[Process, ...]  # main first, then classes in table order
+    instance_map: Mapping[str, str]  # instance name -> replication socket path
+    stream_writers: Mapping[str, tuple[str, ...]]
+    duties: Mapping[str, Any]  # shared keys naming processes (str or list)
+    shared: Mapping[str, Any]  # shared keys switched on by a class being present
+
+    @property
+    def main(self) -> Process:
+        return self.processes[0]
+
+    @property
+    def workers(self) -> tuple[Process, ...]:
+        return self.processes[1:]
+
+    def process(self, name: str) -> Process:
+        for p in self.processes:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def by_class(self, worker_class: str) -> tuple[Process, ...]:
+        return tuple(p for p in self.processes if p.worker_class == worker_class)
+
+
+class PlanError(Exception):
+    """The plan breaks one of Synapse's worker rules (a table bug, not bad config)."""
+
+
+def _named(names: list[str], scope: Scope) -> list[str]:
+    return names[:1] if scope is Scope.FIRST else list(names)
+
+
+def build_plan(settings: Settings) -> Plan:
+    names = {
+        c.name: [f"{c.name}{i}" for i in range(1, settings.workers[c.name] + 1)]
+        for c in WORKER_CLASSES
+    }
+
+    writers: dict[str, list[str]] = {}
+    duties: dict[str, Any] = {}
+    shared: dict[str, Any] = {}
+    for c in WORKER_CLASSES:
+        if not names[c.name]:
+            continue  # main keeps Synapse's defaults for this class's work
+        for stream, scope in c.streams.items():
+            writers.setdefault(stream, []).extend(_named(names[c.name], scope))
+        for key, scope in c.duties.items():
+            named = _named(names[c.name], scope)
+            duties[key] = named[0] if scope is Scope.FIRST else named
+        shared.update(c.shared)
+
+    needs_replication = {n for ws in writers.values() for n in ws}
+    needs_replication |= {
+        n for v in duties.values() for n in ([v] if isinstance(v, str) else v)
+    }
+
+    main_resources = ("client", "federation") + (
+        ("media",) if not names["media"] else ()
+    )
+    processes = [
+        Process(
+            name=MAIN,
+            worker_class=MAIN,
+            index=0,
+            app=MAIN_APP,
+            replication_socket=replication_socket(MAIN),
+            inbound_socket=inbound_socket(MAIN),
+            inbound_resources=main_resources,
+        )
+    ]
+    for c in WORKER_CLASSES:
+        for i, name in enumerate(names[c.name], start=1):
+            processes.append(
+                Process(
+                    name=name,
+                    worker_class=c.name,
+                    index=i,
+                    app=c.app,
+                    replication_socket=replication_socket(name)
+                    if name in needs_replication
+                    else None,
+                    inbound_socket=inbound_socket(name) if c.inbound_resources else None,
+                    inbound_resources=c.inbound_resources,
+                )
+            )
+
+    instance_map = {p.name: p.replication_socket for p in processes if p.replication_socket}
+    plan = Plan(
+        settings=settings,
+        processes=tuple(processes),
+        instance_map=types.MappingProxyType(instance_map),
+        stream_writers=types.MappingProxyType({k: tuple(v) for k, v in writers.items()}),
+        duties=types.MappingProxyType(duties),
+        shared=types.MappingProxyType(shared),
+    )
+    check_plan(plan)
+    return plan
+
+
+def check_plan(plan: Plan) -> None:
+    """Synapse's worker rules (synapse/config/workers.py), stated once more."""
+    if MAIN not in plan.instance_map:
+        raise PlanError("main must be in instance_map")
+    for stream, names in plan.stream_writers.items():
+        if not names:
+            raise PlanError(f"stream {stream!r} has no writer")
+        if stream in SINGLE_WRITER_STREAMS and len(names) != 1:
+            raise PlanError(f"stream {stream!r} allows one writer, got {names}")
+        for n in names:
+            if n != MAIN and n not in plan.instance_map:
+                raise PlanError(f"{n} writes {stream!r} but is not in instance_map")
+    for p in plan.processes:
+        if not p.sockets:
+            raise PlanError(f"{p.name} has no socket to health-check")
+    pools = len(plan.processes) * DB_POOL_MAX
+    if pools > POSTGRES_MAX_CONNECTIONS - POSTGRES_RESERVED_CONNECTIONS:
+        raise ConfigError(
+            ("workers",),
+            f"{len(plan.processes)} Synapse processes need up to {pools} database "
+            f"connections; Postgres allows {POSTGRES_MAX_CONNECTIONS} "
+            f"({POSTGRES_RESERVED_CONNECTIONS} reserved): use fewer workers",
+        )

@@ -1,0 +1,1 @@
+# Root conftest: makes `components` and `tests` importable from the repo root.
