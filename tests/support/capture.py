@@ -9,7 +9,10 @@ callbacks run and secret files are really rendered.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import secrets
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -78,12 +81,16 @@ class _Mocks(pulumi_mocks.Mocks):
             # The real provider resolves the reference to a local image ID; the
             # replay resolves the same reference, so keep it readable here.
             outputs["imageId"] = args.inputs["name"]
-        if args.typ == "random:index/randomPassword:RandomPassword":
-            outputs["result"] = "p" * int(args.inputs.get("length", 16))
-        if args.typ == "random:index/randomString:RandomString":
-            outputs["result"] = "s" * int(args.inputs.get("length", 6))
+        # Real randomness, as pulumi-random would give: the replay deploys these.
+        length = int(args.inputs.get("length", 16))
+        if args.typ in ("random:index/randomPassword:RandomPassword",
+                        "random:index/randomString:RandomString"):
+            alphabet = string.ascii_lowercase + string.digits
+            if args.inputs.get("upper", True):
+                alphabet += string.ascii_uppercase
+            outputs["result"] = "".join(secrets.choice(alphabet) for _ in range(length))
         if args.typ == "random:index/randomBytes:RandomBytes":
-            outputs["base64"] = "QUJD" * 10 + "QUI="  # 32 bytes
+            outputs["base64"] = base64.b64encode(secrets.token_bytes(length)).decode()
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi_mocks.MockCallArgs):
@@ -149,17 +156,23 @@ def _encode_config(raw: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def run_program(raw: Mapping[str, Any], stack: str = "test",
-                secret_keys: tuple[str, ...] = ()) -> Capture:
-    """Run components.stack.main() under mocks with these `synapse:*` values."""
-    from components import stack as program
-
+def install_mocks(raw: Mapping[str, Any], stack: str = "test",
+                  secret_keys: tuple[str, ...] = ()) -> _Monitor:
     mocks = _Mocks()
     monitor = _Monitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="synapse", stack=stack, preview=False,
                              monitor=monitor)
     pulumi.runtime.set_all_config(_encode_config(raw),
                                   secret_keys=[f"{NAMESPACE}{k}" for k in secret_keys])
+    return monitor
+
+
+def run_program(raw: Mapping[str, Any], stack: str = "test",
+                secret_keys: tuple[str, ...] = ()) -> Capture:
+    """Run components.stack.main() under mocks with these `synapse:*` values."""
+    from components import stack as program
+
+    monitor = install_mocks(raw, stack, secret_keys)
     outputs = program.main()
     loop = asyncio.get_event_loop()
 

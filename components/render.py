@@ -1,0 +1,105 @@
+"""Render a stack without Pulumi, like `helm template`:
+
+    python -m components.render --config config/Pulumi.prod.yaml --out DIR
+
+writes every file each container would get under DIR/<container>/..., and
+DIR/manifest.json describing every container. Secrets appear as placeholders
+(`${secret:<key>}`). Bad config: exit status 2 and one line naming the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from components.containers import Deployment, build_deployment
+from components.errors import ConfigError
+from components.settings import SECRET_KEYS, load_settings
+from components.stack_config import from_stack_file
+from components.synapse_config import PLACEHOLDERS
+from components.topology import build_plan
+
+
+def deployment_for(path: Path, overrides: Mapping[str, Any] | None = None) -> Deployment:
+    stack, raw = from_stack_file(path)
+    raw = {k: v for k, v in {**raw, **(overrides or {})}.items() if k not in SECRET_KEYS}
+    return build_deployment(build_plan(load_settings(raw, stack)))
+
+
+def manifest(deployment: Deployment) -> dict[str, Any]:
+    containers = []
+    for c in deployment.containers:
+        containers.append({
+            "name": c.name,
+            "process": c.key,
+            "role": c.role,
+            "worker_class": c.worker_class,
+            "image": c.image,
+            "entrypoint": list(c.entrypoint) if c.entrypoint else None,
+            "command": list(c.command),
+            "env": dict(c.env),
+            "healthcheck": asdict(c.healthcheck),
+            "sockets": list(c.sockets),
+            "mounts": {m.target: m.volume for m in c.mounts},
+            "networks": list(c.networks),
+            "ports": [asdict(p) for p in c.ports],
+            "labels": c.labels,
+            "depends_on": list(c.depends_on),
+            "files": {f.path: f"{c.key}{f.path}" for f in c.files},
+        })
+    return {
+        "networks": {k: {"name": n, "internal": i} for k, (n, i) in deployment.networks.items()},
+        "volumes": {v.key: {"name": v.name, "driver_opts": dict(v.driver_opts)}
+                    for v in deployment.volumes},
+        "containers": containers,
+    }
+
+
+def write(deployment: Deployment, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for c in deployment.containers:
+        for f in c.files:
+            target = out / c.key / f.path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(f.render(PLACEHOLDERS))
+            target.chmod(0o755 if f.executable else 0o644)
+    (out / "manifest.json").write_text(json.dumps(manifest(deployment), indent=2) + "\n")
+
+
+def _override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--set wants key=value, got {text!r}")
+    return key.removeprefix("synapse:"), yaml.safe_load(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m components.render", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, type=Path, help="a Pulumi.<stack>.yaml")
+    parser.add_argument("--out", required=True, type=Path, help="directory to write")
+    parser.add_argument("--set", action="append", type=_override, default=[],
+                        metavar="KEY=VALUE", help="override a synapse:* key (YAML value)")
+    args = parser.parse_args(argv)
+    try:
+        deployment = deployment_for(args.config, dict(args.set))
+    except ConfigError as e:
+        print(f"{args.config}: {e}", file=sys.stderr)
+        return 2
+    except (OSError, yaml.YAMLError) as e:
+        print(f"{args.config}: cannot read stack file: {e}".splitlines()[0], file=sys.stderr)
+        return 2
+    write(deployment, args.out)
+    print(f"wrote {sum(len(c.files) for c in deployment.containers)} files for "
+          f"{len(deployment.containers)} containers to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Feed rendered files to Synapse's own config parser (matrix-synapse installed in
+the test venv). The files name in-container paths (/conf, /data, /media); they
+are written under a temporary root and those prefixes point there, nothing else
+is changed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Mapping
+
+from synapse.config.homeserver import HomeServerConfig
+
+from components.containers import ContainerSpec
+from components.synapse_config import CONFIG_DIR, DATA_DIR, MEDIA_DIR
+
+TEST_SECRETS = {
+    "macaroonSecretKey": "m" * 32,
+    "registrationSharedSecret": "r" * 32,
+    "formSecret": "f" * 32,
+    "workerReplicationSecret": "w" * 32,
+    "postgresPassword": "p" * 32,
+    "signingKey": "ed25519 a_test " + "A" * 43,
+}
+_PREFIXES = re.compile(rf"(?<![\w/])({CONFIG_DIR}|{DATA_DIR}|{MEDIA_DIR})(?=/|\s|$)", re.M)
+
+
+def parse(spec: ContainerSpec, root: Path, secrets: Mapping[str, str] = TEST_SECRETS) -> HomeServerConfig:
+    for path, text in spec.rendered_files(secrets).items():
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(_PREFIXES.sub(lambda m: f"{root}{m.group(1)}", text))
+    argv = []
+    for arg in spec.command:
+        if arg.startswith("--config-path="):
+            argv += ["--config-path", f"{root}{arg.split('=', 1)[1]}"]
+    return HomeServerConfig.load_config("synapse", argv)

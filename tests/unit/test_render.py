@@ -1,0 +1,88 @@
+"""The render command: files and manifest without Pulumi, and what scaling changes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.render import deployment_for, main as render_main
+from components.synapse_config import PLACEHOLDERS
+
+PROD = Path("config/Pulumi.prod.yaml")
+
+
+@pytest.fixture(scope="module")
+def prod_render(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prod")
+    assert render_main(["--config", str(PROD), "--out", str(out)]) == 0
+    return out, json.loads((out / "manifest.json").read_text())
+
+
+def test_prod_renders_the_guide_topology(prod_render):
+    _, manifest = prod_render
+    roles = [c["role"] for c in manifest["containers"]]
+    assert roles.count("main") == 1 and roles.count("worker") == 12
+    assert {r for r in roles} == {"main", "worker", "nginx", "postgres", "redis"}
+    assert len(manifest["containers"]) == 16
+
+
+def test_manifest_describes_each_container(prod_render):
+    out, manifest = prod_render
+    rooms3 = next(c for c in manifest["containers"] if c["process"] == "rooms3")
+    assert rooms3["name"] == "synapse-prod-rooms3"
+    assert rooms3["worker_class"] == "rooms"
+    assert rooms3["image"].startswith("matrixdotorg/synapse:")
+    assert rooms3["command"] == ["run", "--config-path=/conf/homeserver.yaml",
+                                 "--config-path=/conf/workers/rooms3.yaml"]
+    assert rooms3["env"]["SYNAPSE_WORKER"] == "synapse.app.generic_worker"
+    assert rooms3["healthcheck"]["test"][-2:] == ["/sockets/synapse_inbound_rooms3.sock",
+                                                  "http://localhost/health"]
+    assert rooms3["sockets"] == ["/sockets/synapse_inbound_rooms3.sock"]
+    for path, rel in rooms3["files"].items():
+        assert (out / rel).is_file(), path
+    assert (out / rooms3["files"]["/conf/workers/rooms3.yaml"]).read_text().startswith(
+        "worker_app: synapse.app.generic_worker")
+
+
+def test_secrets_appear_only_as_placeholders(prod_render):
+    out, manifest = prod_render
+    pg = next(c for c in manifest["containers"] if c["role"] == "postgres")
+    assert pg["env"]["POSTGRES_PASSWORD"] == PLACEHOLDERS["postgresPassword"]
+    key = (out / "main" / "conf" / "signing.key").read_text()
+    assert key.strip() == PLACEHOLDERS["signingKey"]
+
+
+def test_bad_config_exits_2_with_one_line(tmp_path):
+    bad = tmp_path / "Pulumi.bad.yaml"
+    bad.write_text("config:\n  synapse:serverName: example.org\n  synapse:workers:\n    rooms: many\n")
+    run = subprocess.run([sys.executable, "-m", "components.render", "--config", str(bad),
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        f"{bad}: Error in configuration at 'synapse:workers.rooms': must be an integer, got str 'many'"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def _files_by_container(deployment):
+    return {c.key: (c.rendered_files(), c.command, dict(c.env), c.labels, c.mounts)
+            for c in deployment.containers}
+
+
+def test_raising_rooms_from_4_to_8_only_adds_workers_and_changes_nginx():
+    before = _files_by_container(deployment_for(PROD))
+    after = _files_by_container(deployment_for(PROD, {"workers": {
+        "client_sync": 1, "federation_reader": 1, "media": 1, "rooms": 8, "sender": 4, "tasks": 1}}))
+    assert set(after) - set(before) == {"rooms5", "rooms6", "rooms7", "rooms8"}
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {"nginx"}
+
+
+def test_raising_senders_changes_every_synapse_process():
+    # federation_sender_instances is shared config: every process must agree on it.
+    before = _files_by_container(deployment_for(PROD))
+    after = _files_by_container(deployment_for(PROD, {"workers": {"sender": 5, "rooms": 4}}))
+    changed = {k for k in before if before[k] != after[k]}
+    assert {"main", "rooms1", "tasks1"} <= changed and "postgres" not in changed

@@ -1,0 +1,115 @@
+"""Stack config -> Settings: defaults, and one clear error per kind of mistake."""
+
+import pytest
+
+from components.errors import ConfigError
+from components.settings import (
+    DEFAULT_IMAGES,
+    check_secret_overrides,
+    load_settings,
+)
+from components.stack_config import from_pulumi
+from components.workers import CLASS_NAMES
+
+BASE = {"serverName": "example.org"}
+
+
+def load(**raw):
+    return load_settings({**BASE, **raw}, stack="t")
+
+
+def test_defaults_follow_the_server_name():
+    s = load()
+    assert s.public_base_url == "https://example.org/"
+    assert s.name_prefix == "synapse-t"
+    assert dict(s.workers) == {name: 1 for name in CLASS_NAMES}
+    assert s.images.synapse == DEFAULT_IMAGES["synapse"]
+    assert s.nginx.bind_address == "127.0.0.1" and s.nginx.client_port == 8008
+
+
+def test_synapse_image_is_new_enough_for_socket_replication():
+    tag = DEFAULT_IMAGES["synapse"].rsplit(":v", 1)[1]
+    assert tuple(int(x) for x in tag.split(".")[:2]) >= (1, 89)
+
+
+def test_public_base_url_gets_a_trailing_slash():
+    assert load(publicBaseUrl="https://matrix.example.org").public_base_url == (
+        "https://matrix.example.org/"
+    )
+
+
+@pytest.mark.parametrize(
+    "raw, key, reason",
+    [
+        ({"serverName": None}, "synapse:serverName", "is required"),
+        ({"serverName": "bad name!"}, "synapse:serverName", "DNS name"),
+        ({"serverName": "example.org:99999"}, "synapse:serverName", "DNS name"),
+        ({"publicBaseUrl": "ftp://x"}, "synapse:publicBaseUrl", "http(s) URL"),
+        ({"wokers": {}}, "synapse:wokers", "unknown key"),
+        ({"workers": {"room": 2}}, "synapse:workers.room", "unknown key"),
+        ({"workers": {"rooms": -1}}, "synapse:workers.rooms", "between 0 and 64"),
+        ({"workers": {"rooms": "4"}}, "synapse:workers.rooms", "must be an integer"),
+        ({"workers": {"sender": True}}, "synapse:workers.sender", "must be an integer"),
+        ({"workers": [1, 2]}, "synapse:workers", "must be an object"),
+        ({"images": {"synapse": ""}}, "synapse:images.synapse", "image reference"),
+        ({"images": {"matrix": "x"}}, "synapse:images.matrix", "unknown key"),
+        ({"nginx": {"bindAddress": "localhost"}}, "synapse:nginx.bindAddress", "IP address"),
+        ({"nginx": {"clientPort": 0}}, "synapse:nginx.clientPort", "between 1 and 65535"),
+        ({"nginx": {"federationPort": 8008}}, "synapse:nginx.federationPort", "must differ"),
+        ({"nginx": {"adminAllow": ["10.0.0.0/33"]}}, "synapse:nginx.adminAllow[0]", "CIDR"),
+        ({"log": {"level": "LOUD"}}, "synapse:log.level", "one of"),
+        ({"log": {"daysKept": 0}}, "synapse:log.daysKept", "between 1"),
+        ({"sizes": {"small": {"cpus": 0, "memoryMb": 512}}}, "synapse:sizes.small.cpus", "between 0"),
+        ({"sizes": {"tiny": {"cpus": 1}}}, "synapse:sizes.tiny.memoryMb", "must be an integer"),
+        ({"containerSizes": {"rooms": "huge"}}, "synapse:containerSizes.rooms", "unknown size"),
+        ({"extraConfig": {"instance_map": {}}}, "synapse:extraConfig.instance_map", "managed"),
+        ({"extraConfig": {"database": {}}}, "synapse:extraConfig.database", "managed"),
+        ({"extraConfig": {"federation_sender_instances": []}},
+         "synapse:extraConfig.federation_sender_instances", "managed"),
+        ({"egress": "yes"}, "synapse:egress", "true or false"),
+        ({"trustedKeyServers": ["matrix.org", "no way"]}, "synapse:trustedKeyServers[1]", "server name"),
+        ({"namePrefix": "Bad Prefix"}, "synapse:namePrefix", "lowercase"),
+    ],
+)
+def test_bad_config_names_the_key_and_the_reason(raw, key, reason):
+    with pytest.raises(ConfigError) as err:
+        load(**raw)
+    assert err.value.key == key
+    assert reason in err.value.reason
+    assert str(err.value).startswith(f"Error in configuration at '{key}': ")
+
+
+def test_extra_config_may_override_defaults():
+    s = load(extraConfig={"presence": {"enabled": False}, "enable_registration": True})
+    assert s.extra_config["presence"] == {"enabled": False}
+
+
+@pytest.mark.parametrize(
+    "key, value, reason",
+    [
+        ("macaroonSecretKey", "short", "at least 16"),
+        ("signingKey", "ed25519 a_x notbase64", "ed25519 a_<id>"),
+        ("postgresPassword", 1234, "must be a string"),
+    ],
+)
+def test_bad_secret_override_never_echoes_the_value(key, value, reason):
+    with pytest.raises(ConfigError) as err:
+        check_secret_overrides({key: value})
+    assert err.value.key == f"synapse:{key}" and reason in err.value.reason
+    assert str(value) not in str(err.value).replace(err.value.reason, "")
+
+
+def test_good_signing_key_override_is_accepted():
+    check_secret_overrides({"signingKey": "ed25519 a_abc " + "A" * 43, "formSecret": "x" * 16})
+
+
+def test_pulumi_values_are_json_decoded_except_string_keys():
+    raw = from_pulumi({
+        "synapse:serverName": "1234",
+        "synapse:workers": '{"rooms": 4}',
+        "synapse:egress": "false",
+        "synapse:maxUploadSizeMb": "100",
+        "aws:region": "ignored",
+    })
+    assert raw == {"serverName": "1234", "workers": {"rooms": 4}, "egress": False,
+                   "maxUploadSizeMb": 100}

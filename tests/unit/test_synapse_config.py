@@ -1,0 +1,111 @@
+"""Plan -> Synapse files: parsed back with PyYAML and by Synapse itself."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.containers import build_deployment
+from components.errors import ConfigError
+from components.render import deployment_for
+from components.settings import load_settings
+from components.synapse_config import PLACEHOLDERS, render_homeserver, render_log_config
+from components.topology import build_plan
+from tests.support.synapse_parser import TEST_SECRETS, parse
+
+STACKS = ["config/Pulumi.dev.yaml", "config/Pulumi.prod.yaml"]
+
+
+def plan_for(**raw):
+    return build_plan(load_settings({"serverName": "example.org", **raw}, "t"))
+
+
+def synapse_containers(stack):
+    return [c for c in deployment_for(Path(stack)).containers if c.role in ("main", "worker")]
+
+
+@pytest.mark.parametrize(
+    "stack, spec",
+    [(s, c) for s in STACKS for c in synapse_containers(s)],
+    ids=lambda v: v if isinstance(v, str) else v.key,
+)
+def test_synapse_accepts_every_process_config(stack, spec, tmp_path):
+    cfg = parse(spec, tmp_path)
+    assert cfg.server.server_name == load_settings_of(stack).server_name
+    if spec.role == "main":
+        assert cfg.worker.worker_name is None
+        assert [l.type for l in cfg.server.listeners] == ["http", "http", "metrics"]
+    else:
+        assert cfg.worker.worker_name == spec.key
+        assert cfg.worker.worker_app == ("synapse.app.media_repository"
+                                         if spec.worker_class == "media" else "synapse.app.generic_worker")
+    # Synapse resolved the same replication map as the plan (it renames main).
+    resolved = {"main" if n == "master" else n for n in cfg.worker.instance_map}
+    assert resolved == set(build_plan_of(stack).instance_map)
+    assert cfg.redis.redis_enabled and cfg.redis.redis_path == "/sockets/synapse_redis.sock"
+    assert cfg.key.signing_key[0].version == "a_test"
+
+
+def load_settings_of(stack):
+    from components.stack_config import from_stack_file
+
+    name, raw = from_stack_file(Path(stack))
+    return load_settings(raw, name)
+
+
+def build_plan_of(stack):
+    return build_plan(load_settings_of(stack))
+
+
+def test_media_worker_serves_media_and_main_does_not(tmp_path):
+    d = deployment_for(Path("config/Pulumi.prod.yaml"))
+    assert parse(d.container("media1"), tmp_path / "m").media.can_load_media_repo
+    assert not parse(d.container("main"), tmp_path / "x").media.can_load_media_repo
+
+
+def test_homeserver_layers_defaults_then_extra_config_then_enforced():
+    plan = plan_for(extraConfig={"presence": {"enabled": False}, "caches": {"global_factor": 2}})
+    hs = yaml.safe_load(render_homeserver(plan, TEST_SECRETS))
+    assert hs["presence"] == {"enabled": False}
+    # Deep merge keeps the default siblings of an overridden key.
+    assert hs["caches"]["global_factor"] == 2 and hs["caches"]["expire_caches"] is True
+    assert hs["user_directory"]["enabled"] is True  # untouched default
+    assert list(hs)[:3] == ["server_name", "public_baseurl", "report_stats"]
+
+
+def test_homeserver_uses_sockets_for_postgres_and_redis():
+    hs = yaml.safe_load(render_homeserver(plan_for(), TEST_SECRETS))
+    assert hs["database"]["args"]["host"] == "/sockets"
+    assert hs["redis"] == {"enabled": True, "path": "/sockets/synapse_redis.sock"}
+    assert hs["database"]["args"]["password"] == TEST_SECRETS["postgresPassword"]
+    assert hs["trusted_key_servers"] == [{"server_name": "matrix.org"}]
+
+
+def test_placeholders_stand_in_for_every_secret():
+    text = render_homeserver(plan_for(), PLACEHOLDERS)
+    for key in ("macaroonSecretKey", "registrationSharedSecret", "formSecret",
+                "workerReplicationSecret", "postgresPassword"):
+        assert PLACEHOLDERS[key] in text
+
+
+def test_log_config_is_per_class_with_rotation_and_retention():
+    plan = plan_for(log={"level": "DEBUG", "daysKept": 9})
+    log = yaml.safe_load(render_log_config(plan, "rooms"))
+    assert log["handlers"]["file"]["filename"] == "/data/log/rooms.log"
+    assert log["handlers"]["file"]["when"] == "midnight"
+    assert log["handlers"]["file"]["backupCount"] == 9
+    assert log["handlers"]["buffer"]["class"] == (
+        "synapse.logging.handlers.PeriodicallyFlushingMemoryHandler")
+    assert log["root"]["level"] == "DEBUG" and "buffer" in log["root"]["handlers"]
+
+
+def test_workers_of_one_class_share_one_log_config():
+    d = build_deployment(plan_for(workers={"rooms": 3}))
+    paths = {p for k in ("rooms1", "rooms2", "rooms3") for p in d.container(k).rendered_files()
+             if "/log/" in p}
+    assert paths == {"/conf/log/rooms.log.config"}
+
+
+def test_extra_config_cannot_override_the_topology():
+    with pytest.raises(ConfigError, match="extraConfig.stream_writers"):
+        plan_for(extraConfig={"stream_writers": {"events": ["main"]}})

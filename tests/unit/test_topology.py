@@ -1,0 +1,111 @@
+"""Settings -> plan: the guide's topology, and Synapse's worker rules."""
+
+import dataclasses
+
+import pytest
+
+from components import topology, workers
+from components.errors import ConfigError
+from components.settings import load_settings
+from components.topology import PlanError, build_plan
+
+GUIDE = {"client_sync": 1, "federation_reader": 1, "media": 1, "rooms": 4, "sender": 4, "tasks": 1}
+
+
+def plan_for(**counts):
+    return build_plan(load_settings({"serverName": "example.org", "workers": counts}, "t"))
+
+
+def test_guide_instance_map_and_writers():
+    # The guide's worker page, section "Synapse Configuration".
+    plan = plan_for(**GUIDE)
+    assert list(plan.instance_map) == [
+        "main", "client_sync1", "media1", "sender1", "sender2", "sender3", "sender4", "tasks1",
+    ]
+    assert plan.instance_map["client_sync1"] == "/sockets/synapse_replication_client_sync1.sock"
+    assert dict(plan.stream_writers) == {
+        "typing": ("client_sync1",), "to_device": ("client_sync1",),
+        "account_data": ("client_sync1",), "presence": ("client_sync1",),
+        "receipts": ("client_sync1",), "events": ("tasks1",),
+    }
+    assert plan.duties["federation_sender_instances"] == ["sender1", "sender2", "sender3", "sender4"]
+    assert plan.duties["media_instance_running_background_jobs"] == "media1"
+    assert plan.duties["run_background_tasks_on"] == "tasks1"
+    assert plan.duties["pusher_instances"] == ["tasks1"]
+    assert plan.duties["update_user_directory_from_worker"] == "client_sync1"
+    assert plan.shared["enable_media_repo"] is False
+
+
+def test_guide_process_names():
+    # The guide's Docker page lists 12 workers; with main, 13 Synapse processes.
+    assert [p.name for p in plan_for(**GUIDE).processes] == [
+        "main", "client_sync1", "federation_reader1", "media1", "rooms1", "rooms2", "rooms3",
+        "rooms4", "sender1", "sender2", "sender3", "sender4", "tasks1",
+    ]
+
+
+def test_sockets_follow_the_roles():
+    plan = plan_for(**GUIDE)
+    rooms1, sender1, media1 = plan.process("rooms1"), plan.process("sender1"), plan.process("media1")
+    # Rooms workers only take requests from nginx: inbound socket, no replication.
+    assert rooms1.replication_socket is None
+    assert rooms1.inbound_socket == "/sockets/synapse_inbound_rooms1.sock"
+    assert rooms1.health_socket == rooms1.inbound_socket
+    # Senders get no HTTP traffic: replication only, health-checked over it.
+    assert sender1.inbound_socket is None and sender1.health_socket == sender1.replication_socket
+    assert media1.sockets == (
+        "/sockets/synapse_replication_media1.sock", "/sockets/synapse_inbound_media1.sock",
+    )
+    assert plan.process("federation_reader1").replication_socket is None
+
+
+def test_second_instances_are_not_writers_and_not_in_instance_map():
+    plan = plan_for(client_sync=3, media=2, tasks=2)
+    assert plan.stream_writers["typing"] == ("client_sync1",)
+    assert "client_sync2" not in plan.instance_map and "media2" not in plan.instance_map
+    # Events are sharded over every tasks worker; background jobs run once.
+    assert plan.stream_writers["events"] == ("tasks1", "tasks2")
+    assert plan.duties["run_background_tasks_on"] == "tasks1"
+    assert "tasks2" in plan.instance_map
+
+
+def test_a_class_with_no_workers_leaves_its_work_to_main():
+    plan = plan_for(client_sync=0, media=0, tasks=0, sender=0)
+    assert "typing" not in plan.stream_writers and "events" not in plan.stream_writers
+    assert "federation_sender_instances" not in plan.duties
+    assert "enable_media_repo" not in plan.shared
+    assert "media" in plan.main.inbound_resources
+
+
+def test_scaling_rooms_changes_nothing_synapse_wide():
+    small, big = plan_for(**GUIDE), plan_for(**{**GUIDE, "rooms": 8})
+    assert small.instance_map == big.instance_map
+    assert small.stream_writers == big.stream_writers and small.duties == big.duties
+
+
+def test_check_plan_rejects_two_writers_of_a_single_writer_stream(monkeypatch):
+    broken = dataclasses.replace(
+        workers.BY_NAME["client_sync"],
+        streams={"typing": workers.Scope.ALL},
+    )
+    table = tuple(broken if c.name == "client_sync" else c for c in workers.WORKER_CLASSES)
+    monkeypatch.setattr(topology, "WORKER_CLASSES", table)
+    with pytest.raises(PlanError, match="typing.*one writer"):
+        plan_for(client_sync=2)
+
+
+def test_too_many_processes_for_postgres_is_a_config_error():
+    with pytest.raises(ConfigError) as err:
+        plan_for(rooms=48)
+    assert err.value.key == "synapse:workers" and "database connections" in err.value.reason
+
+
+def test_table_invariants():
+    names = [c.name for c in workers.WORKER_CLASSES]
+    assert len(names) == len(set(names))
+    for c in workers.WORKER_CLASSES:
+        for stream, scope in c.streams.items():
+            if stream in workers.SINGLE_WRITER_STREAMS:
+                assert scope is workers.Scope.FIRST, (c.name, stream)
+        # A class nginx routes to must say which endpoints; one it never reaches must not.
+        assert bool(c.inbound_resources) == bool(c.routes), c.name
