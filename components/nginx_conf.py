@@ -1,9 +1,354 @@
-"""PLACEHOLDER (lead): minimal nginx.conf so the rest of the program runs; the
-routing helper replaces this file with the generated routing config."""
+"""Plan -> nginx.conf: the front door, generated from the routing table (no IO).
+
+`render_nginx_conf(plan)` returns one complete nginx.conf (no includes, no
+mime.types). The config is built as a tree of directives and serialised with
+proper quoting, never by pasting text.
+
+How a request finds its process:
+  1. `map "$request_method $uri" $synapse_route` tries routing.ROUTES in order and
+     yields the first matching rule's name (nginx checks map regexes in the order
+     they are written; the last rule is the map's `default`).
+  2. `map $synapse_route $synapse_upstream` names the rule's upstream, resolved
+     against the plan here: a class with no processes, or a stream main still
+     writes, resolves to main.
+  3. `proxy_pass http://$synapse_upstream` (no URI part, so Synapse receives the
+     request URI exactly as the client sent it).
+Balanced upstreams hash `$room_key`, `$user_key` or `$origin_key` (maps below).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Iterable, Union
+from urllib.parse import urlsplit
+
+from components import routing
+from components.routing import MAIN, WRITER, Key, Route
+from components.topology import Plan, Process
 
 HEALTH_SOCKET = "/run/nginx-health.sock"
 SERVED_BY_HEADER = "X-Synapse-Worker"
+LISTEN_PORTS = (8008, 8448)  # inside the container; the stack publishes them
+ACCESS_LOG = "/var/log/nginx/access.log"  # the official image links it to stdout
+ERROR_LOG = "/var/log/nginx/error.log"  # ... and this one to stderr
+
+UPSTREAM_KEEPALIVE = 16  # idle connections kept per upstream and nginx worker
+PROXY_READ_TIMEOUT = "600s"  # long-polling /sync and /events hold requests open
+
+# The hash variable of each balancing key (defined by the maps in _maps()).
+_HASH_VARIABLE = {Key.ROOM: "$room_key", Key.USER: "$user_key", Key.ORIGIN: "$origin_key"}
 
 
-def render_nginx_conf(plan) -> str:
-    return "events {}\nhttp {\n  server { listen unix:%s; location = /health { return 200; } }\n}\n" % HEALTH_SOCKET
+# --- a tiny nginx config tree ------------------------------------------------------
+
+@dataclass(frozen=True)
+class D:
+    """A directive; with `block` it is a block (`name args { ... }`)."""
+
+    name: str
+    args: tuple[str, ...] = ()
+    block: tuple["Node", ...] | None = None
+
+
+@dataclass(frozen=True)
+class Comment:
+    text: str
+
+
+Node = Union[D, Comment]
+
+_BARE = re.compile(r"[A-Za-z0-9_@%./:=,$*+!\[\]-]+")
+
+
+def _arg(value: str) -> str:
+    """One directive argument. Quoting only protects syntax: nginx still expands
+    `$variables` inside quotes, and unescapes backslashes (so they are doubled)."""
+    if _BARE.fullmatch(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _serialise(nodes: Iterable[Node], depth: int = 0) -> list[str]:
+    pad = "    " * depth
+    out: list[str] = []
+    for n in nodes:
+        if isinstance(n, Comment):
+            out.extend(f"{pad}# {line}".rstrip() for line in n.text.splitlines())
+            continue
+        head = " ".join(_arg(a) for a in (n.name, *n.args))  # names too: map keys
+        if n.block is None:
+            out.append(f"{pad}{head};")
+        else:
+            out.append(f"{pad}{head} {{")
+            out.extend(_serialise(n.block, depth + 1))
+            out.append(f"{pad}}}")
+    return out
+
+
+def _literal(text: str) -> str:
+    """Text nginx must send as is (a `return` body): it would expand `$`."""
+    if "$" in text:
+        raise ValueError(f"cannot serve {text!r} literally from nginx: it contains '$'")
+    return text
+
+
+# --- upstreams -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    processes: tuple[Process, ...]
+    key: Key
+
+
+def _reachable(plan: Plan, names: Iterable[str], why: str) -> tuple[Process, ...]:
+    procs = tuple(plan.process(n) for n in names)
+    for p in procs:
+        if p.inbound_socket is None:
+            raise ValueError(f"{why} goes to {p.name}, which has no inbound socket")
+    return procs
+
+
+class _Resolver:
+    """Routes -> upstreams for one plan."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.upstreams: dict[str, Upstream] = {}  # the ones some rule uses
+
+    def _add(self, name: str, procs: tuple[Process, ...], key: Key) -> str:
+        self.upstreams.setdefault(name, Upstream(name, procs, key))
+        return name
+
+    def _process(self, p: Process) -> str:
+        return self._add(f"proc_{p.name}", (p,), Key.NONE)
+
+    def upstream(self, route: Route) -> str:
+        if route.target == MAIN:
+            return self._process(self.plan.main)
+        if route.target == WRITER:
+            assert route.stream, route.name
+            writers = self.plan.stream_writers.get(route.stream, (MAIN,))
+            procs = _reachable(self.plan, writers, f"rule {route.name!r} (stream {route.stream})")
+            if len(procs) == 1:
+                return self._process(procs[0])
+            return self._add(f"writers_{route.stream}", procs, Key.NONE)
+        procs = self.plan.by_class(route.target)
+        if not procs:
+            return self._process(self.plan.main)  # class scaled to 0: main serves it
+        procs = _reachable(self.plan, (p.name for p in procs), f"rule {route.name!r}")
+        return self._add(f"class_{route.target}", procs, route.key)
+
+
+def _upstream_block(u: Upstream) -> D:
+    body: list[Node] = []
+    if u.key in _HASH_VARIABLE:
+        body.append(D("hash", (_HASH_VARIABLE[u.key], "consistent")))
+    for p in u.processes:
+        # max_fails=0: never take a process out of the hash ring for a while
+        # (which would move its rooms or users); a failed connect still tries
+        # the next one.
+        body.append(D("server", (f"unix:{p.inbound_socket}", "max_fails=0")))
+    body.append(D("keepalive", (str(UPSTREAM_KEEPALIVE),)))
+    return D("upstream", (u.name,), tuple(body))
+
+
+# --- maps ----------------------------------------------------------------------------
+
+def _route_regex(route: Route) -> str:
+    """The rule as a regex on "$request_method $uri"."""
+    if not route.pattern.startswith("^/"):
+        raise ValueError(f"rule {route.name!r}: pattern must start with ^/")
+    methods = "(?:" + "|".join(route.methods) + ")" if route.methods else r"\S+"
+    return f"~^{methods} (?:{route.pattern[1:]})"
+
+
+def _route_maps(plan: Plan, resolver: _Resolver) -> list[Node]:
+    *rules, last = routing.ROUTES
+    if last.pattern != "^/" or last.methods:
+        raise ValueError("the last routing rule must catch every request")
+    route_map: list[Node] = []
+    for r in rules:
+        route_map.append(D(_route_regex(r), (r.name,)))
+    route_map.append(D("default", (last.name,)))
+    upstream_map: list[Node] = [D(r.name, (resolver.upstream(r),)) for r in rules]
+    upstream_map.append(D("default", (resolver.upstream(last),)))
+    return [
+        Comment("The routing table (components/routing.py), first match wins."),
+        D("map", ("$request_method $uri", "$synapse_route"), tuple(route_map)),
+        D("map", ("$synapse_route", "$synapse_upstream"), tuple(upstream_map)),
+    ]
+
+
+def _maps(plan: Plan) -> list[Node]:
+    served_by: list[Node] = [D("default", ("$upstream_addr",)), D("", ("nginx",))]
+    served_by += [D(f"unix:{p.inbound_socket}", (p.name,))
+                  for p in plan.processes if p.inbound_socket]
+    return [
+        Comment("Rooms: the room ID (see routing.ROOM_ID_IN_PATH), decoded by nginx."),
+        D("map", ("$uri", "$room_key"), (
+            D("~" + routing.ROOM_ID_IN_PATH, ("$room_id",)),
+            D("default", ("",)),
+        )),
+        Comment("client_sync: the access token, from the header or the query string;\n"
+                "for Synapse's syt_<base64 localpart>_... tokens only the user part, so\n"
+                "one user's devices share a worker. Other tokens are hashed whole."),
+        D("map", ("$http_authorization", "$access_token"), (
+            D(r"~^Bearer\s+(?P<bearer_token>\S+)", ("$bearer_token",)),
+            D("default", ("$arg_access_token",)),
+        )),
+        D("map", ("$access_token", "$user_key"), (
+            D("~^syt_(?P<token_user>[^_]+)_", ("$token_user",)),
+            D("default", ("$access_token",)),
+        )),
+        Comment("federation_reader: the signed origin server, else the client address."),
+        D("map", ("$http_authorization", "$origin_key"), (
+            D(r'~^X-Matrix\s+(?:.*[\s,])?origin="?(?P<matrix_origin>[^",\s]+)',
+              ("$matrix_origin",)),
+            D("default", ("$remote_addr",)),
+        )),
+        Comment("The process that served the request, by its socket; nginx if none."),
+        D("map", ("$upstream_addr", "$served_by"), tuple(served_by)),
+        D("map", ("$http_upgrade", "$connection_upgrade"), (
+            D("default", ("upgrade",)),
+            # No Upgrade: send no Connection header, so upstream keepalive works.
+            D("", ("",)),
+        )),
+        Comment("Access tokens in query strings stay out of the log."),
+        D("map", ("$request_uri", "$loggable_uri"), (
+            D(r"~^(?P<uri_head>[^?]*\?(?:[^#]*&)?access_token=)[^&]*(?P<uri_tail>.*)$",
+              ("${uri_head}REDACTED${uri_tail}",)),
+            D("default", ("$request_uri",)),
+        )),
+    ]
+
+
+# --- servers -------------------------------------------------------------------------
+
+def well_known_server(public_base_url: str) -> str:
+    """`m.server` for /.well-known/matrix/server: host:port of the public base URL."""
+    parts = urlsplit(public_base_url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{host}:{port}"
+
+
+def _json(doc: dict) -> str:
+    return _literal(json.dumps(doc, separators=(", ", ": ")))
+
+
+def _main_server(plan: Plan) -> D:
+    s = plan.settings
+    body: list[Node] = [D("listen", (str(port),)) for port in LISTEN_PORTS]
+    body.append(D("server_name", ("_",)))
+    if s.nginx.served_by_header:
+        body.append(D("add_header", (SERVED_BY_HEADER, "$served_by", "always")))
+    body += [
+        D("location", ("=", "/.well-known/matrix/server"), (
+            D("set", ("$synapse_route", "well_known")),  # for the log: not routed
+            D("default_type", ("application/json",)),
+            D("return", ("200", _json({"m.server": well_known_server(s.public_base_url)}))),
+        )),
+        D("location", ("=", "/.well-known/matrix/client"), (
+            D("set", ("$synapse_route", "well_known")),
+            D("default_type", ("application/json",)),
+            D("add_header", ("Access-Control-Allow-Origin", "*", "always")),
+            D("return", ("200", _json({"m.homeserver": {"base_url": s.public_base_url}}))),
+        )),
+        Comment("The admin API only from nginx.adminAllow; routed like any request."),
+        D("location", ("/_synapse/admin",), (
+            *(D("allow", (cidr,)) for cidr in s.nginx.admin_allow),
+            D("deny", ("all",)),
+            D("error_page", ("403", "@admin_denied")),
+            D("proxy_pass", ("http://$synapse_upstream",)),
+        )),
+        D("location", ("@admin_denied",), (
+            D("default_type", ("application/json",)),
+            D("return", ("403", _json({"errcode": "M_FORBIDDEN",
+                                       "error": "The admin API is not reachable from here"}))),
+        )),
+        D("location", ("/",), (D("proxy_pass", ("http://$synapse_upstream",)),)),
+    ]
+    return D("server", (), tuple(body))
+
+
+def _health_server() -> D:
+    return D("server", (), (
+        D("listen", (f"unix:{HEALTH_SOCKET}",)),
+        D("access_log", ("off",)),
+        D("location", ("=", "/health"), (
+            D("default_type", ("text/plain",)),
+            D("return", ("200", "OK")),
+        )),
+        D("location", ("/",), (D("return", ("404",)),)),
+    ))
+
+
+def _worker_processes(plan: Plan) -> int:
+    s = plan.settings
+    return max(1, int(s.sizes[s.container_sizes["nginx"]].cpus))
+
+
+def _http(plan: Plan) -> D:
+    s = plan.settings
+    resolver = _Resolver(plan)
+    routes = _route_maps(plan, resolver)  # creates the class and writer upstreams
+    scheme = urlsplit(s.public_base_url).scheme
+    body: list[Node] = [
+        D("server_tokens", ("off",)),
+        D("default_type", ("application/octet-stream",)),
+        D("sendfile", ("on",)),
+        D("tcp_nodelay", ("on",)),
+        D("keepalive_timeout", ("65s",)),
+        D("client_max_body_size", (f"{s.max_upload_size_mb}m",)),
+        D("large_client_header_buffers", ("4", "32k")),
+        D("map_hash_bucket_size", ("256",)),
+    ]
+    if s.nginx.trusted_proxies:
+        body.append(Comment("Believe X-Forwarded-For only from these proxies."))
+        body += [D("set_real_ip_from", (cidr,)) for cidr in s.nginx.trusted_proxies]
+        body += [D("real_ip_header", ("X-Forwarded-For",)), D("real_ip_recursive", ("on",))]
+    body += [*_maps(plan), *routes]
+    body += [
+        D("log_format", ("synapse",
+                         '$remote_addr [$time_local] "$request_method $loggable_uri '
+                         '$server_protocol" $status $body_bytes_sent $request_time '
+                         "route=$synapse_route served_by=$served_by "
+                         'upstream="$upstream_addr" upstream_status=$upstream_status '
+                         'upstream_time=$upstream_response_time "$http_user_agent"')),
+        D("access_log", (ACCESS_LOG, "synapse")),
+        Comment("Proxying, for every location (none sets its own proxy_set_header)."),
+        D("proxy_http_version", ("1.1",)),
+        D("proxy_set_header", ("Host", "$host")),
+        # The connecting address (after realip), never a client-supplied list:
+        # Synapse believes the left-most X-Forwarded-For entry.
+        D("proxy_set_header", ("X-Forwarded-For", "$remote_addr")),
+        D("proxy_set_header", ("X-Forwarded-Proto", scheme)),
+        D("proxy_set_header", ("Upgrade", "$http_upgrade")),
+        D("proxy_set_header", ("Connection", "$connection_upgrade")),
+        D("proxy_connect_timeout", ("5s",)),
+        D("proxy_read_timeout", (PROXY_READ_TIMEOUT,)),
+        D("proxy_send_timeout", (PROXY_READ_TIMEOUT,)),
+        D("proxy_buffering", ("off",)),
+        D("proxy_redirect", ("off",)),
+    ]
+    body += [_upstream_block(u) for u in resolver.upstreams.values()]
+    body += [_main_server(plan), _health_server()]
+    return D("http", (), tuple(body))
+
+
+def render_nginx_conf(plan: Plan) -> str:
+    tree: list[Node] = [
+        Comment("Generated by components/nginx_conf.py from components/routing.py. Do not edit.\n"
+                "No `user` (the images differ) and no `daemon` (the command line sets it)."),
+        D("worker_processes", (str(_worker_processes(plan)),)),
+        D("pcre_jit", ("on",)),
+        D("error_log", (ERROR_LOG, "warn")),
+        D("events", (), (D("worker_connections", ("4096",)),)),
+        _http(plan),
+    ]
+    return "\n".join(_serialise(tree)) + "\n"

@@ -111,7 +111,10 @@ class NginxSettings:
     client_port: int  # host port published for nginx's listener on 8008
     federation_port: int  # host port published for nginx's listener on 8448
     admin_allow: tuple[str, ...]
-    served_by_header: bool  # add X-Served-By naming the upstream process
+    served_by_header: bool  # add a response header naming the process (nginx_conf.SERVED_BY_HEADER)
+    # Proxies in front of nginx whose X-Forwarded-For is believed (nginx realip);
+    # empty: the connecting address is the client.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -236,7 +239,7 @@ def _nginx(raw: Mapping) -> NginxSettings:
     value = _mapping(raw, "nginx")
     path = ("nginx",)
     _no_unknown(value, ("bindAddress", "clientPort", "federationPort", "adminAllow",
-                        "servedByHeader"), path)
+                        "servedByHeader", "trustedProxies"), path)
     bind = value.get("bindAddress", "127.0.0.1")
     try:
         ipaddress.ip_address(_str(bind, path + ("bindAddress",), what="an IP address"))
@@ -250,12 +253,15 @@ def _nginx(raw: Mapping) -> NginxSettings:
     _expect(allow, list, path + ("adminAllow",), "a list of networks")
     served_by = _expect(value.get("servedByHeader", False), bool,
                         path + ("servedByHeader",), "true or false")
+    proxies = value.get("trustedProxies", [])
+    _expect(proxies, list, path + ("trustedProxies",), "a list of networks")
     return NginxSettings(
         bind_address=bind,
         client_port=client,
         federation_port=federation,
         admin_allow=tuple(_cidr(n, path + ("adminAllow", i)) for i, n in enumerate(allow)),
         served_by_header=served_by,
+        trusted_proxies=tuple(_cidr(n, path + ("trustedProxies", i)) for i, n in enumerate(proxies)),
     )
 
 

@@ -158,6 +158,13 @@ def _encode_config(raw: Mapping[str, Any]) -> dict[str, str]:
 
 def install_mocks(raw: Mapping[str, Any], stack: str = "test",
                   secret_keys: tuple[str, ...] = ()) -> _Monitor:
+    # Pulumi schedules registrations on the current loop; another test (asyncio.run)
+    # may have closed it.
+    try:
+        if asyncio.get_event_loop().is_closed():
+            raise RuntimeError("closed")
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
     mocks = _Mocks()
     monitor = _Monitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="synapse", stack=stack, preview=False,
