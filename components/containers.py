@@ -264,8 +264,10 @@ def build_deployment(plan: Plan) -> Deployment:
         worker_class=None,
         image=s.images.redis,
         # Sockets only; Synapse uses Redis for pub/sub and caches, nothing to persist.
+        # A bare `--save` means `save ""` (no snapshots): pulumi-docker refuses an
+        # empty command element ("values for command may not be empty").
         command=("redis-server", "--port", "0", "--unixsocket", REDIS_SOCKET,
-                 "--unixsocketperm", "666", "--save", "", "--appendonly", "no"),
+                 "--unixsocketperm", "666", "--save", "--appendonly", "no"),
         entrypoint=None,
         env={},
         secret_env=(),
