@@ -246,8 +246,13 @@ def build_deployment(plan: Plan) -> Deployment:
             "POSTGRES_INITDB_ARGS": "--encoding=UTF8 --locale=C",
         },
         secret_env=("POSTGRES_PASSWORD",),
-        healthcheck=Healthcheck(("CMD", "pg_isready", "-q", "-h", POSTGRES_SOCKET_DIR,
-                                 "-U", POSTGRES_USER, "-d", POSTGRES_DB)),
+        # The image's init-time temporary server also listens on /sockets (it gets
+        # the same -c arguments), so pg_isready alone can pass before the database
+        # exists: only the final server, PID 1, counts.
+        healthcheck=Healthcheck(("CMD-SHELL",
+                                 f'test "$(head -n1 {POSTGRES_DATA}/postmaster.pid 2>/dev/null)" = 1'
+                                 f" && pg_isready -q -h {POSTGRES_SOCKET_DIR}"
+                                 f" -U {POSTGRES_USER} -d {POSTGRES_DB}")),
         files=(),
         mounts=(Mount("sockets", SOCKET_DIR), Mount("postgres-data", POSTGRES_DATA)),
         networks=("backend",),

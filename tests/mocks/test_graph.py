@@ -71,7 +71,8 @@ def test_synapse_healthchecks_curl_their_own_socket(prod):
         assert test == ["CMD", "curl", "-fsS", "--unix-socket", f"/sockets/{sock}.sock",
                         "http://localhost/health"]
     pg = prod.named("postgres-container", CONTAINER).plain["healthcheck"]["tests"]
-    assert "pg_isready" in pg and "/sockets" in pg
+    assert pg[0] == "CMD-SHELL" and "postmaster.pid" in pg[1]
+    assert "pg_isready -q -h /sockets -U synapse -d synapse" in pg[1]
     redis = prod.named("redis-container", CONTAINER).plain["healthcheck"]["tests"]
     assert "redis-cli -s /sockets/synapse_redis.sock ping" in redis[1]
 

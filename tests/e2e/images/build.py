@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Build the stand-in images the end-to-end tests run on.
+
+No image registry is reachable here, so the four images the program uses by
+default are made locally under the same names. They share one Debian
+bookworm rootfs made by mmdebstrap and imported once (one ~475 MB layer on
+disk instead of four slimmer ones, and one bootstrap instead of four); each
+image then gets its own entrypoint/cmd/volumes from a metadata-only
+Dockerfile.<name>, because `docker import --change` cannot set STOPSIGNAL.
+
+A hash over every file in this folder is stored as a label; when all four
+images carry the current hash, nothing is built. Usage: build.py [--force]
+"""
+import argparse
+import fcntl
+import hashlib
+import io
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker
+
+HERE = Path(__file__).resolve().parent
+HASH_LABEL = "synapse-e2e.build-hash"
+ROOTFS_REPO = "synapse-e2e-rootfs"
+IMAGES = {  # tag the program expects -> Dockerfile with its metadata
+    "matrixdotorg/synapse:v1.163.2": "Dockerfile.synapse",
+    "postgres:15-bookworm": "Dockerfile.postgres",
+    "redis:7.0-bookworm": "Dockerfile.redis",
+    "nginx:1.22.1": "Dockerfile.nginx",
+}
+SYNAPSE_REQUIREMENT = "matrix-synapse[redis]==1.163.2"
+UV_VERSION = "0.13.9"
+SUITE = "bookworm"
+MIRRORS = [
+    "deb http://deb.debian.org/debian bookworm main",
+    "deb http://deb.debian.org/debian bookworm-updates main",
+    "deb http://deb.debian.org/debian-security bookworm-security main",
+]
+PACKAGES = [
+    "ca-certificates", "curl", "gosu",            # every image
+    "python3", "python3-psycopg2",                # synapse (venv on top)
+    "postgresql-15",
+    "redis-server",                               # also brings libjemalloc2
+    "nginx",
+]
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "synapse-e2e"
+
+
+def inputs_hash():
+    """Hash every build input: this script, hooks, rootfs files, Dockerfiles."""
+    digest = hashlib.sha256()
+    for path in sorted(HERE.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(HERE)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def current(client, tag, build_hash):
+    try:
+        image = client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return (image.labels or {}).get(HASH_LABEL) == build_hash
+
+
+def uv_binary():
+    """uv from PyPI, kept in a cache folder: it installs Synapse ~35 s faster than pip."""
+    target = CACHE / f"uv-{UV_VERSION}"
+    binary = target / "bin" / "uv"
+    if not binary.exists():
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                        "--target", str(target), f"uv=={UV_VERSION}"], check=True)
+        print(f"uv {UV_VERSION} fetched: {time.monotonic() - started:.0f} s")
+    return binary
+
+
+def build_rootfs(client, build_hash):
+    """mmdebstrap piped straight into the engine: no tarball on disk."""
+    hook = lambda name: f'sh {shlex.quote(str(HERE / "hooks" / name))} "$1"'
+    command = [
+        "mmdebstrap", "--variant=apt", "--format=tar",
+        "--skip=cleanup/run",  # keeps /run/postgresql; customize.sh cleans the rest
+        "--include=" + ",".join(PACKAGES),
+        "--dpkgopt=" + str(HERE / "dpkg-excludes.cfg"),
+        "--essential-hook=" + hook("essential.sh"),
+        "--customize-hook=" + hook("customize.sh"),
+        SUITE, "-", *MIRRORS,
+    ]
+    env = dict(os.environ, E2E_UV=str(uv_binary()), E2E_SYNAPSE_REQUIREMENT=SYNAPSE_REQUIREMENT,
+               E2E_ROOTFS_FILES=str(HERE / "rootfs"))
+    ref = f"{ROOTFS_REPO}:{build_hash[:12]}"
+    log = CACHE / "mmdebstrap.log"
+    with open(log, "w") as log_file, subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=log_file, env=env) as bootstrap:
+        result = client.api.import_image_from_stream(
+            bootstrap.stdout, repository=ROOTFS_REPO, tag=build_hash[:12],
+            changes=[f"LABEL {HASH_LABEL}={build_hash}"])
+    if bootstrap.returncode != 0 or "errorDetail" in result:
+        try:  # an import of a truncated stream must not be mistaken for a rootfs
+            client.images.remove(ref)
+        except docker.errors.ImageNotFound:
+            pass
+        sys.stderr.writelines(log.read_text().splitlines(keepends=True)[-40:])
+        raise SystemExit(f"rootfs build failed (mmdebstrap exit {bootstrap.returncode}, "
+                         f"log {log}): {result}")
+    return ref
+
+
+def remove_stale(client, build_hash):
+    """Delete earlier builds (untagged now, or of another hash) unless in use."""
+    stale = lambda: [image for image in client.images.list(filters={"label": HASH_LABEL})
+                     if not image.tags or image.labels.get(HASH_LABEL) != build_hash]
+    for image in stale():
+        for ref in image.tags or [image.id]:
+            try:  # deleting a child also deletes its untagged parents
+                client.images.remove(ref)
+            except docker.errors.APIError:  # a parent of another stale image, or in use
+                pass
+    for image in stale():
+        print(f"kept stale image {image.short_id}: a container still uses it")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    force = parser.parse_args().force
+
+    started = time.monotonic()
+    client = docker.from_env(timeout=600)  # the import answers after unpacking 475 MB
+    build_hash = inputs_hash()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "build.lock", "w") as lock:  # parallel test runs build once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and all(current(client, tag, build_hash) for tag in IMAGES):
+            print(f"stand-in images up to date ({build_hash[:12]}), "
+                  f"checked in {time.monotonic() - started:.1f} s")
+            return
+        rootfs = build_rootfs(client, build_hash)
+        print(f"rootfs {rootfs}: {time.monotonic() - started:.0f} s")
+        for tag, dockerfile in IMAGES.items():
+            client.images.build(fileobj=io.BytesIO((HERE / dockerfile).read_bytes()), tag=tag,
+                                buildargs={"ROOTFS": rootfs}, rm=True, forcerm=True)
+        print(f"image configs: {time.monotonic() - started:.0f} s")
+        remove_stale(client, build_hash)
+    size = client.images.get(rootfs).attrs["Size"] / 1e6
+    print(f"built {', '.join(IMAGES)} (shared rootfs {size:.0f} MB) "
+          f"in {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
