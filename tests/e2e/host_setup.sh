@@ -30,7 +30,8 @@ if ! docker info >/dev/null 2>&1; then
     else
         log "starting dockerd (log: /tmp/dockerd.log)"
         rm -f /var/run/docker.pid  # stale after a crash; dockerd refuses to start
-        nohup dockerd >>/tmp/dockerd.log 2>&1 </dev/null &
+        # Own session: the engine must outlive the shell (and process group) that started it.
+        setsid nohup dockerd >>/tmp/dockerd.log 2>&1 </dev/null &
     fi
     for _ in $(seq 60); do
         docker info >/dev/null 2>&1 && break

@@ -1,0 +1,726 @@
+"""The dev and prod stacks, replayed on Docker and driven by a real Matrix client.
+
+For each stack (module-scoped fixture, dev first): bring it up from empty through
+the replay (tests/e2e/replay.py), then, with matrix-nio through nginx: register
+users with the shared-secret admin API, log in, create a room, invite, join, send
+100 messages and read them back through /sync and /messages, typing, receipts,
+to-device, media, profile, room directory, the federation version and key server;
+then take the stack down keeping its volumes and up again (everything is still
+there), then kill -9 a rooms worker while messages are being sent.
+
+Every request is checked against the process nginx says served it (the
+SERVED_BY_HEADER response header): EXPECTED below states, from Synapse's
+docs/workers.md and the worker-class design, which class must serve each endpoint.
+It is deliberately not read from components/routing.py: the table is what is
+under test.
+
+Run: .venv/bin/python -m pytest tests/e2e -m e2e -x -s   (one stack: add -k "[dev]")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import secrets
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import nio
+import pytest
+
+from tests.e2e import replay
+from tests.e2e.conftest import record
+from tests.e2e.matrix_client import (
+    Recorder,
+    Served,
+    SyncLog,
+    bodies,
+    close_all,
+    image_size,
+    make_png,
+    messages_backwards,
+    new_client,
+    process_of,
+    raw,
+    register,
+    sync_once,
+    sync_until,
+)
+from tests.support.capture import reveal
+
+pytestmark = pytest.mark.e2e
+
+# Synapse lets nobody publish a room to the directory unless
+# room_list_publication_rules allows it (an empty list denies everyone, admins
+# included); the directory scenario needs one rule, set the way an operator would.
+PUBLISH_RULES = {"room_list_publication_rules": [
+    {"user_id": "*", "alias": "*", "room_id": "*", "action": "allow"}]}
+
+# Test stacks: no outbound traffic and no outside key servers (dev has both in its
+# stack file); prod binds loopback on its own ports so both can never clash, and
+# names the serving process in a header like dev.
+STACKS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dev": ("config/Pulumi.dev.yaml", {"extraConfig": PUBLISH_RULES}),
+    "prod": ("config/Pulumi.prod.yaml", {
+        "egress": False,
+        "trustedKeyServers": [],
+        "nginx": {"bindAddress": "127.0.0.1", "clientPort": 18008, "federationPort": 18448,
+                  "servedByHeader": True},
+        "extraConfig": PUBLISH_RULES,
+    }),
+}
+
+MESSAGES = 100
+WRITER = "writer"  # expected: the process writing `stream` (homeserver.yaml stream_writers)
+_V = "(?:r0|v3)"
+
+
+@dataclass(frozen=True)
+class Expect:
+    name: str
+    methods: tuple[str, ...]  # empty: any
+    pattern: str
+    target: str  # a class, or WRITER
+    stream: str | None = None
+
+
+# Which class serves each endpoint the scenarios use. Sources: docs/workers.md
+# (generic_worker endpoint lists, "Stream writers", media_repository) and the
+# worker-class design (components/workers.py summaries: client_sync does sync and
+# writes typing/to_device/receipts; rooms takes room-scoped requests hashed by room;
+# federation_reader takes federation without a room and the key server; main keeps
+# login, registration, room creation, profile, the directory and the admin API).
+EXPECTED: tuple[Expect, ...] = (
+    Expect("sync", ("GET",), rf"^/_matrix/client/{_V}/sync$", "client_sync"),
+    # docs: "The typing stream ... should be routed directly to the stream writer".
+    Expect("typing", ("PUT",), rf"^/_matrix/client/{_V}/rooms/[^/]+/typing/", WRITER, "typing"),
+    Expect("receipt", ("POST",), rf"^/_matrix/client/{_V}/rooms/[^/]+/receipt/", WRITER, "receipts"),
+    Expect("read_markers", ("POST",), rf"^/_matrix/client/{_V}/rooms/[^/]+/read_markers$",
+           WRITER, "receipts"),
+    Expect("to_device", ("PUT",), rf"^/_matrix/client/{_V}/sendToDevice/", WRITER, "to_device"),
+    # docs: event sending requests, client API requests, pagination.
+    Expect("send", ("PUT",), rf"^/_matrix/client/{_V}/rooms/![^/]+/send/", "rooms"),
+    Expect("state", ("GET", "PUT"), rf"^/_matrix/client/{_V}/rooms/![^/]+/state(?:/|$)", "rooms"),
+    Expect("invite", ("POST",), rf"^/_matrix/client/{_V}/rooms/![^/]+/invite$", "rooms"),
+    Expect("join", ("POST",), rf"^/_matrix/client/{_V}/(?:join/!|rooms/![^/]+/join$)", "rooms"),
+    Expect("messages", ("GET",), rf"^/_matrix/client/{_V}/rooms/![^/]+/messages$", "rooms"),
+    # docs: media_repository serves /_matrix/media/ and /_matrix/client/v1/media/.
+    Expect("media", (), r"^/_matrix/(?:media|client/v1/media)/", "media"),
+    Expect("login", ("POST",), rf"^/_matrix/client/{_V}/login$", "main"),
+    Expect("admin", (), r"^/_synapse/admin/v1/(?:register|users/[^/]+/override_ratelimit)$", "main"),
+    Expect("create_room", ("POST",), rf"^/_matrix/client/{_V}/createRoom$", "main"),
+    Expect("profile", ("GET", "PUT"), rf"^/_matrix/client/{_V}/profile/", "main"),
+    # Directory visibility is main-only in Synapse (not in the generic_worker list).
+    Expect("directory_list", ("PUT",), rf"^/_matrix/client/{_V}/directory/list/room/", "main"),
+    Expect("public_rooms", ("GET",), rf"^/_matrix/client/{_V}/publicRooms$", "main"),
+    # docs: federation requests; the key resource comes with a federation listener.
+    Expect("federation_version", ("GET",), r"^/_matrix/federation/v1/version$", "federation_reader"),
+    Expect("key_server", ("GET",), r"^/_matrix/key/v2/server(?:/|$)", "federation_reader"),
+)
+
+ROOM_IN_PATH = re.compile(r"/(?:rooms|join)/(![^/]+)")
+
+
+def expectation(entry: Served) -> Expect | None:
+    for e in EXPECTED:
+        if (not e.methods or entry.method in e.methods) and re.search(e.pattern, entry.path):
+            return e
+    return None
+
+
+@dataclass
+class User:
+    localpart: str
+    password: str
+    user_id: str = ""
+    client: nio.AsyncClient | None = None
+
+
+@dataclass
+class World:
+    """One stack under test and what the scenarios built in it, in order."""
+    name: str
+    config: str
+    overrides: dict[str, Any]
+    deployed: replay.Deployed
+    loop: asyncio.AbstractEventLoop
+    recorder: Recorder = field(default_factory=Recorder)
+    users: dict[str, User] = field(default_factory=dict)
+    admin_token: str = ""
+    room_id: str = ""
+    room_name: str = ""
+    sent: list[tuple[str, str]] = field(default_factory=list)  # (body, event_id)
+    media: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, str] = field(default_factory=dict)
+    routed: Counter = field(default_factory=Counter)  # (expectation, process) -> requests
+
+    def run(self, coro):
+        return self.loop.run_until_complete(coro)
+
+    @property
+    def url(self) -> str:
+        return self.deployed.nginx_url
+
+    def user(self, name: str) -> User:
+        assert name in self.users, f"no user {name}: the scenarios run in order, from registration"
+        return self.users[name]
+
+    def client(self, name: str) -> nio.AsyncClient:
+        c = self.users[name].client
+        assert c is not None, f"{name} is not logged in (an earlier scenario failed)"
+        return c
+
+    def writers(self, stream: str) -> list[str]:
+        return list(self.deployed.homeserver.get("stream_writers", {}).get(stream, ["main"]))
+
+
+def assert_routed(world: World, mark: int, *, failover_ok: bool = False) -> None:
+    """Every request since `mark` was served by the class EXPECTED names, and every
+    room-scoped request for one room by one process (rooms are hashed by room ID).
+    With `failover_ok`, a rooms request may have reached another rooms process
+    (nginx's next upstream while one is down)."""
+    classes = world.deployed.classes
+    problems: list[str] = []
+    room_procs: dict[str, set[str]] = {}
+    for entry in world.recorder.since(mark):
+        exp = expectation(entry)
+        where = f"{entry.who}: {entry.method} {entry.path} -> {entry.status}"
+        if exp is None:
+            problems.append(f"{where}: no expectation for this endpoint (add it to EXPECTED)")
+            continue
+        if entry.status is None:
+            continue  # no response at all (a worker was down): nothing to attribute
+        proc = process_of(entry.served_by, classes)
+        if proc is None:
+            problems.append(f"{where}: response names no Synapse process "
+                            f"({replay_header()}: {entry.served_by!r})")
+            continue
+        world.routed[(exp.name, proc)] += 1
+        if exp.target == WRITER:
+            writers = world.writers(exp.stream or "")
+            if proc not in writers:
+                problems.append(f"{where}: served by {proc}, but the {exp.stream} stream "
+                                f"writer(s) are {writers}")
+        elif classes.get(proc) != exp.target:
+            problems.append(f"{where}: served by {proc} ({classes.get(proc)}), expected class "
+                            f"{exp.target} ({exp.name})")
+        m = ROOM_IN_PATH.search(entry.path)
+        if m and exp.target == "rooms":
+            room_procs.setdefault(m.group(1), set()).add(proc)
+    if not failover_ok:
+        for room, procs in room_procs.items():
+            if len(procs) > 1:
+                problems.append(f"room {room} was served by several rooms workers: {sorted(procs)}")
+    assert not problems, "requests not served where they should be:\n  " + "\n  ".join(problems)
+
+
+def replay_header() -> str:
+    from components.nginx_conf import SERVED_BY_HEADER
+    return SERVED_BY_HEADER
+
+
+def dump_logs(deployed: replay.Deployed) -> None:
+    for key, name in deployed.containers.items():
+        print(f"\n----- docker logs --tail {replay.LOG_TAIL} {name} -----")
+        print(replay.container_logs(name))
+
+
+# --- the stack ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=list(STACKS))
+def stack(request, docker_engine):
+    name = request.param
+    config, overrides = STACKS[name]
+    replay.down(config, overrides, volumes=True)  # from empty
+    t0 = time.monotonic()
+    deployed = replay.up(config, overrides)
+    seconds = time.monotonic() - t0
+    print(f"\n{name}: time from empty to all healthy: {seconds:.1f} s "
+          f"({len(deployed.containers)} containers; stages: "
+          + ", ".join(f"{k}: {v:.1f} s" for k, v in deployed.stage_seconds.items()) + ")")
+    record(f"{name}: empty -> all healthy ({len(deployed.containers)} containers)", seconds)
+    loop = asyncio.new_event_loop()
+    world = World(name, config, overrides, deployed, loop)
+    failed_before = request.session.testsfailed
+    yield world
+    clients = [u.client for u in world.users.values() if u.client]
+    loop.run_until_complete(close_all(*clients))
+    loop.close()
+    print(f"\n{name}: requests per (endpoint, process): "
+          + json.dumps({f"{e} -> {p}": n for (e, p), n in sorted(world.routed.items())}))
+    if request.session.testsfailed > failed_before:
+        dump_logs(world.deployed)
+        print(f"\n{name}: a test failed: the stack is left running for inspection; "
+              f"`python -m tests.e2e.replay down --config {config} --volumes` removes it")
+    else:
+        record(f"{name}: down --volumes", replay.down(config, overrides, volumes=True))
+
+
+# --- scenarios, in order --------------------------------------------------------
+
+
+def test_every_container_healthy_as_registered(stack: World):
+    """Every registered container runs, is healthy, never restarted, and carries
+    what the program asked for (resources, restart policy, healthcheck, networks,
+    files); test stacks cannot federate out."""
+    api = replay.api()
+    d = stack.deployed
+    assert len(d.containers) == len(d.capture.containers) >= 10
+    for res in d.capture.containers:
+        inputs = reveal(res.inputs)
+        name = inputs["name"]
+        info = api.inspect_container(name)
+        state = info["State"]
+        assert state["Running"], f"{name} is not running: {state}"
+        assert state["Health"]["Status"] == "healthy", f"{name}: {state['Health']}"
+        assert info["RestartCount"] == 0, f"{name} restarted {info['RestartCount']} times"
+        host = info["HostConfig"]
+        assert host["Memory"] == int(inputs["memory"]) * 1024 * 1024, name
+        assert host["NanoCpus"] == int(float(inputs["cpus"]) * 1e9), name
+        assert host["RestartPolicy"]["Name"] == inputs["restart"], name
+        assert host["LogConfig"] == {"Type": inputs["logDriver"], "Config": inputs["logOpts"]}, name
+        hc = info["Config"]["Healthcheck"]
+        assert hc["Test"] == inputs["healthcheck"]["tests"], name
+        assert hc["Interval"] == replay.duration_ns(inputs["healthcheck"]["interval"], name)
+        if inputs.get("entrypoints"):  # else the image's own
+            assert info["Config"]["Entrypoint"] == inputs["entrypoints"], name
+        assert info["Config"]["Cmd"] == inputs["command"], name
+        nets = info["NetworkSettings"]["Networks"]
+        assert set(nets) == {n["name"] for n in inputs["networksAdvanced"]}, name
+        for n in inputs["networksAdvanced"]:
+            assert set(n["aliases"]) <= set(nets[n["name"]]["Aliases"] or []), (name, n)
+        mounts = {(m["Destination"], m["Name"]) for m in info["Mounts"] if m["Type"] == "volume"}
+        assert {(m["target"], m["source"]) for m in inputs["mounts"]} <= mounts, name
+        for up in inputs.get("uploads", []):
+            stream, stat = api.get_archive(name, up["file"])
+            import tarfile
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                member = tar.getmembers()[0]
+                content = tar.extractfile(member).read().decode()
+            assert content == up["content"], f"{name}:{up['file']} differs from the registered upload"
+            assert member.mode & 0o111 == (0o100 if up.get("executable") else 0), (name, up["file"])
+    # Isolation: Synapse only on internal networks, nginx published on loopback only,
+    # no outside key servers.
+    internal = {n["Name"]: n["Internal"] for n in api.networks()}
+    for key, cls in d.classes.items():
+        if cls in ("nginx",):
+            continue
+        nets = api.inspect_container(d.containers[key])["NetworkSettings"]["Networks"]
+        assert all(internal[n] for n in nets), f"{key} is on a network with a way out: {list(nets)}"
+    nginx = api.inspect_container(d.containers["nginx"])
+    for bindings in nginx["HostConfig"]["PortBindings"].values():
+        assert all(b["HostIp"] == "127.0.0.1" for b in bindings), bindings
+    assert d.homeserver["trusted_key_servers"] == []
+    replay.check_isolation()
+
+
+def test_register_users_with_shared_secret(stack: World):
+    d = stack.deployed
+    mark = stack.recorder.mark()
+
+    async def go():
+        async with stack.recorder.session("admin") as s:
+            status, body = await register(s, stack.url, d.registration_shared_secret, "mallory",
+                                          secrets.token_urlsafe(12), mac="0" * 40)
+            assert status == 403, f"a wrong HMAC was not refused: {status} {body}"
+            for name, admin in (("e2eadmin", True), ("alice", False), ("bob", False)):
+                user = User(name, secrets.token_urlsafe(16))
+                status, body = await register(s, stack.url, d.registration_shared_secret,
+                                              name, user.password, admin)
+                assert status == 200, f"registering {name}: {status} {body}"
+                assert body["user_id"] == f"@{name}:{d.server_name}", body
+                user.user_id = body["user_id"]
+                stack.users[name] = user
+                if admin:
+                    stack.admin_token = body["access_token"]
+            # 100 messages would hit rc_message (0.2/s): lift it for the test users.
+            for name in ("alice", "bob"):
+                uid = quote(stack.users[name].user_id, safe="")
+                async with s.post(f"{stack.url}/_synapse/admin/v1/users/{uid}/override_ratelimit",
+                                  json={"messages_per_second": 0, "burst_count": 0},
+                                  headers={"Authorization": f"Bearer {stack.admin_token}"}) as r:
+                    assert r.status == 200, await r.text()
+
+    stack.run(go())
+    assert_routed(stack, mark)
+
+
+def test_login_create_room_invite_join(stack: World):
+    mark = stack.recorder.mark()
+    stack.room_name = f"e2e {stack.name} {secrets.token_hex(3)}"
+
+    async def go():
+        for name in ("alice", "bob"):
+            u = stack.user(name)
+            u.client = new_client(stack.url, stack.recorder, name, user=u.user_id)
+            resp = await u.client.login(u.password, device_name=f"e2e {name}")
+            assert isinstance(resp, nio.LoginResponse), f"{name} login: {resp}"
+            assert resp.user_id == u.user_id
+        alice, bob = stack.client("alice"), stack.client("bob")
+        resp = await alice.room_create(name=stack.room_name)
+        assert isinstance(resp, nio.RoomCreateResponse), resp
+        stack.room_id = resp.room_id
+        resp = await alice.room_put_state(stack.room_id, "m.room.topic", {"topic": "replayed"})
+        assert isinstance(resp, nio.RoomPutStateResponse), resp
+        resp = await alice.room_invite(stack.room_id, stack.user("bob").user_id)
+        assert isinstance(resp, nio.RoomInviteResponse), resp
+        resp = await bob.join(stack.room_id)
+        assert isinstance(resp, nio.JoinResponse), resp
+        assert resp.room_id == stack.room_id
+        resp = await bob.room_get_state_event(stack.room_id, "m.room.member",
+                                              stack.user("bob").user_id)
+        assert isinstance(resp, nio.RoomGetStateEventResponse), resp
+        assert resp.content["membership"] == "join"
+        resp = await bob.room_get_state_event(stack.room_id, "m.room.topic")
+        assert isinstance(resp, nio.RoomGetStateEventResponse), resp
+        assert resp.content["topic"] == "replayed"
+
+    stack.run(go())
+    assert_routed(stack, mark)
+
+
+def test_hundred_messages_through_sync_and_messages(stack: World):
+    mark = stack.recorder.mark()
+    room = stack.room_id
+    alice, bob = stack.client("alice"), stack.client("bob")
+    tag = secrets.token_hex(3)
+
+    async def go() -> float:
+        alog, blog = SyncLog(), SyncLog()
+        await sync_once(alice, alog)
+        await sync_once(bob, blog)
+        assert room in alog.timeline and room in blog.timeline, "the room is not in both syncs"
+        sent: list[tuple[str, str]] = []
+
+        async def send_all() -> float:
+            t0 = time.monotonic()
+            for i in range(MESSAGES):
+                body = f"msg {i:03d} {tag}"
+                resp = await alice.room_send(room, "m.room.message",
+                                             {"msgtype": "m.text", "body": body}, tx_id=f"m{tag}{i}")
+                assert isinstance(resp, nio.RoomSendResponse), f"message {i}: {resp}"
+                sent.append((body, resp.event_id))
+            return time.monotonic() - t0
+
+        def saw_all(log: SyncLog) -> bool:
+            seen = {e.event_id for e in log.timeline.get(room, [])}
+            return len(sent) == MESSAGES and all(eid in seen for _, eid in sent)
+
+        # Bob is a live client: his sync loop runs while Alice sends.
+        send_seconds, bob_ok = await asyncio.gather(send_all(), sync_until(bob, blog, saw_all, 180))
+        assert bob_ok, f"bob's /sync did not deliver all {MESSAGES} messages: {blog.errors[-3:]}"
+        assert await sync_until(alice, alog, saw_all, 60), "alice's /sync misses messages"
+        want = [eid for _, eid in sent]
+        for who, log in (("alice", alog), ("bob", blog)):
+            assert not log.gaps, f"{who}'s sync timeline had gaps: {log.gaps}"
+            got = [e.event_id for e in log.timeline[room] if e.event_id in set(want)]
+            assert got == want, f"{who}'s /sync order differs from the send order"
+        for who, client in (("alice", alice), ("bob", bob)):
+            events = await messages_backwards(client, room)
+            assert bodies(events, "msg ") == [b for b, _ in sent], f"{who}'s /messages differ"
+        stack.sent = sent
+        return send_seconds
+
+    seconds = stack.run(go())
+    record(f"{stack.name}: {MESSAGES} messages sent ({MESSAGES / seconds:.0f}/s)", seconds)
+    assert_routed(stack, mark)
+
+
+def test_typing_receipts_to_device(stack: World):
+    mark = stack.recorder.mark()
+    room = stack.room_id
+    alice, bob = stack.client("alice"), stack.client("bob")
+    alice_id, bob_id = stack.user("alice").user_id, stack.user("bob").user_id
+    last = stack.sent[-1][1]
+
+    async def go():
+        alog, blog = SyncLog(), SyncLog()
+        await sync_once(alice, alog)
+        await sync_once(bob, blog)
+
+        resp = await alice.room_typing(room, True, 30000)
+        assert isinstance(resp, nio.RoomTypingResponse), resp
+        assert await sync_until(bob, blog, lambda log: any(
+            isinstance(e, nio.TypingNoticeEvent) and alice_id in e.users
+            for e in log.ephemeral.get(room, [])), 30), "bob never saw alice typing"
+        resp = await alice.room_typing(room, False)
+        assert isinstance(resp, nio.RoomTypingResponse), resp
+
+        resp = await bob.update_receipt_marker(room, last)
+        assert isinstance(resp, nio.UpdateReceiptMarkerResponse), resp
+        resp = await bob.room_read_markers(room, fully_read_event=last, read_event=last)
+        assert isinstance(resp, nio.RoomReadMarkersResponse), resp
+        assert await sync_until(alice, alog, lambda log: any(
+            isinstance(e, nio.ReceiptEvent)
+            and any(r.user_id == bob_id and r.event_id == last for r in e.receipts)
+            for e in log.ephemeral.get(room, [])), 30), "alice never saw bob's read receipt"
+
+        nonce = secrets.token_hex(8)
+        msg = nio.ToDeviceMessage("org.example.e2e.ping", bob_id, bob.device_id, {"nonce": nonce})
+        resp = await alice.to_device(msg, tx_id=f"td{nonce}")
+        assert isinstance(resp, nio.ToDeviceResponse), resp
+        assert await sync_until(bob, blog, lambda log: any(
+            e.source.get("content", {}).get("nonce") == nonce and e.source.get("sender") == alice_id
+            for e in log.to_device), 30), "bob never got alice's to-device message"
+
+    stack.run(go())
+    assert_routed(stack, mark)
+
+
+def test_media_upload_download_thumbnail(stack: World):
+    mark = stack.recorder.mark()
+    alice, bob = stack.client("alice"), stack.client("bob")
+    png = make_png(200, 150)
+
+    async def go():
+        resp, _ = await alice.upload(io.BytesIO(png), content_type="image/png",
+                                     filename="e2e.png", filesize=len(png))
+        assert isinstance(resp, nio.UploadResponse), resp
+        mxc = resp.content_uri
+        assert mxc.startswith(f"mxc://{stack.deployed.server_name}/"), mxc
+        resp = await bob.download(mxc)
+        assert isinstance(resp, nio.MemoryDownloadResponse), resp
+        assert resp.body == png, "downloaded media differs from the upload"
+        media_id = mxc.rsplit("/", 1)[1]
+        resp = await bob.thumbnail(stack.deployed.server_name, media_id, 32, 32,
+                                   method=nio.ResizingMethod.crop)
+        assert isinstance(resp, nio.ThumbnailResponse), resp
+        fmt, size = image_size(resp.body)
+        assert size == (32, 32), f"thumbnail is {fmt} {size}, expected a 32x32 crop"
+        stack.media = {"mxc": mxc, "data": png}
+
+    stack.run(go())
+    assert_routed(stack, mark)
+
+
+def test_profile_change(stack: World):
+    mark = stack.recorder.mark()
+    alice, bob = stack.client("alice"), stack.client("bob")
+    alice_id = stack.user("alice").user_id
+    name = f"Alice {secrets.token_hex(2)}"
+
+    async def go():
+        resp = await alice.set_displayname(name)
+        assert isinstance(resp, nio.ProfileSetDisplayNameResponse), resp
+        resp = await alice.set_avatar(stack.media["mxc"])
+        assert isinstance(resp, nio.ProfileSetAvatarResponse), resp
+        resp = await bob.get_profile(alice_id)
+        assert isinstance(resp, nio.ProfileGetResponse), resp
+        assert (resp.displayname, resp.avatar_url) == (name, stack.media["mxc"]), resp
+        stack.profile = {"displayname": name, "avatar_url": stack.media["mxc"]}
+
+    stack.run(go())
+    assert_routed(stack, mark)
+
+
+def test_room_directory(stack: World):
+    mark = stack.recorder.mark()
+    alice, bob = stack.client("alice"), stack.client("bob")
+    room = quote(stack.room_id, safe="")
+
+    async def go():
+        # publicRooms lists only rooms anyone can join (or read): open it first.
+        resp = await alice.room_put_state(stack.room_id, "m.room.join_rules",
+                                          {"join_rule": "public"})
+        assert isinstance(resp, nio.RoomPutStateResponse), resp
+        status, body = await raw(alice, "PUT", f"/_matrix/client/v3/directory/list/room/{room}",
+                                 {"visibility": "public"})
+        assert status == 200, body
+        # The room list comes from room stats, updated in the background.
+        deadline = time.monotonic() + 30
+        while True:
+            status, body = await raw(bob, "GET", "/_matrix/client/v3/publicRooms")
+            assert status == 200, body
+            listed = {r["room_id"]: r for r in body.get("chunk", [])}
+            if stack.room_id in listed:
+                assert listed[stack.room_id].get("name") == stack.room_name, listed[stack.room_id]
+                return
+            assert time.monotonic() < deadline, f"room never listed in publicRooms: {body}"
+            await asyncio.sleep(1)
+
+    stack.run(go())
+    assert_routed(stack, mark)
+
+
+def test_federation_version_and_key_server(stack: World):
+    from signedjson.key import decode_signing_key_base64, encode_verify_key_base64, get_verify_key
+    from signedjson.sign import verify_signed_json
+
+    mark = stack.recorder.mark()
+    d = stack.deployed
+    alg, version, seed = d.secrets["signingKey"].split()
+    signing_key = decode_signing_key_base64(alg, version, seed)
+    verify_key = get_verify_key(signing_key)
+
+    async def go():
+        async with stack.recorder.session("federation") as s:
+            async with s.get(f"{d.federation_url}/_matrix/federation/v1/version") as r:
+                assert r.status == 200, await r.text()
+                body = await r.json()
+            assert body["server"]["name"] == "Synapse", body
+            async with s.get(f"{d.federation_url}/_matrix/key/v2/server") as r:
+                assert r.status == 200, await r.text()
+                keys = await r.json()
+        assert keys["server_name"] == d.server_name, keys
+        key_id = f"{alg}:{version}"
+        assert keys["verify_keys"][key_id]["key"] == encode_verify_key_base64(verify_key), keys
+        verify_signed_json(keys, d.server_name, verify_key)  # raises if the signature is bad
+
+    stack.run(go())
+    assert_routed(stack, mark)
+
+
+def test_persistence_across_down_and_up(stack: World):
+    """down keeping volumes, up again: users log in, the room and all messages are
+    there, media downloads, the profile is kept."""
+    old = stack.deployed
+    stack.run(close_all(*(u.client for u in stack.users.values() if u.client)))
+    for u in stack.users.values():
+        u.client = None
+    seconds = replay.down(stack.config, stack.overrides, volumes=False)
+    record(f"{stack.name}: down keeping volumes", seconds)
+    api = replay.api()
+    for name in old.containers.values():
+        with pytest.raises(Exception):
+            api.inspect_container(name)  # really gone
+    t0 = time.monotonic()
+    stack.deployed = replay.up(stack.config, stack.overrides)
+    seconds = time.monotonic() - t0
+    print(f"\n{stack.name}: time from volumes only to all healthy: {seconds:.1f} s")
+    record(f"{stack.name}: up again on kept volumes", seconds)
+    assert stack.deployed.registration_shared_secret == old.registration_shared_secret, \
+        "the replay lost the stack's secrets (its state) between down and up"
+    mark = stack.recorder.mark()
+
+    async def go():
+        for name in ("alice", "bob"):
+            u = stack.user(name)
+            u.client = new_client(stack.url, stack.recorder, name, user=u.user_id)
+            resp = await u.client.login(u.password, device_name=f"e2e {name} again")
+            assert isinstance(resp, nio.LoginResponse), f"{name} cannot log in after up: {resp}"
+        for name in ("alice", "bob"):
+            log = SyncLog()
+            await sync_once(stack.client(name), log)
+            assert stack.room_id in log.timeline, f"{name} is no longer in the room"
+            events = await messages_backwards(stack.client(name), stack.room_id)
+            assert bodies(events, "msg ") == [b for b, _ in stack.sent], \
+                f"{name}: the {MESSAGES} messages are not all there after up"
+        resp = await stack.client("bob").download(stack.media["mxc"])
+        assert isinstance(resp, nio.MemoryDownloadResponse), resp
+        assert resp.body == stack.media["data"], "media differs after up"
+        resp = await stack.client("bob").get_profile(stack.user("alice").user_id)
+        assert isinstance(resp, nio.ProfileGetResponse), resp
+        assert resp.displayname == stack.profile["displayname"], resp
+
+    stack.run(go())
+    assert_routed(stack, mark)
+
+
+def _room_process(stack: World) -> str:
+    """The rooms worker nginx sends this room's requests to (from the header)."""
+    procs = Counter(
+        process_of(e.served_by, stack.deployed.classes) for e in stack.recorder.entries
+        if e.path.startswith("/_matrix/client/v3/rooms/" + stack.room_id + "/send/")
+        and e.status == 200)
+    procs.pop(None, None)
+    assert procs, "no send request of this room names its rooms worker (no served-by header?)"
+    proc, _ = procs.most_common(1)[0]
+    assert stack.deployed.classes[proc] == "rooms", f"sends were served by {proc}"
+    return proc
+
+
+def _wait_restarted_healthy(container: str, pid: int, restarts: int, timeout_s: float) -> float:
+    api = replay.api()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        info = api.inspect_container(container)
+        state = info["State"]
+        if (info["RestartCount"] > restarts and state["Running"] and state["Pid"] != pid
+                and state["Health"]["Status"] == "healthy"):
+            return time.monotonic() - t0
+        time.sleep(0.25)
+    raise AssertionError(f"{container} did not come back healthy within {timeout_s} s: "
+                         f"restarts={info['RestartCount']} state={state}\n"
+                         f"{replay.container_logs(container)}")
+
+
+def test_fault_rooms_worker_killed(stack: World):
+    """kill -9 the Synapse process of the room's worker while Alice sends: Docker
+    restarts it (restart policy), it turns healthy again, and every message the
+    client saw acknowledged is in the room afterwards, exactly once."""
+    room = stack.room_id
+    alice = stack.client("alice")
+    proc = _room_process(stack)
+    container = stack.deployed.containers[proc]
+    api = replay.api()
+    info = api.inspect_container(container)
+    pid, restarts = info["State"]["Pid"], info["RestartCount"]
+    tag = secrets.token_hex(3)
+    acked: dict[str, tuple[str, str]] = {}  # txn -> (body, event_id)
+    failures: list[str] = []
+    mark = stack.recorder.mark()
+
+    async def go() -> tuple[float, float]:
+        stop = asyncio.Event()
+
+        async def sender():
+            i = 0
+            while not stop.is_set():
+                txn, body = f"f{tag}{i}", f"fault {i:03d} {tag}"
+                deadline = time.monotonic() + 120
+                while True:  # retried with the same txn id until acknowledged
+                    try:
+                        resp = await alice.room_send(room, "m.room.message",
+                                                     {"msgtype": "m.text", "body": body}, tx_id=txn)
+                    except Exception as e:  # noqa: BLE001 - connection errors while it is down
+                        resp = e
+                    if isinstance(resp, nio.RoomSendResponse):
+                        acked[txn] = (body, resp.event_id)
+                        break
+                    failures.append(f"{txn}: {resp}")
+                    assert time.monotonic() < deadline, f"{txn} never acknowledged: {failures[-3:]}"
+                    await asyncio.sleep(0.2)
+                i += 1
+                await asyncio.sleep(0.05)
+
+        async def until(n: int, timeout_s: float = 60) -> None:
+            t_end = time.monotonic() + timeout_s
+            while len(acked) < n:
+                assert not task.done() or task.exception() is None, task.exception()
+                assert time.monotonic() < t_end, f"only {len(acked)} messages acknowledged"
+                await asyncio.sleep(0.05)
+
+        task = asyncio.create_task(sender())
+        await until(10)
+        os.kill(pid, signal.SIGKILL)  # a crash, not a `docker stop`: the restart policy applies
+        back = await asyncio.to_thread(_wait_restarted_healthy, container, pid, restarts, 180)
+        await until(len(acked) + 10)
+        stop.set()
+        await task
+        events = await messages_backwards(alice, room)
+        ids = {e.event_id for e in events}
+        lost = {t: v for t, v in acked.items() if v[1] not in ids}
+        assert not lost, f"acknowledged messages lost: {lost}"
+        got = Counter(bodies(events, "fault "))
+        want = {b for b, _ in acked.values()}
+        dupes = {b: n for b, n in got.items() if n > 1}
+        assert not dupes, f"messages stored more than once: {dupes}"
+        assert set(got) == want, f"unexpected fault messages: {set(got) ^ want}"
+        return back, len(acked)
+
+    back, n = stack.run(go())
+    print(f"\n{stack.name}: killed {proc} (pid {pid}); healthy again {back:.1f} s later; "
+          f"{n} messages acknowledged, {len(failures)} failed attempts retried")
+    record(f"{stack.name}: {proc} killed -> healthy again", back)
+    info = api.inspect_container(container)
+    assert info["RestartCount"] == restarts + 1, info["RestartCount"]
+    # While the worker was down nginx may have sent the room to another rooms worker.
+    assert_routed(stack, mark, failover_ok=True)
