@@ -13,16 +13,7 @@ import docker
 import pytest
 
 from components.settings import DEFAULT_IMAGES
-
-# (what, seconds), appended to by the tests; printed at the end of the session.
-TIMINGS: list[tuple[str, float]] = []
-_SESSION_START = time.monotonic()
-
-
-def record(what: str, seconds: float) -> None:
-    TIMINGS.append((what, seconds))
-    print(f"\n[e2e timing] {what}: {seconds:.1f} s", flush=True)
-
+from tests.e2e.timings import SESSION_START, TIMINGS, record
 
 @pytest.fixture(scope="session")
 def docker_engine() -> docker.DockerClient:
@@ -61,4 +52,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.section("e2e timings")
     for what, seconds in TIMINGS:
         tr.write_line(f"{seconds:8.1f} s  {what}")
-    tr.write_line(f"{time.monotonic() - _SESSION_START:8.1f} s  whole session")
+    tr.write_line(f"{time.monotonic() - SESSION_START:8.1f} s  whole session")

@@ -77,8 +77,8 @@ def volume(client):
         name = f"{PREFIX}{role}-{secrets.token_hex(3)}"
         client.volumes.create(name)
         if prepare:  # what the program must do itself before services start
-            client.containers.run(REDIS, entrypoint=["sh", "-c", prepare], remove=True,
-                                  network_mode="none", volumes={name: {"bind": "/v"}})
+            run_once(client, REDIS, entrypoint=["sh", "-c", prepare],
+                     network_mode="none", volumes={name: {"bind": "/v"}})
         return name
 
     yield make
@@ -89,6 +89,17 @@ def volume(client):
 def sockets(volume):
     """Shared socket dir: 1777, as the services run under different UIDs."""
     return volume("sockets", prepare="chmod 1777 /v")
+
+
+def run_once(client, image, **options):
+    """Run a one-off container to completion and remove it with its anonymous
+    volumes (the SDK's run(remove=True) leaves the images' VOLUME dirs behind)."""
+    container = client.containers.run(image, detach=True, **options)
+    try:
+        status = container.wait(timeout=60)["StatusCode"]
+        assert status == 0, container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True, v=True)
 
 
 def start(client, image, role, files=None, **options):
@@ -177,8 +188,8 @@ def test_postgres_initialises_once_and_listens_on_shared_socket(client, images, 
     assert proc_ids(first) == (999, 999)  # dropped to postgres, not root
     assert run_ok(first, ["stat", "-c", "%a", "/sockets/.s.PGSQL.5432"]) == "777"
     # ... and reachable from another container through the shared volume.
-    client.containers.run(POSTGRES, entrypoint=["pg_isready", "-h", "/sockets"], remove=True,
-                          network_mode="none", volumes={sockets: {"bind": "/sockets"}})
+    run_once(client, POSTGRES, entrypoint=["pg_isready", "-h", "/sockets"],
+             network_mode="none", volumes={sockets: {"bind": "/sockets"}})
     first.stop(timeout=10)  # SIGINT: fast shutdown, clean exit
     assert first.wait()["StatusCode"] == 0
     assert logs(first).count("PostgreSQL init process complete") == 1

@@ -36,7 +36,7 @@ import nio
 import pytest
 
 from tests.e2e import replay
-from tests.e2e.conftest import record
+from tests.e2e.timings import record
 from tests.e2e.matrix_client import (
     Recorder,
     Served,
