@@ -78,13 +78,9 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
         for c in WORKER_CLASSES
         if plan.by_class(c.name)
     }
-    routed = [main.container] + [
-        container
-        for c in WORKER_CLASSES
-        if c.name in workers
-        for p, container in zip(plan.by_class(c.name), workers[c.name].containers)
-        if p.inbound_socket
-    ]
+    containers = {**main.by_process, **{k: v for w in workers.values() for k, v in w.by_process.items()}}
+    # nginx starts once every process it proxies to is healthy.
+    routed = [containers[p.name] for p in plan.processes if p.inbound_socket]
     nginx = service(Nginx, "nginx", depends_on=routed, data=False)
 
     return {

@@ -25,18 +25,18 @@ class _SynapseProcesses(pulumi.ComponentResource):
     def __init__(self, token: str, name: str, args: SynapseArgs,
                  opts: pulumi.ResourceOptions | None) -> None:
         super().__init__(token, name, None, opts)
-        self.containers: list[docker.Container] = []
+        # Process name -> its container.
+        self.by_process: dict[str, docker.Container] = {}
         for spec, vol in zip(args.specs, args.data_volumes, strict=True):
             data = volume(f"{spec.key}-data", vol, parent=self)
-            self.containers.append(
-                args.host.container(
-                    spec.key,
-                    spec,
-                    parent=self,
-                    own_volumes={vol.key: data},
-                    depends_on=args.depends_on,
-                )
+            self.by_process[spec.key] = args.host.container(
+                spec.key,
+                spec,
+                parent=self,
+                own_volumes={vol.key: data},
+                depends_on=args.depends_on,
             )
+        self.containers = list(self.by_process.values())
         self.container_names = pulumi.Output.all(*[c.name for c in self.containers])
         self.register_outputs({"containers": self.container_names})
 
