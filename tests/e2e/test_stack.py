@@ -353,17 +353,22 @@ def test_register_users_with_shared_secret(stack: World):
     assert_routed(stack, mark)
 
 
+async def log_in_both(stack: World, device_suffix: str) -> None:
+    """A fresh nio client for alice and bob, logged in through nginx."""
+    for name in ("alice", "bob"):
+        u = stack.user(name)
+        u.client = new_client(stack.url, stack.recorder, name, user=u.user_id)
+        resp = await u.client.login(u.password, device_name=f"e2e {name}{device_suffix}")
+        assert isinstance(resp, nio.LoginResponse), f"{name} login{device_suffix}: {resp}"
+        assert resp.user_id == u.user_id
+
+
 def test_login_create_room_invite_join(stack: World):
     mark = stack.recorder.mark()
     stack.room_name = f"e2e {stack.name} {secrets.token_hex(3)}"
 
     async def go():
-        for name in ("alice", "bob"):
-            u = stack.user(name)
-            u.client = new_client(stack.url, stack.recorder, name, user=u.user_id)
-            resp = await u.client.login(u.password, device_name=f"e2e {name}")
-            assert isinstance(resp, nio.LoginResponse), f"{name} login: {resp}"
-            assert resp.user_id == u.user_id
+        await log_in_both(stack, "")
         alice, bob = stack.client("alice"), stack.client("bob")
         resp = await alice.room_create(name=stack.room_name)
         assert isinstance(resp, nio.RoomCreateResponse), resp
@@ -601,11 +606,7 @@ def test_persistence_across_down_and_up(stack: World):
     mark = stack.recorder.mark()
 
     async def go():
-        for name in ("alice", "bob"):
-            u = stack.user(name)
-            u.client = new_client(stack.url, stack.recorder, name, user=u.user_id)
-            resp = await u.client.login(u.password, device_name=f"e2e {name} again")
-            assert isinstance(resp, nio.LoginResponse), f"{name} cannot log in after up: {resp}"
+        await log_in_both(stack, " again")
         for name in ("alice", "bob"):
             log = SyncLog()
             await sync_once(stack.client(name), log)
