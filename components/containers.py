@@ -97,7 +97,8 @@ class ContainerSpec:
     command: tuple[str, ...]
     entrypoint: tuple[str, ...] | None
     env: Mapping[str, str]
-    secret_env: tuple[str, ...]  # env keys whose values are secrets
+    # env var -> the secret it holds; `env` shows the placeholder, Pulumi the value.
+    secret_env: Mapping[str, str]
     healthcheck: Healthcheck
     files: tuple[File, ...]
     mounts: tuple[Mount, ...]
@@ -172,7 +173,7 @@ def _start_script(p: Process, media: bool) -> str:
     ])
 
 
-def _synapse_spec(plan: Plan, p: Process, names: "_Names") -> ContainerSpec:
+def _synapse_spec(plan: Plan, p: Process) -> ContainerSpec:
     s = plan.settings
     uses_media = p.worker_class == "media" or (p.is_main and not plan.by_class("media"))
     files = [
@@ -191,14 +192,14 @@ def _synapse_spec(plan: Plan, p: Process, names: "_Names") -> ContainerSpec:
         mounts.append(Mount("media", MEDIA_DIR))
     return ContainerSpec(
         key=p.name,
-        name=names.container(p.name),
+        name=f"{s.name_prefix}-{p.name}",
         role="main" if p.is_main else "worker",
         worker_class=None if p.is_main else p.worker_class,
         image=s.images.synapse,
         command=tuple(command),
         entrypoint=("/bin/sh", START_SCRIPT),
         env={"SYNAPSE_WORKER": p.app, "UID": str(SYNAPSE_UID), "GID": str(SYNAPSE_UID)},
-        secret_env=(),
+        secret_env={},
         healthcheck=_curl_health(p.health_socket),
         files=tuple(files),
         mounts=tuple(mounts),
@@ -212,22 +213,13 @@ def _synapse_spec(plan: Plan, p: Process, names: "_Names") -> ContainerSpec:
     )
 
 
-class _Names:
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def container(self, key: str) -> str:
-        return f"{self.prefix}-{key}"
-
-
 def build_deployment(plan: Plan) -> Deployment:
     s = plan.settings
-    names = _Names(s.name_prefix)
     pg_socket_dirs = f"/var/run/postgresql,{POSTGRES_SOCKET_DIR}"
 
     postgres = ContainerSpec(
         key="postgres",
-        name=names.container("postgres"),
+        name=f"{s.name_prefix}-postgres",
         role="postgres",
         worker_class=None,
         image=s.images.postgres,
@@ -245,7 +237,7 @@ def build_deployment(plan: Plan) -> Deployment:
             # Synapse refuses databases whose collation is not C.
             "POSTGRES_INITDB_ARGS": "--encoding=UTF8 --locale=C",
         },
-        secret_env=("POSTGRES_PASSWORD",),
+        secret_env={"POSTGRES_PASSWORD": "postgresPassword"},
         # The image's init-time temporary server also listens on /sockets (it gets
         # the same -c arguments), so pg_isready alone can pass before the database
         # exists: only the final server, PID 1, counts.
@@ -264,7 +256,7 @@ def build_deployment(plan: Plan) -> Deployment:
     )
     redis = ContainerSpec(
         key="redis",
-        name=names.container("redis"),
+        name=f"{s.name_prefix}-redis",
         role="redis",
         worker_class=None,
         image=s.images.redis,
@@ -275,7 +267,7 @@ def build_deployment(plan: Plan) -> Deployment:
                  "--unixsocketperm", "666", "--save", "--appendonly", "no"),
         entrypoint=None,
         env={},
-        secret_env=(),
+        secret_env={},
         healthcheck=Healthcheck(("CMD-SHELL", f"redis-cli -s {REDIS_SOCKET} ping | grep -q PONG")),
         files=(),
         mounts=(Mount("sockets", SOCKET_DIR), Mount("redis-data", "/data")),
@@ -286,17 +278,17 @@ def build_deployment(plan: Plan) -> Deployment:
         depends_on=(),
         destroy_grace_seconds=10,
     )
-    synapse = [_synapse_spec(plan, p, names) for p in plan.processes]
+    synapse = [_synapse_spec(plan, p) for p in plan.processes]
     nginx = ContainerSpec(
         key="nginx",
-        name=names.container("nginx"),
+        name=f"{s.name_prefix}-nginx",
         role="nginx",
         worker_class=None,
         image=s.images.nginx,
         command=("nginx", "-g", "daemon off;"),
         entrypoint=None,
         env={},
-        secret_env=(),
+        secret_env={},
         healthcheck=_curl_health(nginx_conf.HEALTH_SOCKET),
         files=(File(NGINX_CONF, lambda _sec: nginx_conf.render_nginx_conf(plan)),),
         mounts=(Mount("sockets", SOCKET_DIR),),

@@ -10,7 +10,6 @@ import pulumi_docker as docker
 
 from components.containers import ContainerSpec, VolumeSpec
 from components.settings import Size
-from components.synapse_config import PLACEHOLDERS
 
 # Time pulumi-docker waits for a new container to turn healthy. Main's first start
 # creates the whole schema, which takes longer than the provider's 60 s default.
@@ -34,12 +33,8 @@ def _envs(spec: ContainerSpec, secrets: pulumi.Output) -> pulumi.Input[Sequence[
     plain = [f"{k}={v}" for k, v in spec.env.items() if k not in spec.secret_env]
     if not spec.secret_env:
         return plain
-    # env values of secret keys name the secret they stand for (a placeholder).
-    by_placeholder = {v: k for k, v in PLACEHOLDERS.items()}
-    keys = [(k, by_placeholder[spec.env[k]]) for k in spec.secret_env]
-    return pulumi.Output.secret(
-        secrets.apply(lambda s: plain + [f"{k}={s[name]}" for k, name in keys])
-    )
+    return pulumi.Output.secret(secrets.apply(
+        lambda s: plain + [f"{k}={s[name]}" for k, name in spec.secret_env.items()]))
 
 
 def container(
