@@ -76,10 +76,6 @@ class Plan:
     def main(self) -> Process:
         return self.processes[0]
 
-    @property
-    def workers(self) -> tuple[Process, ...]:
-        return self.processes[1:]
-
     def process(self, name: str) -> Process:
         for p in self.processes:
             if p.name == name:
