@@ -21,7 +21,7 @@ import yaml
 from components.containers import Deployment, build_deployment
 from components.errors import ConfigError
 from components.settings import SECRET_KEYS, load_settings
-from components.stack_config import from_stack_file
+from components.stack_config import from_stack_file, override_arg
 from components.synapse_config import PLACEHOLDERS
 from components.topology import build_plan
 
@@ -72,19 +72,12 @@ def write(deployment: Deployment, out: Path) -> None:
     (out / "manifest.json").write_text(json.dumps(manifest(deployment), indent=2) + "\n")
 
 
-def _override(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"--set wants key=value, got {text!r}")
-    return key.removeprefix("synapse:"), yaml.safe_load(value)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m components.render", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, type=Path, help="a Pulumi.<stack>.yaml")
     parser.add_argument("--out", required=True, type=Path, help="directory to write")
-    parser.add_argument("--set", action="append", type=_override, default=[],
+    parser.add_argument("--set", action="append", type=override_arg, default=[],
                         metavar="KEY=VALUE", help="override a synapse:* key (YAML value)")
     args = parser.parse_args(argv)
     try:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -53,3 +54,13 @@ def from_stack_file(path: Path) -> tuple[str, dict[str, Any]]:
         if k.startswith(NAMESPACE) and not (isinstance(v, dict) and set(v) == {"secure"})
     }
     return stack_name_of(path), raw
+
+
+def override_arg(text: str) -> tuple[str, Any]:
+    """A command line `--set KEY=VALUE` (an argparse type): the value is YAML, as in
+    a stack file, and KEY may carry the `synapse:` prefix."""
+    key, sep, value = text.partition("=")
+    key = key.removeprefix(NAMESPACE)
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set wants KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)

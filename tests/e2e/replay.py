@@ -21,7 +21,7 @@ and which Docker objects the stack owns. They live in a small state file per sta
 reuses the secrets the data was written with. `down --volumes` forgets them.
 
 Usage:
-  python -m tests.e2e.replay up   --config config/Pulumi.dev.yaml [--set key=JSON ...]
+  python -m tests.e2e.replay up   --config config/Pulumi.dev.yaml [--set key=VALUE ...]   (VALUE is YAML)
   python -m tests.e2e.replay down --config config/Pulumi.dev.yaml [--set ...] [--volumes]
 
 Resource options (replaceOnChanges, deleteBeforeReplace, ...) are the engine's
@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterable, Mapping
 import docker
 import yaml
 
+from components.stack_config import override_arg
 from tests.support import capture as capture_mod
 from tests.support.capture import Capture, Registered, reveal
 
@@ -124,7 +125,7 @@ def check_inputs(res: Registered) -> dict[str, Any]:
     schema = SCHEMAS.get(res.type)
     if schema is None:
         raise UnsupportedInput(f"{res.type} {res.name!r}: resource type not applied by the replay")
-    plain = reveal(res.inputs)
+    plain = res.plain
     _check(plain, schema, f"{res.type.split(':')[-1]} {res.name!r}")
     return plain
 
@@ -725,7 +726,7 @@ def describe(cap: Capture, overrides: Mapping[str, Any], config: str, stack: str
     found: dict[str, str] = {}
     nginx_ports: dict[int, str] = {}
     for res in cap.containers:
-        inputs = reveal(res.inputs)
+        inputs = res.plain
         labels = _labels(inputs)
         key = labels.get(f"{LABEL_PREFIX}.process", res.name)
         containers[key] = inputs["name"]
@@ -803,7 +804,7 @@ def up(config: str | Path, overrides: Mapping[str, Any] | None = None) -> Deploy
     t_total = time.monotonic() - t1
 
     # Containers the stack owned before but no longer registers: Pulumi deletes them.
-    wanted = {reveal(r.inputs)["name"] for r in cap.containers}
+    wanted = {r.plain["name"] for r in cap.containers}
     for name in sorted(set(state["containers"]) - wanted):
         log(f"removing {name}: no longer part of the stack")
         remove_container(name, int(state["containers"][name]["grace"]))
@@ -838,11 +839,11 @@ def down(config: str | Path, overrides: Mapping[str, Any] | None = None,
     for urn, deps in graph.items():
         for d in deps:
             reverse[d].add(urn)
-    known = {reveal(r.inputs)["name"] for r in cap.containers}
+    known = {r.plain["name"] for r in cap.containers}
 
     def action(res: Registered) -> str:
         if res.type == CONTAINER:
-            inputs = reveal(res.inputs)
+            inputs = res.plain
             grace = int(inputs.get("destroyGraceSeconds", 0))
             gone = remove_container(inputs["name"], grace)
             return f"stopped (grace {grace} s) and removed" if gone else "absent"
@@ -859,7 +860,7 @@ def down(config: str | Path, overrides: Mapping[str, Any] | None = None,
     state["containers"] = {}
 
     client = api()
-    networks = {reveal(r.inputs)["name"] for r in cap.of_type(NETWORK)} | set(state["networks"])
+    networks = {r.plain["name"] for r in cap.of_type(NETWORK)} | set(state["networks"])
     for name in sorted(networks):
         try:
             client.remove_network(name)
@@ -868,7 +869,7 @@ def down(config: str | Path, overrides: Mapping[str, Any] | None = None,
             pass
     state["networks"] = []
     if volumes:
-        vols = {reveal(r.inputs)["name"] for r in cap.of_type(VOLUME)} | set(state["volumes"])
+        vols = {r.plain["name"] for r in cap.of_type(VOLUME)} | set(state["volumes"])
         for name in sorted(vols):
             try:
                 client.remove_volume(name, force=True)
@@ -887,20 +888,6 @@ def down(config: str | Path, overrides: Mapping[str, Any] | None = None,
 # --- command line ---------------------------------------------------------------
 
 
-def parse_sets(pairs: Iterable[str]) -> dict[str, Any]:
-    """`key=JSON` (a bare string if it is not JSON)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set wants key=JSON, got {pair!r}")
-        try:
-            out[key] = json.loads(raw)
-        except ValueError:
-            out[key] = raw
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.e2e.replay", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -908,12 +895,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("up", "down"):
         p = sub.add_parser(name)
         p.add_argument("--config", required=True, help="stack file, e.g. config/Pulumi.dev.yaml")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+        p.add_argument("--set", action="append", type=override_arg, default=[],
+                       metavar="KEY=VALUE",
                        help="override a synapse:KEY value (repeatable)")
         if name == "down":
             p.add_argument("--volumes", action="store_true", help="remove the volumes too")
     args = parser.parse_args(argv)
-    overrides = parse_sets(args.set)
+    overrides = dict(args.set)
     try:
         if args.command == "up":
             deployed = up(args.config, overrides)

@@ -144,11 +144,3 @@ def test_describe_finds_what_the_tests_need(dev):
                               "workerReplicationSecret", "postgresPassword", "signingKey"}
     assert d.secrets["registrationSharedSecret"] == d.registration_shared_secret
     assert d.secrets["signingKey"].startswith("ed25519 a_")
-
-
-def test_parse_sets():
-    assert replay.parse_sets(["egress=false", "trustedKeyServers=[]", "serverName=x.org",
-                              'nginx={"clientPort": 1}']) == {
-        "egress": False, "trustedKeyServers": [], "serverName": "x.org", "nginx": {"clientPort": 1}}
-    with pytest.raises(SystemExit):
-        replay.parse_sets(["novalue"])

@@ -1,5 +1,6 @@
 """The render command: files and manifest without Pulumi, and what scaling changes."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from components.render import deployment_for, main as render_main
+from components.stack_config import override_arg
 from components.synapse_config import PLACEHOLDERS
 
 PROD = Path("config/Pulumi.prod.yaml")
@@ -86,3 +88,15 @@ def test_raising_senders_changes_every_synapse_process():
     after = _files_by_container(deployment_for(PROD, {"workers": {"sender": 5, "rooms": 4}}))
     changed = {k for k in before if before[k] != after[k]}
     assert {"main", "rooms1", "tasks1"} <= changed and "postgres" not in changed
+
+
+def test_set_values_are_yaml_and_keys_may_carry_the_namespace():
+    # Shared by the render command and the replay's up/down.
+    pairs = ["egress=false", "trustedKeyServers=[]", "serverName=x.org",
+             'nginx={"clientPort": 1}', "synapse:workers={rooms: 8}"]
+    assert dict(override_arg(p) for p in pairs) == {
+        "egress": False, "trustedKeyServers": [], "serverName": "x.org",
+        "nginx": {"clientPort": 1}, "workers": {"rooms": 8}}
+    for bad in ("novalue", "=1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            override_arg(bad)
