@@ -19,14 +19,22 @@ from components.synapse_config import (
     CONFIG_DIR,
     DATA_DIR,
     HOMESERVER_PATH,
+    MAIN_CONFIG_PATH,
     MEDIA_DIR,
+    PGPASS_PATH,
     PLACEHOLDERS,
     POSTGRES_DB,
     POSTGRES_USER,
-    SIGNING_KEY_PATH,
+    SECRET_CONFIG_PATH,
+    SECRETS_DIR,
+    SYNAPSE_SECRETS,
     log_config_path,
     render_homeserver,
     render_log_config,
+    render_main_config,
+    render_pgpass,
+    render_secret,
+    render_secret_config,
     render_worker,
     worker_config_path,
 )
@@ -59,6 +67,10 @@ class Healthcheck:
     start_period_s: int = 60
 
 
+SECRET_FILE_MODE = "0400"  # root-owned as uploaded; start.sh hands them to the process user
+POSTGRES_PASSWORD_FILE = f"{SECRETS_DIR}/postgres_password"
+
+
 @dataclass(frozen=True)
 class File:
     path: str  # in-container path
@@ -66,12 +78,19 @@ class File:
     secret: bool = False  # content holds a secret: a secret Output in Pulumi
     executable: bool = False
 
+    @property
+    def mode(self) -> str:
+        """The upload's permissions, as the provider applies them (tar header mode)."""
+        return SECRET_FILE_MODE if self.secret else "0744" if self.executable else "0644"
+
 
 @dataclass(frozen=True)
 class VolumeSpec:
     key: str  # logical name: "sockets", "media", "main-data"
     name: str  # Docker volume name
     driver_opts: Mapping[str, str] = field(default_factory=dict)
+    # Holds data: survives `pulumi destroy` and scaling down (retain_on_delete).
+    retain: bool = True
 
 
 @dataclass(frozen=True)
@@ -97,8 +116,6 @@ class ContainerSpec:
     command: tuple[str, ...]
     entrypoint: tuple[str, ...] | None
     env: Mapping[str, str]
-    # env var -> the secret it holds; `env` shows the placeholder, Pulumi the value.
-    secret_env: Mapping[str, str]
     healthcheck: Healthcheck
     files: tuple[File, ...]
     mounts: tuple[Mount, ...]
@@ -159,34 +176,54 @@ def _start_script(p: Process, media: bool) -> str:
     """Entrypoint wrapper: clean up what a killed process left, then run the image's
     own /start.py. Twisted refuses to bind a socket whose `.lock` names a live PID
     (after a kill -9 it is PID 1 again), so stale sockets and locks must go first;
-    fresh volumes are root-owned, so hand /data (and /media) to the Synapse user."""
+    fresh volumes and uploaded secrets are root-owned, so hand /data (and /media)
+    and the secrets to the Synapse user, who alone may read them."""
     stale = " ".join(shlex.quote(x) for s in p.sockets for x in (s, s + ".lock"))
     owned = " ".join([DATA_DIR, f"{DATA_DIR}/log"] + ([MEDIA_DIR] if media else []))
+    user = f'"${{UID:-{SYNAPSE_UID}}}:${{GID:-{SYNAPSE_UID}}}"'
     return "\n".join([
         "#!/bin/sh",
         "set -eu",
         f"rm -f {stale}",
         f"mkdir -p {DATA_DIR}/log",
-        f'chown "${{UID:-{SYNAPSE_UID}}}:${{GID:-{SYNAPSE_UID}}}" {owned}',
+        f"chown {user} {owned}",
+        f"chown -R {user} {SECRETS_DIR}",
+        f"chmod 0500 {SECRETS_DIR}",
         'exec /start.py "$@"',
         "",
     ])
 
 
+def _synapse_files(plan: Plan, p: Process, uses_media: bool) -> tuple[list[File], list[str]]:
+    """(files, config paths in the order Synapse reads them). Secrets each have
+    their own file; every config file is plain."""
+    config = [HOMESERVER_PATH]
+    files = [File(HOMESERVER_PATH, lambda _sec: render_homeserver(plan))]
+    if p.is_main:
+        config.append(MAIN_CONFIG_PATH)
+        files.append(File(MAIN_CONFIG_PATH, lambda _sec: render_main_config()))
+    else:
+        config.append(worker_config_path(p.name))
+        files.append(File(worker_config_path(p.name), lambda _sec: render_worker(p)))
+    files += [
+        File(log_config_path(p.worker_class), lambda _sec, c=p.worker_class: render_log_config(plan, c)),
+        File(START_SCRIPT, lambda _sec: _start_script(p, uses_media), executable=True),
+    ]
+    for key, secret in SYNAPSE_SECRETS.items():
+        if p.is_main or not secret.main_only:
+            files.append(File(secret.path, lambda sec, k=key: render_secret(k, sec), secret=True))
+    files.append(File(PGPASS_PATH, render_pgpass, secret=True))
+    if plan.settings.secret_config_keys:
+        config.append(SECRET_CONFIG_PATH)
+        files.append(File(SECRET_CONFIG_PATH, render_secret_config, secret=True))
+    return files, config
+
+
 def _synapse_spec(plan: Plan, p: Process) -> ContainerSpec:
     s = plan.settings
     uses_media = p.worker_class == "media" or (p.is_main and not plan.by_class("media"))
-    files = [
-        File(HOMESERVER_PATH, lambda sec: render_homeserver(plan, sec), secret=True),
-        File(SIGNING_KEY_PATH, lambda sec: sec["signingKey"] + "\n", secret=True),
-        File(log_config_path(p.worker_class),
-             lambda _sec, c=p.worker_class: render_log_config(plan, c)),
-        File(START_SCRIPT, lambda _sec: _start_script(p, uses_media), executable=True),
-    ]
-    command = ["run", f"--config-path={HOMESERVER_PATH}"]
-    if not p.is_main:
-        files.insert(1, File(worker_config_path(p.name), lambda _sec: render_worker(p)))
-        command.append(f"--config-path={worker_config_path(p.name)}")
+    files, config = _synapse_files(plan, p, uses_media)
+    command = ["run", *(f"--config-path={c}" for c in config)]
     mounts = [Mount("sockets", SOCKET_DIR), Mount(f"{p.name}-data", DATA_DIR)]
     if uses_media:
         mounts.append(Mount("media", MEDIA_DIR))
@@ -199,7 +236,6 @@ def _synapse_spec(plan: Plan, p: Process) -> ContainerSpec:
         command=tuple(command),
         entrypoint=("/bin/sh", START_SCRIPT),
         env={"SYNAPSE_WORKER": p.app, "UID": str(SYNAPSE_UID), "GID": str(SYNAPSE_UID)},
-        secret_env={},
         healthcheck=_curl_health(p.health_socket),
         files=tuple(files),
         mounts=tuple(mounts),
@@ -233,11 +269,11 @@ def build_deployment(plan: Plan) -> Deployment:
         env={
             "POSTGRES_USER": POSTGRES_USER,
             "POSTGRES_DB": POSTGRES_DB,
-            "POSTGRES_PASSWORD": PLACEHOLDERS["postgresPassword"],
+            # The image reads it (as root, before dropping privileges) on first start.
+            "POSTGRES_PASSWORD_FILE": POSTGRES_PASSWORD_FILE,
             # Synapse refuses databases whose collation is not C.
             "POSTGRES_INITDB_ARGS": "--encoding=UTF8 --locale=C",
         },
-        secret_env={"POSTGRES_PASSWORD": "postgresPassword"},
         # The image's init-time temporary server also listens on /sockets (it gets
         # the same -c arguments), so pg_isready alone can pass before the database
         # exists: only the final server, PID 1, counts.
@@ -245,7 +281,8 @@ def build_deployment(plan: Plan) -> Deployment:
                                  f'test "$(head -n1 {POSTGRES_DATA}/postmaster.pid 2>/dev/null)" = 1'
                                  f" && pg_isready -q -h {POSTGRES_SOCKET_DIR}"
                                  f" -U {POSTGRES_USER} -d {POSTGRES_DB}")),
-        files=(),
+        files=(File(POSTGRES_PASSWORD_FILE, lambda sec: render_secret("postgresPassword", sec),
+                    secret=True),),
         mounts=(Mount("sockets", SOCKET_DIR), Mount("postgres-data", POSTGRES_DATA)),
         networks=("backend",),
         ports=(),
@@ -267,7 +304,6 @@ def build_deployment(plan: Plan) -> Deployment:
                  "--unixsocketperm", "666", "--save", "--appendonly", "no"),
         entrypoint=None,
         env={},
-        secret_env={},
         healthcheck=Healthcheck(("CMD-SHELL", f"redis-cli -s {REDIS_SOCKET} ping | grep -q PONG")),
         files=(),
         mounts=(Mount("sockets", SOCKET_DIR), Mount("redis-data", "/data")),
@@ -288,7 +324,6 @@ def build_deployment(plan: Plan) -> Deployment:
         command=("nginx", "-g", "daemon off;"),
         entrypoint=None,
         env={},
-        secret_env={},
         healthcheck=_curl_health(nginx_conf.HEALTH_SOCKET),
         files=(File(NGINX_CONF, lambda _sec: nginx_conf.render_nginx_conf(plan)),),
         mounts=(Mount("sockets", SOCKET_DIR),),
@@ -306,7 +341,7 @@ def build_deployment(plan: Plan) -> Deployment:
     volumes = [
         # Sockets live in RAM; 1777 because every image runs as a different user.
         VolumeSpec("sockets", f"{s.name_prefix}-sockets",
-                   {"type": "tmpfs", "device": "tmpfs", "o": "mode=1777"}),
+                   {"type": "tmpfs", "device": "tmpfs", "o": "mode=1777"}, retain=False),
         VolumeSpec("media", f"{s.name_prefix}-media"),
         VolumeSpec("postgres-data", f"{s.name_prefix}-postgres-data"),
         VolumeSpec("redis-data", f"{s.name_prefix}-redis-data"),

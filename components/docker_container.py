@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 import pulumi
 import pulumi_docker as docker
 
+from components import provider_model as pm
 from components.containers import ContainerSpec, VolumeSpec
 from components.settings import Size
 
@@ -20,21 +21,14 @@ def _files(spec: ContainerSpec, secrets: pulumi.Output) -> list[docker.Container
     uploads = []
     for f in spec.files:
         if f.secret:
-            # Rendered with the real secrets: Pulumi encrypts it in state.
+            # Only the secret's own file is a secret Output: Pulumi encrypts it in state.
             content = pulumi.Output.secret(secrets.apply(f.render))
         else:
-            content = f.render({})  # needs no secret: diffable in a preview
+            content = f.render({})  # needs no secret: a preview shows its line diff
         uploads.append(docker.ContainerUploadArgs(file=f.path, content=content,
-                                                  executable=f.executable))
+                                                  executable=f.executable,
+                                                  permissions=f.mode))
     return uploads
-
-
-def _envs(spec: ContainerSpec, secrets: pulumi.Output) -> pulumi.Input[Sequence[str]]:
-    plain = [f"{k}={v}" for k, v in spec.env.items() if k not in spec.secret_env]
-    if not spec.secret_env:
-        return plain
-    return pulumi.Output.secret(secrets.apply(
-        lambda s: plain + [f"{k}={s[name]}" for k, name in spec.secret_env.items()]))
 
 
 def container(
@@ -56,29 +50,35 @@ def container(
         image=image,
         entrypoints=list(spec.entrypoint) if spec.entrypoint else None,
         command=list(spec.command),
-        envs=_envs(spec, secrets),
+        envs=[f"{k}={v}" for k, v in spec.env.items()],
         labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in spec.labels.items()],
         uploads=_files(spec, secrets),
         mounts=[
-            docker.ContainerMountArgs(target=m.target, type="volume", source=volumes[m.volume].name)
+            docker.ContainerMountArgs(target=m.target, type="volume", source=volumes[m.volume].name,
+                                      read_only=False)
             for m in spec.mounts
         ],
         networks_advanced=[
             docker.ContainerNetworksAdvancedArgs(name=networks[n].name, aliases=[spec.key])
             for n in spec.networks
         ],
-        ports=[docker.ContainerPortArgs(internal=p.internal, external=p.external, ip=p.ip)
-               for p in spec.ports] or None,
+        # Every value below is in the form the provider reads back (provider_model):
+        # anything else would show a diff on every preview, and replace for cpus.
+        ports=[docker.ContainerPortArgs(internal=p.internal, external=p.external, ip=p.ip,
+                                        protocol="tcp")
+               for p in sorted(spec.ports, key=lambda p: p.internal)] or None,
         healthcheck=docker.ContainerHealthcheckArgs(
             tests=list(hc.test),
-            interval=f"{hc.interval_s}s",
-            timeout=f"{hc.timeout_s}s",
+            interval=pm.duration(hc.interval_s),
+            timeout=pm.duration(hc.timeout_s),
             retries=hc.retries,
-            start_period=f"{hc.start_period_s}s",
+            start_period=pm.duration(hc.start_period_s),
+            start_interval=pm.duration(0),  # read back as "0s" when unset
         ),
         restart=spec.restart,
         memory=size.memory_mb,
-        cpus=f"{size.cpus:g}",
+        memory_swap=size.memory_mb,  # no swap; unset, Docker stores 2 x memory
+        cpus=pm.cpus(size.cpus),
         log_driver="json-file",
         log_opts={"max-size": "50m", "max-file": "3"},
         destroy_grace_seconds=spec.destroy_grace_seconds,
@@ -87,8 +87,10 @@ def container(
         opts=pulumi.ResourceOptions(
             parent=parent,
             depends_on=list(depends_on),
-            # The provider ignores healthcheck changes unless told to replace.
+            # The provider only records a healthcheck change in state (no update
+            # code): replace instead, deleting first since the name is fixed.
             replace_on_changes=["healthcheck"],
+            delete_before_replace=True,
         ),
     )
 
@@ -135,10 +137,13 @@ class Host:
 
 
 def volume(resource_name: str, spec: VolumeSpec, parent: pulumi.Resource | None = None) -> docker.Volume:
+    """A data volume is retained on delete: `pulumi destroy` and scaling down leave
+    it on the host (out of state), and the next create of that name takes it back
+    (Docker's VolumeCreate returns an existing volume)."""
     return docker.Volume(
         resource_name,
         name=spec.name,
         driver="local",
         driver_opts=dict(spec.driver_opts) or None,
-        opts=pulumi.ResourceOptions(parent=parent) if parent else None,
+        opts=pulumi.ResourceOptions(parent=parent, retain_on_delete=spec.retain),
     )

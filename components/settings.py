@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from components import provider_model
 from components.errors import ConfigError
 from components.workers import CLASS_NAMES, WORKER_CLASSES
 
@@ -72,6 +73,8 @@ ENFORCED_HOMESERVER_KEYS = frozenset(
         "pid_file", "report_stats", "enable_metrics", "max_upload_size",
         "worker_replication_secret", "macaroon_secret_key", "form_secret",
         "registration_shared_secret", "trusted_key_servers", "enable_media_repo",
+        "worker_replication_secret_path", "macaroon_secret_key_path", "form_secret_path",
+        "registration_shared_secret_path",
         "worker_app", "worker_name", "worker_listeners", "worker_log_config",
         *{k for c in WORKER_CLASSES for k in c.duties},
     }
@@ -140,6 +143,9 @@ class Settings:
     egress: bool  # Synapse containers may open outbound connections (federation)
     report_stats: bool
     extra_config: Mapping[str, Any]
+    # Top-level keys of `synapse:secretConfig` (a Pulumi secret): only the names are
+    # settings; the values stay secret Outputs (stack.py) and go to a secret file.
+    secret_config_keys: tuple[str, ...] = ()
 
 
 # --- small typed readers; each names the key path on error ---------------------
@@ -284,6 +290,12 @@ def _sizes(raw: Mapping) -> Mapping[str, Size]:
         cpus = _expect(spec.get("cpus"), (int, float), path + ("cpus",), "a number of CPUs")
         if not 0 < cpus <= 256:
             raise ConfigError(path + ("cpus",), f"must be between 0 and 256, got {cpus}")
+        if not provider_model.cpus_is_fixed_point(cpus):
+            raise ConfigError(path + ("cpus",),
+                              f"{cpus} cannot be kept stable: the provider reads it back as "
+                              f"{provider_model.cpus_read_back(provider_model.nano_cpus(repr(float(cpus))))!r} "
+                              "and would replace the container on every update; use a value "
+                              "such as 0.5, 1, 1.5 or 2")
         memory = _int(spec.get("memoryMb"), path + ("memoryMb",), 64, 1 << 20)
         out[name] = Size(cpus=float(cpus), memory_mb=memory)
     return _freeze(out)
@@ -310,10 +322,26 @@ def _extra_config(raw: Mapping) -> Mapping[str, Any]:
     return _freeze(value)
 
 
+def _secret_config(raw: Mapping, extra: Mapping[str, Any]) -> tuple[str, ...]:
+    """Synapse reads the secret config file after homeserver.yaml and merges config
+    files key by key at the top level (synapse/config/_base.py read_config_files):
+    a key in both would silently drop the plain one, so a section lives in one."""
+    value = _mapping(raw, "secretConfig")
+    for key in value:
+        if key in ENFORCED_HOMESERVER_KEYS:
+            raise ConfigError(("secretConfig", key),
+                              "is managed by this program (topology, secrets or sockets)")
+        if key in extra:
+            raise ConfigError(("secretConfig", key),
+                              "is also set in synapse:extraConfig; Synapse merges config files "
+                              "key by key at the top level, so put the whole section in one")
+    return tuple(value)
+
+
 KNOWN_KEYS = (
     "serverName", "publicBaseUrl", "namePrefix", "workers", "images", "nginx", "log",
     "sizes", "containerSizes", "maxUploadSizeMb", "trustedKeyServers", "egress",
-    "reportStats", "extraConfig", *SECRET_KEYS,
+    "reportStats", "extraConfig", "secretConfig", *SECRET_KEYS,
 )
 
 
@@ -349,6 +377,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         egress=_expect(raw.get("egress", True), bool, ("egress",), "true or false"),
         report_stats=_expect(raw.get("reportStats", False), bool, ("reportStats",), "true or false"),
         extra_config=_extra_config(raw),
+        secret_config_keys=_secret_config(raw, raw.get("extraConfig") or {}),
     )
 
 

@@ -25,21 +25,24 @@ from components.topology import Plan, build_plan
 from components.workers import WORKER_CLASSES
 
 
-def read_config() -> tuple[Settings, dict[str, str | None]]:
-    """Settings and secret overrides, or a RunError naming the bad key: Pulumi
-    prints it without a traceback, and nothing has been registered yet."""
+def read_config() -> tuple[Settings, dict[str, Any]]:
+    """Settings and the secret values (overrides, secretConfig), or a RunError
+    naming the bad key: Pulumi prints it without a traceback, and nothing has
+    been registered yet. Secret values never reach Settings."""
     pairs = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     raw = from_pulumi(pairs)
     overrides = {k: raw.pop(k, None) for k in SECRET_KEYS}
     try:
         settings = load_settings(raw, stack=pulumi.get_stack())
         check_secret_overrides(overrides)
+        overrides["secretConfig"] = raw.get("secretConfig") or {}
         return settings, overrides
     except ConfigError as e:
         raise pulumi.RunError(str(e)) from None
 
 
 def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[str, Any]:
+    """Register every resource; returns the stack outputs (none of them secret)."""
     s = plan.settings
     networks = {
         key: docker.Network(f"{key}-network", name=name, driver="bridge", internal=internal)
@@ -92,6 +95,8 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
             {"name": p.name, "class": p.worker_class, "sockets": list(p.sockets)}
             for p in plan.processes
         ],
+        # Retained on delete: what `make destroy-data` removes after the destroy.
+        "dataVolumes": [v.name for v in deployment.volumes if v.retain],
     }
 
 
@@ -101,7 +106,8 @@ def main() -> Mapping[str, Any]:
         plan = build_plan(settings)
     except ConfigError as e:
         raise pulumi.RunError(str(e)) from None
-    outputs = deploy(plan, build_deployment(plan), stack_secrets(overrides))
+    secret_config = overrides.pop("secretConfig")
+    outputs = deploy(plan, build_deployment(plan), stack_secrets(overrides, secret_config))
     for key, value in outputs.items():
         pulumi.export(key, value)
     return outputs

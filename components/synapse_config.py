@@ -10,6 +10,7 @@ homeserver.yaml is merged from three layers, like ess-helm's numbered files:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import yaml
@@ -24,25 +25,44 @@ from components.topology import (
 from components.workers import MAIN
 
 CONFIG_DIR = "/conf"  # rendered files, uploaded into each container
+SECRETS_DIR = f"{CONFIG_DIR}/secrets"  # one file per secret, 0400, owned by the process user
 DATA_DIR = "/data"  # per-process volume: logs
 MEDIA_DIR = "/media"  # shared media store volume
 HOMESERVER_PATH = f"{CONFIG_DIR}/homeserver.yaml"
-SIGNING_KEY_PATH = f"{CONFIG_DIR}/signing.key"
+MAIN_CONFIG_PATH = f"{CONFIG_DIR}/main.yaml"  # what only main reads
+SECRET_CONFIG_PATH = f"{SECRETS_DIR}/config.yaml"  # the operator's synapse:secretConfig
+SIGNING_KEY_PATH = f"{SECRETS_DIR}/signing.key"
+PGPASS_PATH = f"{SECRETS_DIR}/pgpass"
 METRICS_PORT = 9000
 
 POSTGRES_DB = "synapse"
 POSTGRES_USER = "synapse"
 
-# Secret names (stack config keys) and where each lands in homeserver.yaml.
-HOMESERVER_SECRETS = {
-    "macaroonSecretKey": "macaroon_secret_key",
-    "registrationSharedSecret": "registration_shared_secret",
-    "formSecret": "form_secret",
-    "workerReplicationSecret": "worker_replication_secret",
+
+@dataclass(frozen=True)
+class SecretFile:
+    """A generated secret: the file Synapse reads it from, and which option names it."""
+
+    path: str
+    option: str  # the homeserver.yaml key (a `*_path` option) that points at the file
+    main_only: bool = False  # only main needs it: the key goes into main.yaml
+
+
+# Synapse reads each of these from a file (Synapse >= 1.126 for all of them).
+SYNAPSE_SECRETS: Mapping[str, SecretFile] = {
+    "macaroonSecretKey": SecretFile(f"{SECRETS_DIR}/macaroon_secret_key", "macaroon_secret_key_path"),
+    "formSecret": SecretFile(f"{SECRETS_DIR}/form_secret", "form_secret_path"),
+    "workerReplicationSecret": SecretFile(f"{SECRETS_DIR}/worker_replication_secret",
+                                          "worker_replication_secret_path"),
+    "signingKey": SecretFile(SIGNING_KEY_PATH, "signing_key_path"),
+    # Only main serves /_synapse/admin/v1/register, its one user.
+    "registrationSharedSecret": SecretFile(f"{SECRETS_DIR}/registration_shared_secret",
+                                           "registration_shared_secret_path", main_only=True),
 }
-ALL_SECRETS = (*HOMESERVER_SECRETS, "postgresPassword", "signingKey")
+ALL_SECRETS = (*SYNAPSE_SECRETS, "postgresPassword")
 # What the render command and the config hash see instead of the real values.
-PLACEHOLDERS: Mapping[str, str] = {k: f"${{secret:{k}}}" for k in ALL_SECRETS}
+PLACEHOLDERS: Mapping[str, str] = {k: f"${{secret:{k}}}" for k in (*ALL_SECRETS, "secretConfig")}
+
 
 DEFAULTS: Mapping[str, Any] = {
     "enable_registration": False,
@@ -108,13 +128,14 @@ def _listeners(p: Process) -> list[dict[str, Any]]:
     return out
 
 
-def homeserver_dict(plan: Plan, secrets: Mapping[str, str]) -> dict[str, Any]:
+def homeserver_dict(plan: Plan) -> dict[str, Any]:
+    """homeserver.yaml, shared by every process. It holds no secret: each is a
+    `*_path` option naming its file, so a preview can show this file's diff."""
     s = plan.settings
     enforced: dict[str, Any] = {
         "server_name": s.server_name,
         "public_baseurl": s.public_base_url,
         "report_stats": s.report_stats,
-        "signing_key_path": SIGNING_KEY_PATH,
         "log_config": log_config_path(MAIN),
         "media_store_path": MEDIA_DIR,
         "max_upload_size": f"{s.max_upload_size_mb}M",
@@ -124,7 +145,8 @@ def homeserver_dict(plan: Plan, secrets: Mapping[str, str]) -> dict[str, Any]:
             "name": "psycopg2",
             "args": {
                 "user": POSTGRES_USER,
-                "password": secrets["postgresPassword"],
+                # libpq's password file (psycopg2 passes args through to libpq).
+                "passfile": PGPASS_PATH,
                 "dbname": POSTGRES_DB,
                 "host": POSTGRES_SOCKET_DIR,
                 "cp_min": 1,
@@ -137,15 +159,44 @@ def homeserver_dict(plan: Plan, secrets: Mapping[str, str]) -> dict[str, Any]:
         "stream_writers": {k: list(v) for k, v in plan.stream_writers.items()},
         **{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in plan.duties.items()},
         **plan.shared,
-        **{key: secrets[name] for name, key in HOMESERVER_SECRETS.items()},
+        **{f.option: f.path for f in SYNAPSE_SECRETS.values() if not f.main_only},
     }
     # Server identity first for readers, then defaults and extraConfig, then topology.
     head = {k: enforced.pop(k) for k in ("server_name", "public_baseurl", "report_stats")}
-    return {**head, **deep_merge(DEFAULTS, s.extra_config), **enforced}
+    # A default section the operator moved into secretConfig is theirs wholesale.
+    defaults = {k: v for k, v in DEFAULTS.items() if k not in s.secret_config_keys}
+    return {**head, **deep_merge(defaults, s.extra_config), **enforced}
 
 
-def render_homeserver(plan: Plan, secrets: Mapping[str, str]) -> str:
-    return dump(homeserver_dict(plan, secrets))
+def render_homeserver(plan: Plan) -> str:
+    return dump(homeserver_dict(plan))
+
+
+def main_config_dict() -> dict[str, Any]:
+    """Read by main after homeserver.yaml: the secrets only main needs."""
+    return {f.option: f.path for f in SYNAPSE_SECRETS.values() if f.main_only}
+
+
+def render_main_config() -> str:
+    return dump(main_config_dict())
+
+
+def render_secret(key: str, secrets: Mapping[str, Any]) -> str:
+    return str(secrets[key]).strip() + "\n"
+
+
+def render_pgpass(secrets: Mapping[str, Any]) -> str:
+    """libpq's password file: host:port:database:user:password (':' and '\\'
+    escaped); any host and port, since Synapse connects over the socket."""
+    password = str(secrets["postgresPassword"]).replace("\\", "\\\\").replace(":", "\\:")
+    return f"*:*:{POSTGRES_DB}:{POSTGRES_USER}:{password}\n"
+
+
+def render_secret_config(secrets: Mapping[str, Any]) -> str:
+    """The operator's `synapse:secretConfig`: Synapse reads it last; it merges
+    config files key by key at the top level (settings refuse overlaps)."""
+    value = secrets["secretConfig"]
+    return value if isinstance(value, str) else dump(value)
 
 
 def worker_dict(p: Process) -> dict[str, Any]:

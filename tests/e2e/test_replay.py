@@ -1,6 +1,6 @@
 """The replay harness itself, without Docker: it refuses what it does not apply,
-orders resources by their dependencies, converts inputs as the provider does and
-keeps the stack's secrets between runs."""
+orders resources by their dependencies, writes uploads as the provider does,
+keeps the stack's secrets like Pulumi state, and plans with the provider model."""
 
 from __future__ import annotations
 
@@ -10,24 +10,23 @@ import tarfile
 
 import pytest
 
+from components import provider_model as pm
 from tests.e2e import replay
+from tests.e2e.replay import engine, graph, state as state_mod
+from tests.e2e.replay.docker_api import upload_archive
 from tests.support.capture import Registered
 
 CONTAINER = replay.CONTAINER
 
 
-def _empty_state() -> dict:
-    return {"random": {}, "containers": {}, "networks": [], "volumes": []}
-
-
 @pytest.fixture(scope="module")
 def dev():
-    return replay.capture_stack("config/Pulumi.dev.yaml", {}, _empty_state())
+    return replay.capture_stack("config/Pulumi.dev.yaml", {}, state_mod.empty())
 
 
 @pytest.fixture(scope="module")
 def prod():
-    return replay.capture_stack("config/Pulumi.prod.yaml", {"egress": False}, _empty_state())
+    return replay.capture_stack("config/Pulumi.prod.yaml", {"egress": False}, state_mod.empty())
 
 
 def _with(res: Registered, **changes) -> Registered:
@@ -47,16 +46,23 @@ def test_every_registered_resource_is_applied(dev, prod):
     {"privileged": True},
     {"user": "0"},
     {"volumes": [{"containerPath": "/x", "hostPath": "/"}]},
-    {"healthcheck": {"tests": ["CMD", "true"], "startInterval": "1s"}},
     {"uploads": [{"file": "/x", "contentBase64": "eA=="}]},
     {"networksAdvanced": [{"name": "n", "ipv4Address": "10.0.0.2"}]},
-    {"mounts": [{"target": "/x", "type": "volume", "source": "v", "readOnly": True}]},
+    {"mounts": [{"target": "/x", "type": "volume", "source": "v", "volumeOptions": {}}]},
     {"memory": "1024"},
 ])
 def test_unapplied_container_inputs_are_refused(dev, change):
     main = next(r for r in dev.containers if r.name == "main")
     with pytest.raises(replay.UnsupportedInput):
         replay.check_inputs(_with(main, **change))
+
+
+def test_unmodelled_resource_options_are_refused(dev):
+    main = next(r for r in dev.containers if r.name == "main")
+    odd = Registered(main.type, main.name, main.urn, main.inputs, main.parent, main.dependencies,
+                     {**main.options, "ignoreChanges": ["envs"]})
+    with pytest.raises(replay.UnsupportedInput, match="ignoreChanges"):
+        replay.check_inputs(odd)
 
 
 def test_unknown_resource_types_are_refused(dev):
@@ -69,18 +75,17 @@ def test_unknown_resource_types_are_refused(dev):
 
 
 def test_dependency_order(prod):
-    graph = replay.dependency_graph(prod)
-    stages = replay.container_stages(prod, graph)
-    by_name = {r.name: stages[r.urn] for r in prod.containers}
+    g = replay.dependency_graph(prod)
+    by_urn = {r.urn: r for r in prod.resources}
+    stages = graph.depth(g, lambda u: by_urn[u].type == CONTAINER)
+    by_name = {by_urn[u].name: s for u, s in stages.items()}
     assert by_name["postgres-container"] == by_name["redis-container"] == 1
     assert by_name["main"] == 2
     workers = [n for n in by_name if n[-1].isdigit()]
     assert len(workers) == 12 and all(by_name[w] == 3 for w in workers)
     assert by_name["nginx-container"] == 4
-    # Every container waits for its networks, volumes and image.
-    by_urn = {r.urn: r for r in prod.resources}
-    for c in prod.containers:
-        kinds = {by_urn[d].type for d in graph[c.urn]}
+    for c in prod.containers:  # every container waits for its networks, volumes and image
+        kinds = {by_urn[d].type for d in g[c.urn]}
         assert {replay.NETWORK, replay.VOLUME, replay.IMAGE} <= kinds, c.name
 
 
@@ -91,56 +96,88 @@ def test_depending_on_a_component_waits_for_its_children():
     comp = res("comp", "synapse:index:WorkerClass")
     child = res("child", CONTAINER, parent="urn:comp")
     later = res("later", CONTAINER, deps=["urn:comp"])
-    cap = replay.Capture("t", [comp, child, later], {})
-    graph = replay.dependency_graph(cap)
-    assert "urn:child" in graph["urn:later"]
-    assert "urn:comp" in graph["urn:child"]
-
-
-def test_provider_conversions():
-    assert replay.duration_ns("5s", "x") == 5 * 10**9
-    assert replay.duration_ns("1m30s", "x") == 90 * 10**9
-    assert replay.duration_ns("250ms", "x") == 250 * 10**6
-    with pytest.raises(replay.ReplayError):
-        replay.duration_ns("5 seconds", "x")
-    assert replay.nano_cpus("1", "x") == 10**9
-    assert replay.nano_cpus("0.5", "x") == 5 * 10**8
-    with pytest.raises(replay.ReplayError):
-        replay.nano_cpus("two", "x")
+    g = replay.dependency_graph(replay.engine.Capture("t", [comp, child, later], {}))
+    assert "urn:child" in g["urn:later"]
+    assert "urn:comp" in g["urn:child"]
 
 
 def test_uploads_are_written_like_the_provider():
-    data = replay.upload_archive([
+    data = upload_archive([
         {"file": "/conf/start.sh", "content": "#!/bin/sh\n", "executable": True},
         {"file": "/conf/a.yaml", "content": "a: 1\n"},
+        {"file": "/conf/secrets/k", "content": "s\n", "permissions": "0400"},
     ])
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         members = {m.name: m for m in tar.getmembers()}
         assert members["/conf/start.sh"].mode == 0o744
         assert members["/conf/a.yaml"].mode == 0o644
+        assert members["/conf/secrets/k"].mode == 0o400
         assert tar.extractfile(members["/conf/a.yaml"]).read() == b"a: 1\n"
         assert all(m.uid == 0 and m.isfile() for m in members.values())
 
 
 def test_secrets_are_kept_like_pulumi_state():
-    state = _empty_state()
-    a = replay.describe(replay.capture_stack("config/Pulumi.dev.yaml", {}, state), {}, "", "dev")
-    b = replay.describe(replay.capture_stack("config/Pulumi.dev.yaml", {}, state), {}, "", "dev")
-    c = replay.describe(replay.capture_stack("config/Pulumi.dev.yaml", {}, _empty_state()), {},
-                        "", "dev")
-    assert a.registration_shared_secret == b.registration_shared_secret
-    assert a.homeserver["macaroon_secret_key"] == b.homeserver["macaroon_secret_key"]
-    assert a.registration_shared_secret != c.registration_shared_secret
+    st = state_mod.empty()
+
+    def secrets(s):
+        cap = replay.capture_stack("config/Pulumi.dev.yaml", {}, s)
+        return replay.describe(cap, None, {}, "", "dev").secrets
+
+    a, b, c = secrets(st), secrets(st), secrets(state_mod.empty())
+    assert a == b
+    assert a["registrationSharedSecret"] != c["registrationSharedSecret"]
+    assert set(a) == {"registrationSharedSecret", "macaroonSecretKey", "formSecret",
+                      "workerReplicationSecret", "postgresPassword", "signingKey"}
+    assert a["signingKey"].startswith("ed25519 a_")
 
 
 def test_describe_finds_what_the_tests_need(dev):
-    d = replay.describe(dev, {}, "config/Pulumi.dev.yaml", "dev")
+    d = replay.describe(dev, None, {}, "config/Pulumi.dev.yaml", "dev")
     assert d.nginx_url == "http://127.0.0.1:8008"
     assert d.federation_url == "http://127.0.0.1:8448"
     assert d.classes["rooms1"] == "rooms" and d.classes["main"] == "main"
     assert d.containers["nginx"] == "synapse-dev-nginx"
     assert len(d.registration_shared_secret) >= 16
-    assert set(d.secrets) == {"registrationSharedSecret", "macaroonSecretKey", "formSecret",
-                              "workerReplicationSecret", "postgresPassword", "signingKey"}
-    assert d.secrets["registrationSharedSecret"] == d.registration_shared_secret
-    assert d.secrets["signingKey"].startswith("ed25519 a_")
+
+
+def _stored_state(cap) -> dict:
+    """The state the provider would hold right after creating `cap`'s resources."""
+    st = state_mod.empty()
+    for res in cap.resources:
+        if replay.is_no_op(res):
+            continue
+        inputs = {k: pm.normal_form(res.type, k, v) for k, v in res.plain.items()}
+        st["resources"][state_mod.key_of(res.type, res.name)] = {
+            "type": res.type, "id": "x", "inputs": inputs, "options": {}}
+    return st
+
+
+def _desired(cap):
+    return {r.urn: engine.desired_inputs(r, {}) for r in cap.resources if not replay.is_no_op(r)}
+
+
+def test_an_unchanged_stack_plans_nothing(prod):
+    plan = engine.make_plan(prod, _stored_state(prod), _desired(prod))
+    assert plan.counts() == {replay.SAME: len(_desired(prod))}
+
+
+def test_plan_follows_the_provider_model(prod):
+    st = _stored_state(prod)
+    key = lambda name: state_mod.key_of(CONTAINER, name)  # noqa: E731
+    st["resources"][key("rooms1")]["inputs"]["memory"] = 1
+    st["resources"][key("rooms2")]["inputs"]["cpus"] = "1.0"  # was 2.0 (medium)
+    st["resources"][key("rooms3")]["inputs"]["healthcheck"]["interval"] = "1m0s"
+    st["resources"][key("sender1")]["inputs"]["mustRun"] = False  # found stopped
+    st["resources"][key("gone")] = {"type": CONTAINER, "id": "y", "inputs": {"name": "gone"}}
+    del st["resources"][key("tasks1")]
+    plan = engine.make_plan(prod, st, _desired(prod))
+    by = {s.name: s for s in plan.steps if s.type == CONTAINER}
+    assert (by["rooms1"].action, by["rooms1"].changed) == (replay.UPDATE, ("memory",))
+    assert (by["rooms2"].action, by["rooms2"].replace_keys) == (replay.REPLACE, ("cpus",))
+    assert by["rooms2"].delete_before_replace
+    # Healthcheck: an in-place change for the provider, a replacement by the program's option.
+    assert by["rooms3"].action == replay.REPLACE and by["rooms3"].delete_before_replace
+    assert (by["sender1"].action, by["sender1"].changed) == (replay.UPDATE, ("mustRun",))
+    assert by["tasks1"].action == replay.CREATE
+    assert by["gone"].action == replay.DELETE
+    assert by["main"].action == replay.SAME

@@ -53,6 +53,7 @@ from tests.e2e.matrix_client import (
     sync_once,
     sync_until,
 )
+from components import provider_model as pm
 from tests.support.capture import reveal
 
 pytestmark = pytest.mark.e2e
@@ -239,7 +240,7 @@ def dump_logs(deployed: replay.Deployed) -> None:
 def stack(request, docker_engine):
     name = request.param
     config, overrides = STACKS[name]
-    replay.down(config, overrides, volumes=True)  # from empty
+    replay.down(config, delete_data=True)  # from empty
     t0 = time.monotonic()
     deployed = replay.up(config, overrides)
     seconds = time.monotonic() - t0
@@ -259,9 +260,9 @@ def stack(request, docker_engine):
     if request.session.testsfailed > failed_before:
         dump_logs(world.deployed)
         print(f"\n{name}: a test failed: the stack is left running for inspection; "
-              f"`python -m tests.e2e.replay down --config {config} --volumes` removes it")
+              f"`python -m tests.e2e.replay down --config {config} --delete-data` removes it")
     else:
-        record(f"{name}: down --volumes", replay.down(config, overrides, volumes=True))
+        record(f"{name}: down --delete-data", replay.down(config, delete_data=True))
 
 
 # --- scenarios, in order --------------------------------------------------------
@@ -320,6 +321,80 @@ def test_every_container_healthy_as_registered(stack: World):
         assert all(b["HostIp"] == "127.0.0.1" for b in bindings), bindings
     assert d.homeserver["trusted_key_servers"] == []
     replay.check_isolation()
+
+
+def test_secret_files_readable_only_by_their_process(stack: World):
+    """Each secret is its own file, 0400 and owned by the process user (Synapse's
+    991; root in Postgres, whose entrypoint reads it before dropping privileges):
+    another user in the same container cannot read it."""
+    api = replay.api()
+    d = stack.deployed
+    for key in ("main", "rooms1", "postgres"):
+        name = d.containers[key]
+        owner = "0" if key == "postgres" else "991"
+        out = _exec(api, name, ["sh", "-c", "stat -c '%u %a %n' /conf/secrets/*"])
+        lines = out.strip().splitlines()
+        assert lines and all(l.split()[:2] == [owner, "400"] for l in lines), (name, lines)
+        code, text = _exec_rc(api, name, ["cat", lines[0].split()[2]], user="65534")
+        assert code != 0 and "Permission denied" in text, (name, code, text)
+    main_files = _exec(api, d.containers["main"], ["ls", "/conf/secrets"]).split()
+    worker_files = _exec(api, d.containers["rooms1"], ["ls", "/conf/secrets"]).split()
+    assert "registration_shared_secret" in main_files
+    assert "registration_shared_secret" not in worker_files  # only main registers users
+
+
+def _exec_rc(api, container: str, cmd: list[str], user: str = "") -> tuple[int, str]:
+    ex = api.exec_create(container, cmd, user=user)
+    out = api.exec_start(ex["Id"]).decode(errors="replace")
+    return api.exec_inspect(ex["Id"])["ExitCode"], out
+
+
+def _exec(api, container: str, cmd: list[str], user: str = "") -> str:
+    code, out = _exec_rc(api, container, cmd, user)
+    assert code == 0, f"{container}: {cmd} exited {code}: {out}"
+    return out
+
+
+def test_no_drift_live_containers_read_back_as_registered(stack: World):
+    """Read every container back from Docker the way the provider does (what its
+    state then holds) and compare with the registered inputs, input by input, for
+    every input the provider reads back: what a preview diffs."""
+    d = stack.deployed
+    image_ids = {r.plain["name"]: replay.api().inspect_image(r.plain["name"])["Id"]
+                 for r in d.capture.of_type(replay.IMAGE)}
+    compared = set()
+    for res in d.capture.containers:
+        sent = res.plain
+        sent["image"] = image_ids[sent["image"]]
+        found = replay.read_container(sent["name"])
+        assert found is not None, sent["name"]
+        _, read_back, running = found
+        assert running, sent["name"]
+        for key, attr in pm.CONTAINER_ATTRS.items():
+            if not attr.read or key not in sent:
+                continue
+            assert key in read_back, f"{sent['name']}: {key} was not read back"
+            d_ = pm.diff(pm.CONTAINER, {key: read_back[key]}, {key: sent[key]})
+            assert d_.same, f"{sent['name']}.{key}: sent {sent[key]!r}, read back {read_back[key]!r}"
+            compared.add(key)
+    assert compared >= {"cpus", "memory", "memorySwap", "healthcheck", "restart", "logDriver",
+                        "logOpts", "entrypoints", "command", "mounts", "image", "name"}, compared
+    assert "ports" in compared
+
+
+def test_second_up_changes_nothing(stack: World):
+    """A second `up` of the unchanged stack (refresh, then plan) is empty, and every
+    container keeps its Docker ID."""
+    before = dict(stack.deployed.ids)
+    again = replay.up(stack.config, stack.overrides)
+    changes = {s.docker_name: (s.action, s.changed) for s in again.plan.steps
+               if s.action != replay.SAME}
+    assert changes == {}, f"the second up was not a no-op: {changes}"
+    assert again.ids == before
+    print(f"\n{stack.name}: second up: {again.plan.summary()}; "
+          f"{len(before)} containers kept their IDs")
+    record(f"{stack.name}: second up (no-op)", again.seconds_to_healthy)
+    stack.deployed = again
 
 
 def test_register_users_with_shared_secret(stack: World):
@@ -583,26 +658,39 @@ def test_federation_version_and_key_server(stack: World):
     assert_routed(stack, mark)
 
 
+def _served_key_ids(stack: World) -> set[str]:
+    async def go():
+        async with stack.recorder.session("federation") as s:
+            async with s.get(f"{stack.deployed.federation_url}/_matrix/key/v2/server") as r:
+                assert r.status == 200, await r.text()
+                return set((await r.json())["verify_keys"])
+    return stack.run(go())
+
+
 def test_persistence_across_down_and_up(stack: World):
-    """down keeping volumes, up again: users log in, the room and all messages are
-    there, media downloads, the profile is kept."""
+    """`make down` (destroy --exclude-protected), then up: the data volumes and the
+    generated secrets survive, so users log in, the room, all messages, media and
+    profile are there, and the server signs with the same key."""
     old = stack.deployed
+    key_ids = _served_key_ids(stack)
     stack.run(close_all(*(u.client for u in stack.users.values() if u.client)))
     for u in stack.users.values():
         u.client = None
-    seconds = replay.down(stack.config, stack.overrides, volumes=False)
-    record(f"{stack.name}: down keeping volumes", seconds)
+    seconds = replay.down(stack.config)
+    record(f"{stack.name}: down (data kept)", seconds)
     api = replay.api()
     for name in old.containers.values():
         with pytest.raises(Exception):
             api.inspect_container(name)  # really gone
+    kept = {v["Name"] for v in api.volumes()["Volumes"] or []}
+    assert set(old.outputs["dataVolumes"]) <= kept, "a data volume did not survive down"
     t0 = time.monotonic()
     stack.deployed = replay.up(stack.config, stack.overrides)
     seconds = time.monotonic() - t0
     print(f"\n{stack.name}: time from volumes only to all healthy: {seconds:.1f} s")
     record(f"{stack.name}: up again on kept volumes", seconds)
-    assert stack.deployed.registration_shared_secret == old.registration_shared_secret, \
-        "the replay lost the stack's secrets (its state) between down and up"
+    assert stack.deployed.secrets == old.secrets, "the stack's secrets changed across down/up"
+    assert _served_key_ids(stack) == key_ids, "the server's signing key changed"
     mark = stack.recorder.mark()
 
     async def go():

@@ -59,6 +59,9 @@ def test_every_container_has_a_healthcheck_replaced_on_change(prod):
         hc = c.plain["healthcheck"]
         assert hc["tests"][0] in ("CMD", "CMD-SHELL"), c.name
         assert c.options["replaceOnChanges"] == ["healthcheck"], c.name
+        # A replacement that only replace_on_changes causes is create-before-delete
+        # unless asked otherwise, and the fixed name would clash.
+        assert c.options["deleteBeforeReplace"] is True, c.name
         assert c.plain["wait"] is True and c.plain["restart"] == "unless-stopped"
         assert c.plain["destroyGraceSeconds"] > 0
 
@@ -82,43 +85,104 @@ def test_uploads_carry_the_rendered_files(prod):
     worker = yaml.safe_load(rooms2["/conf/workers/rooms2.yaml"]["content"])
     assert worker["worker_name"] == "rooms2"
     assert worker["worker_listeners"][0]["path"] == "/sockets/synapse_inbound_rooms2.sock"
-    hs = yaml.safe_load(reveal(rooms2["/conf/homeserver.yaml"]["content"]))
+    hs = yaml.safe_load(rooms2["/conf/homeserver.yaml"]["content"])  # plain: no reveal
     assert hs["instance_map"]["sender4"] == {"path": "/sockets/synapse_replication_sender4.sock"}
     assert rooms2["/conf/start.sh"]["executable"] is True
     nginx = uploads(prod.named("nginx-container", CONTAINER))
     assert "/etc/nginx/nginx.conf" in nginx
 
 
-def test_files_holding_secrets_are_secret_and_others_are_not(prod):
+SECRET_DIR = "/conf/secrets/"
+
+
+def test_only_the_secret_files_are_secret(prod):
+    """Config files are plain (a preview shows their diff); each secret has its own
+    file, secret in state and readable only by its owner; no env var is secret."""
+    seen = set()
     for c in prod.containers:
+        assert not isinstance(c.inputs["envs"], Secret), c.name
         for path, u in uploads(c).items():
-            secret = path in ("/conf/homeserver.yaml", "/conf/signing.key")
+            secret = path.startswith(SECRET_DIR)
             assert isinstance(u["content"], Secret) == secret, (c.name, path)
-    pg = prod.named("postgres-container", CONTAINER)
-    assert isinstance(pg.inputs["envs"], Secret)
-    assert any(e.startswith("POSTGRES_PASSWORD=") and len(e) > 30 for e in pg.plain["envs"])
+            assert u["permissions"] == ("0400" if secret else "0744" if u["executable"] else "0644")
+            if secret:
+                seen.add(path.removeprefix(SECRET_DIR))
+    assert seen == {"macaroon_secret_key", "form_secret", "worker_replication_secret",
+                    "signing.key", "registration_shared_secret", "pgpass", "postgres_password"}
+    # Only main gets the registration secret; Postgres gets only its password.
+    for c in prod.containers:
+        files = set(uploads(c))
+        assert ("/conf/secrets/registration_shared_secret" in files) == (c.name == "main"), c.name
+    pg = uploads(prod.named("postgres-container", CONTAINER))
+    assert [p for p in pg if p.startswith(SECRET_DIR)] == ["/conf/secrets/postgres_password"]
+    env = dict(e.split("=", 1) for e in prod.named("postgres-container", CONTAINER).plain["envs"])
+    assert env["POSTGRES_PASSWORD_FILE"] == "/conf/secrets/postgres_password"
+
+
+def _generated(cap) -> list[str]:
+    """Every secret value the stack generated (pulumi-random outputs)."""
+    main = uploads(cap.named("main", CONTAINER))
+    return [reveal(u["content"]).strip() for p, u in main.items() if p.startswith(SECRET_DIR)]
+
+
+def plain_strings(value):
+    """Every string in a registered value that is not marked secret."""
+    if isinstance(value, Secret):
+        return
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from plain_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from plain_strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def test_no_secret_value_in_any_plain_input_or_output(prod):
+    values = _generated(prod)
+    assert len(values) == 6 and all(len(v) >= 16 for v in values)
+    password = reveal(uploads(prod.named("postgres-container", CONTAINER))
+                      ["/conf/secrets/postgres_password"]["content"]).strip()
+    values.append(password)
+
+    texts = [t for r in prod.resources for t in plain_strings(r.inputs)]
+    texts += list(plain_strings(prod.outputs))
+    for value in values:
+        for secret_part in (value, value.split()[-1]):  # the signing key's seed alone too
+            assert not any(secret_part in t for t in texts)
 
 
 def test_secrets_in_files_are_the_generated_ones(prod):
     main = uploads(prod.named("main", CONTAINER))
-    hs = yaml.safe_load(reveal(main["/conf/homeserver.yaml"]["content"]))
-    pg_env = dict(e.split("=", 1) for e in prod.named("postgres-container", CONTAINER).plain["envs"])
-    assert hs["database"]["args"]["password"] == pg_env["POSTGRES_PASSWORD"]
-    assert len(hs["macaroon_secret_key"]) == 48 and "${secret" not in str(hs)
-    key = reveal(main["/conf/signing.key"]["content"]).split()
+    pg = uploads(prod.named("postgres-container", CONTAINER))
+    password = reveal(pg["/conf/secrets/postgres_password"]["content"]).strip()
+    assert reveal(main["/conf/secrets/pgpass"]["content"]) == f"*:*:synapse:synapse:{password}\n"
+    assert len(reveal(main["/conf/secrets/macaroon_secret_key"]["content"]).strip()) == 48
+    key = reveal(main["/conf/secrets/signing.key"]["content"]).split()
     assert key[0] == "ed25519" and key[1].startswith("a_") and len(key[2]) == 43
     # Every process signs with the same key.
-    other = reveal(uploads(prod.named("rooms1", CONTAINER))["/conf/signing.key"]["content"])
+    other = reveal(uploads(prod.named("rooms1", CONTAINER))["/conf/secrets/signing.key"]["content"])
     assert other.split() == key
 
 
+def test_data_survives_destroy_and_secrets_stay_in_state(prod):
+    """Data volumes are retained on delete (destroy and scaling down leave them);
+    the sockets tmpfs is not. Generated secrets are protected: they exist only in
+    state, so `make down` (destroy --exclude-protected) keeps them."""
+    for v in prod.of_type(VOLUME):
+        name = v.plain["name"]
+        assert v.options["retainOnDelete"] is (name != "synapse-prod-sockets"), name
+    assert sorted(prod.outputs["dataVolumes"]) == sorted(
+        v.plain["name"] for v in prod.of_type(VOLUME) if v.options["retainOnDelete"])
+    randoms = [r for r in prod.resources if r.type.startswith("random:")]
+    # Five passwords, and the signing key's ID and seed.
+    assert len(randoms) == 7 and all(r.options["protect"] for r in randoms)
+    assert not any(r.options["protect"] for r in prod.resources if r.type.startswith("docker:"))
+
+
 def test_stack_outputs_hold_no_secret(prod):
-    text = str(prod.outputs)
-    main = uploads(prod.named("main", CONTAINER))
-    hs = yaml.safe_load(reveal(main["/conf/homeserver.yaml"]["content"]))
-    for value in (hs["macaroon_secret_key"], hs["registration_shared_secret"],
-                  hs["database"]["args"]["password"]):
-        assert value not in text
+    assert not any(isinstance(v, Secret) for v in prod.outputs.values())
     assert prod.outputs["serverName"] == "example.org"
     assert {p["name"]: p["class"] for p in prod.outputs["processes"]}["rooms4"] == "rooms"
 
@@ -172,9 +236,27 @@ def test_secret_overrides_replace_generated_secrets():
     cap = run_program({"serverName": "example.org", "signingKey": key,
                        "formSecret": "f" * 20}, secret_keys=("signingKey", "formSecret"))
     main = uploads(cap.named("main", CONTAINER))
-    assert reveal(main["/conf/signing.key"]["content"]).strip() == key
-    assert yaml.safe_load(reveal(main["/conf/homeserver.yaml"]["content"]))["form_secret"] == "f" * 20
+    assert reveal(main["/conf/secrets/signing.key"]["content"]).strip() == key
+    assert reveal(main["/conf/secrets/form_secret"]["content"]).strip() == "f" * 20
     assert not cap.of_type("random:index/randomBytes:RandomBytes")
     assert {r.name for r in cap.of_type("random:index/randomPassword:RandomPassword")} == {
         "macaroon-secret-key", "registration-shared-secret", "worker-replication-secret",
         "postgres-password"}
+
+
+def test_operator_secret_config_lands_only_in_a_secret_file():
+    cap = run_program({"serverName": "example.org",
+                       "secretConfig": {"turn_shared_secret": "turn-secret-value-1",
+                                        "turn_uris": ["turn:turn.example.org"]}},
+                      secret_keys=("secretConfig",))
+    for c in cap.containers:
+        up = uploads(c).get("/conf/secrets/config.yaml")
+        role = {lab["label"].rsplit(".", 1)[-1]: lab["value"] for lab in c.plain["labels"]}["role"]
+        is_synapse = role in ("main", "worker")
+        assert (up is not None) == is_synapse, c.name
+        if up:
+            assert isinstance(up["content"], Secret)
+            assert yaml.safe_load(reveal(up["content"]))["turn_shared_secret"] == "turn-secret-value-1"
+            assert c.plain["command"][-1] == "--config-path=/conf/secrets/config.yaml"
+    plain = [t for r in cap.resources for t in plain_strings(r.inputs)]
+    assert plain and not any("turn-secret-value-1" in t for t in plain)

@@ -119,6 +119,7 @@ class _Monitor(pulumi_mocks.MockMonitor):
                     "ignoreChanges": list(request.ignoreChanges),
                     "aliases": [str(a) for a in request.aliases],
                     "protect": request.protect,
+                    "retainOnDelete": request.retainOnDelete,
                 },
             )
         )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from synapse.config.homeserver import HomeServerConfig
 
@@ -21,16 +21,20 @@ TEST_SECRETS = {
     "workerReplicationSecret": "w" * 32,
     "postgresPassword": "p" * 32,
     "signingKey": "ed25519 a_test " + "A" * 43,
+    "secretConfig": {},
 }
 _PREFIXES = re.compile(rf"(?<![\w/])({CONFIG_DIR}|{DATA_DIR}|{MEDIA_DIR})(?=/|\s|$)", re.M)
 
 
-def parse(spec: ContainerSpec, root: Path, secrets: Mapping[str, str] = TEST_SECRETS) -> HomeServerConfig:
+def parse(spec: ContainerSpec, root: Path, secrets: Mapping[str, Any] = TEST_SECRETS,
+          strict: bool = True) -> HomeServerConfig:
+    """Synapse's view of one container's files. `strict` adds Synapse's own
+    --no-secrets-in-config, which refuses any secret written inline."""
     for path, text in spec.rendered_files(secrets).items():
         target = root / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(_PREFIXES.sub(lambda m: f"{root}{m.group(1)}", text))
-    argv = []
+    argv = ["--no-secrets-in-config"] if strict else []
     for arg in spec.command:
         if arg.startswith("--config-path="):
             argv += ["--config-path", f"{root}{arg.split('=', 1)[1]}"]

@@ -51,9 +51,15 @@ def test_manifest_describes_each_container(prod_render):
 def test_secrets_appear_only_as_placeholders(prod_render):
     out, manifest = prod_render
     pg = next(c for c in manifest["containers"] if c["role"] == "postgres")
-    assert pg["env"]["POSTGRES_PASSWORD"] == PLACEHOLDERS["postgresPassword"]
-    key = (out / "main" / "conf" / "signing.key").read_text()
+    assert "POSTGRES_PASSWORD" not in pg["env"]
+    password = out / "postgres" / pg["env"]["POSTGRES_PASSWORD_FILE"].lstrip("/")
+    assert password.read_text().strip() == PLACEHOLDERS["postgresPassword"]
+    key = (out / "main" / "conf" / "secrets" / "signing.key").read_text()
     assert key.strip() == PLACEHOLDERS["signingKey"]
+    # Config files hold no secret at all, not even a placeholder.
+    for path in out.rglob("*"):
+        if path.is_file() and "/secrets/" not in str(path) and path.name != "manifest.json":
+            assert "${secret:" not in path.read_text(), path
 
 
 def test_bad_config_exits_2_with_one_line(tmp_path):

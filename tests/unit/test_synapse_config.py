@@ -30,8 +30,15 @@ def synapse_containers(stack):
     ids=lambda v: v if isinstance(v, str) else v.key,
 )
 def test_synapse_accepts_every_process_config(stack, spec, tmp_path):
-    cfg = parse(spec, tmp_path)
+    cfg = parse(spec, tmp_path)  # with --no-secrets-in-config: nothing inline
     assert cfg.server.server_name == load_settings_of(stack).server_name
+    # Every secret came from its own file, and only main can register users.
+    assert cfg.key.macaroon_secret_key == TEST_SECRETS["macaroonSecretKey"].encode()
+    assert cfg.key.form_secret == TEST_SECRETS["formSecret"]
+    assert cfg.worker.worker_replication_secret == TEST_SECRETS["workerReplicationSecret"]
+    assert cfg.registration.registration_shared_secret == (
+        TEST_SECRETS["registrationSharedSecret"] if spec.role == "main" else None)
+    assert cfg.database.databases[0].config["args"]["passfile"] == str(tmp_path / "conf/secrets/pgpass")
     if spec.role == "main":
         assert cfg.worker.worker_name is None
         assert [l.type for l in cfg.server.listeners] == ["http", "http", "metrics"]
@@ -65,7 +72,7 @@ def test_media_worker_serves_media_and_main_does_not(tmp_path):
 
 def test_homeserver_layers_defaults_then_extra_config_then_enforced():
     plan = plan_for(extraConfig={"presence": {"enabled": False}, "caches": {"global_factor": 2}})
-    hs = yaml.safe_load(render_homeserver(plan, TEST_SECRETS))
+    hs = yaml.safe_load(render_homeserver(plan))
     assert hs["presence"] == {"enabled": False}
     # Deep merge keeps the default siblings of an overridden key.
     assert hs["caches"]["global_factor"] == 2 and hs["caches"]["expire_caches"] is True
@@ -74,18 +81,65 @@ def test_homeserver_layers_defaults_then_extra_config_then_enforced():
 
 
 def test_homeserver_uses_sockets_for_postgres_and_redis():
-    hs = yaml.safe_load(render_homeserver(plan_for(), TEST_SECRETS))
+    hs = yaml.safe_load(render_homeserver(plan_for()))
     assert hs["database"]["args"]["host"] == "/sockets"
     assert hs["redis"] == {"enabled": True, "path": "/sockets/synapse_redis.sock"}
-    assert hs["database"]["args"]["password"] == TEST_SECRETS["postgresPassword"]
+    assert "password" not in hs["database"]["args"]
+    assert hs["database"]["args"]["passfile"] == "/conf/secrets/pgpass"
     assert hs["trusted_key_servers"] == [{"server_name": "matrix.org"}]
 
 
-def test_placeholders_stand_in_for_every_secret():
-    text = render_homeserver(plan_for(), PLACEHOLDERS)
-    for key in ("macaroonSecretKey", "registrationSharedSecret", "formSecret",
-                "workerReplicationSecret", "postgresPassword"):
-        assert PLACEHOLDERS[key] in text
+def test_homeserver_names_secret_files_and_holds_no_secret():
+    hs = yaml.safe_load(render_homeserver(plan_for()))
+    assert hs["macaroon_secret_key_path"] == "/conf/secrets/macaroon_secret_key"
+    assert hs["worker_replication_secret_path"] == "/conf/secrets/worker_replication_secret"
+    assert hs["signing_key_path"] == "/conf/secrets/signing.key"
+    # Only main reads the registration secret (from main.yaml).
+    assert "registration_shared_secret_path" not in hs
+    for key in ("macaroon_secret_key", "registration_shared_secret", "form_secret",
+                "worker_replication_secret"):
+        assert key not in hs
+
+
+def test_operator_secret_config_goes_to_its_own_file(tmp_path):
+    """SSO client secrets, SMTP password, reCAPTCHA keys and a TURN secret, as the
+    guide writes them, given as synapse:secretConfig: Synapse reads them from the
+    secret file, and homeserver.yaml stays plain."""
+    secret_config = {
+        "email": {"smtp_host": "mail.example.org", "smtp_user": "synapse",
+                  "smtp_pass": "smtp-password-1", "notif_from": "%(app)s <synapse@example.org>"},
+        "oidc_providers": [{"idp_id": "keycloak", "idp_name": "SSO",
+                            "issuer": "https://sso.example.org/realms/matrix",
+                            "client_id": "synapse", "client_secret": "oidc-secret-1",
+                            "discover": False, "authorization_endpoint": "https://sso.example.org/a",
+                            "token_endpoint": "https://sso.example.org/t",
+                            "userinfo_endpoint": "https://sso.example.org/u",
+                            "jwks_uri": "https://sso.example.org/j",
+                            "user_mapping_provider": {"config": {
+                                "localpart_template": "{{ user.preferred_username }}"}}}],
+        "recaptcha_public_key": "recaptcha-public-1",
+        "recaptcha_private_key": "recaptcha-private-1",
+        "turn_shared_secret": "turn-secret-1",
+        "turn_uris": ["turn:turn.example.org:3478?transport=udp"],
+    }
+    plan = plan_for(secretConfig=secret_config)
+    main = build_deployment(plan).container("main")
+    assert main.command[-1] == "--config-path=/conf/secrets/config.yaml"
+    cfg = parse(main, tmp_path, {**TEST_SECRETS, "secretConfig": secret_config}, strict=False)
+    assert cfg.email.email_smtp_pass == "smtp-password-1"
+    assert cfg.oidc.oidc_providers[0].client_secret == "oidc-secret-1"
+    assert cfg.captcha.recaptcha_private_key == "recaptcha-private-1"
+    assert cfg.voip.turn_shared_secret == "turn-secret-1"
+    plain = {p: t for p, t in main.rendered_files(TEST_SECRETS).items() if "/secrets/" not in p}
+    for value in ("smtp-password-1", "oidc-secret-1", "recaptcha-private-1", "turn-secret-1"):
+        assert not any(value in t for t in plain.values()), value
+
+
+def test_secret_config_may_not_split_a_section_or_touch_the_topology():
+    with pytest.raises(ConfigError, match=r"secretConfig\.email': is also set in synapse:extraConfig"):
+        plan_for(extraConfig={"email": {"smtp_host": "x"}}, secretConfig={"email": {"smtp_pass": "y"}})
+    with pytest.raises(ConfigError, match=r"secretConfig\.macaroon_secret_key_path'"):
+        plan_for(secretConfig={"macaroon_secret_key_path": "/x"})
 
 
 def test_log_config_is_per_class_with_rotation_and_retention():

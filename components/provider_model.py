@@ -1,0 +1,375 @@
+"""What the pulumi-docker provider does with each input this program sets: the
+form it reads the value back in (what Pulumi's state then holds), and whether a
+change updates the object in place or replaces it. No Pulumi import.
+
+pulumi-docker 5.2.0 is bridged from kreuzwerker/terraform-provider-docker (its
+`upstream` submodule; the container, volume, network and image code there is
+v4.5.0's). Sources, abbreviated in the table:
+  K/container  kreuzwerker internal/provider/resource_docker_container.go (schema)
+  K/read       kreuzwerker internal/provider/resource_docker_container_funcs.go
+               (resourceDockerContainerRead, ...Create, ...Update, ...Delete)
+  K/helpers    kreuzwerker internal/provider/helpers.go (nanoInt64ToDecimalString)
+  K/structures kreuzwerker internal/provider/structures_container.go (flatten*)
+  K/volume     kreuzwerker internal/provider/resource_docker_volume.go
+  K/network    kreuzwerker internal/provider/resource_docker_network.go (+ _funcs.go)
+  K/image      kreuzwerker internal/provider/resource_docker_remote_image.go (+ _funcs.go)
+  P/resources  pulumi/pulumi-docker provider/resources.go
+  B/diff       pulumi/pulumi-terraform-bridge pkg/tfbridge/provider.go (Diff)
+
+Why it matters: Pulumi diffs the program's inputs against what the provider read
+back after the last create or refresh. An input not already in that normal form
+(`cpus: "1"` is stored as "1.0", a `start_period` of "60s" as "1m0s") differs on
+every preview, and `cpus` forces replacement: every `up` would replace every
+container. So the program emits every input in its normal form, and
+tests/unit/test_provider_model.py holds every registered input against this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable, Mapping, Sequence
+
+CONTAINER = "docker:index/container:Container"
+NETWORK = "docker:index/network:Network"
+VOLUME = "docker:index/volume:Volume"
+IMAGE = "docker:index/remoteImage:RemoteImage"
+
+REPLACE = "replace"  # ForceNew in the provider's schema
+UPDATE = "update"  # changed in place (or only in state)
+
+# How a value is compared: lists in order, sets and maps regardless of order.
+SCALAR, LIST, SET, MAP, OBJECT = "scalar", "list", "set", "map", "object"
+
+NANO = 10**9
+
+
+# --- the provider's conversions -------------------------------------------------
+
+
+def nano_cpus(text: str) -> int:
+    """docker/cli opts.ParseCPUs, which the provider calls on `cpus`: a decimal
+    number of CPUs -> NanoCPUs; more precise than a nanoCPU is an error."""
+    nano = Fraction(text) * NANO
+    if nano.denominator != 1:
+        raise ValueError(f"cpus {text!r} is more precise than one nanoCPU")
+    return nano.numerator
+
+
+def _float_string(value: Fraction, prec: int) -> str:
+    """Go's big.Rat.FloatString: `prec` decimals, rounded half away from zero."""
+    scaled = abs(value) * 10**prec
+    q, rem = divmod(scaled.numerator, scaled.denominator)
+    if 2 * rem >= scaled.denominator:
+        q += 1
+    digits = str(q).rjust(prec + 1, "0")
+    text = f"{digits[:-prec]}.{digits[-prec:]}" if prec else digits
+    return ("-" if value < 0 else "") + text
+
+
+def cpus_read_back(nano: int) -> str:
+    """K/helpers nanoInt64ToDecimalString: NanoCPUs -> the `cpus` string in state.
+    1e9 -> "1.0", 5e8 -> "0.5", 1.25e9 -> "1.25"; its quirks are kept (10e9 ->
+    "10.", 1e6 -> "0.0"), so settings refuse sizes that are not fixed points."""
+    if nano == 0:
+        return "0"
+    value = Fraction(nano, NANO)
+    text = _float_string(value, 9)
+    if text.count("0") == 9:
+        return _float_string(value, 1)
+    return text.rstrip("0")
+
+
+def cpus(count: float) -> str:
+    """The `cpus` input for a number of CPUs, in the form the provider reads back."""
+    return cpus_read_back(nano_cpus(repr(float(count))))
+
+
+def cpus_is_fixed_point(count: float) -> bool:
+    """True when the read-back form means the same NanoCPUs: otherwise no input
+    can ever match the state and every preview replaces the container."""
+    nano = nano_cpus(repr(float(count)))
+    try:
+        return nano_cpus(cpus_read_back(nano)) == nano
+    except (ValueError, ZeroDivisionError):
+        return False
+
+
+_UNITS_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": NANO, "m": 60 * NANO,
+             "h": 3600 * NANO}
+
+
+def duration_ns(text: str) -> int:
+    """Go's time.ParseDuration (the provider parses healthcheck durations with it)."""
+    import re
+
+    if text == "0":
+        return 0
+    total, pos = Fraction(0), 0
+    for m in re.finditer(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", text):
+        if m.start() != pos:
+            break
+        total += Fraction(m.group(1)) * _UNITS_NS[m.group(2)]
+        pos = m.end()
+    if pos == 0 or pos != len(text):
+        raise ValueError(f"invalid duration {text!r}")
+    return int(total)
+
+
+def _frac(v: int, prec: int) -> tuple[str, int]:
+    digits, printed = [], False
+    for _ in range(prec):
+        d = v % 10
+        printed = printed or d != 0
+        if printed:
+            digits.append(str(d))
+        v //= 10
+    return ("." + "".join(reversed(digits)) if printed else ""), v
+
+
+def duration_read_back(ns: int) -> str:
+    """Go's time.Duration.String(): how the provider stores healthcheck durations
+    read back from Docker: 5e9 -> "5s", 60e9 -> "1m0s", 5e8 -> "500ms"."""
+    if ns == 0:
+        return "0s"
+    sign, u = ("-" if ns < 0 else ""), abs(ns)
+    if u < NANO:
+        unit, prec = (("ns", 0) if u < 10**3 else ("µs", 3) if u < 10**6 else ("ms", 6))
+        frac, whole = _frac(u, prec)
+        return f"{sign}{whole}{frac}{unit}"
+    frac, whole = _frac(u, 9)
+    text = f"{whole % 60}{frac}s"
+    whole //= 60
+    if whole:
+        text = f"{whole % 60}m{text}"
+        whole //= 60
+        if whole:
+            text = f"{whole}h{text}"
+    return sign + text
+
+
+def duration(seconds: float) -> str:
+    """A healthcheck duration input, in the form the provider reads back."""
+    return duration_read_back(int(Fraction(str(seconds)) * NANO))
+
+
+# --- the table ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One input as the provider treats it."""
+
+    change: str  # REPLACE or UPDATE
+    read_back: str  # what state holds after create/refresh
+    source: str
+    kind: str = SCALAR
+    # The normal form of a value, where it differs from "as given" (None: as given).
+    normal: Callable[[Any], Any] | None = None
+    read: bool = True  # read back from Docker; False: state keeps the input as sent
+    default: Any = None  # the schema default when the input is unset
+    # Computed in the schema: left unset, whatever state holds is no diff.
+    computed: bool = False
+    # Schema defaults of nested fields, filled in before comparing (as a plan does).
+    fill: Callable[[Any], Any] | None = None
+
+
+HEALTHCHECK_DURATIONS = ("interval", "timeout", "startPeriod", "startInterval")
+
+
+def _norm_healthcheck(hc: Mapping[str, Any]) -> dict[str, Any]:
+    """Every duration defaults to "0s" in the schema and reads back in Go's form."""
+    out = {"retries": 0, **hc}
+    for k in HEALTHCHECK_DURATIONS:
+        out[k] = duration_read_back(duration_ns(out.get(k, "0s")))
+    return out
+
+
+C = "K/container"
+R = "K/read"
+CONTAINER_ATTRS: dict[str, Attr] = {
+    "name": Attr(REPLACE, "the name without Docker's leading '/'", f"{C}, {R}"),
+    "image": Attr(REPLACE, "given a sha256: ID (RemoteImage.image_id), the container's image "
+                  "ID; given a reference, Config.Image", f"{C}, {R}"),
+    "entrypoints": Attr(REPLACE, "Config.Entrypoint verbatim (the image's when unset)",
+                        f"{C}, {R}", LIST, computed=True),
+    "command": Attr(REPLACE, "Config.Cmd verbatim (the image's when unset)", f"{C}, {R}", LIST,
+                    computed=True),
+    # "We decided not to set the environment variables and labels because they are
+    # taken over from the Docker image" (K/read): state keeps them as sent.
+    "envs": Attr(REPLACE, "not read back: state keeps them as sent", f"{C}, {R}", SET,
+                 read=False, computed=True),
+    "labels": Attr(REPLACE, "not read back: state keeps them as sent", f"{C}, {R}", SET,
+                   read=False, computed=True),
+    "uploads": Attr(REPLACE, "not read back; written once between create and start ('The "
+                    "container is mutated once, and never updated later'): a changed file "
+                    "replaces the container", f"{C}, {R} (create)", SET, read=False),
+    "mounts": Attr(REPLACE, "HostConfig.Mounts as submitted: target, source, type and "
+                   "read_only (false when unset)", f"{C}, {R} getDockerContainerMounts", SET,
+                   normal=lambda ms: [{"readOnly": False, **m} for m in ms],
+                   fill=lambda ms: [{"readOnly": False, **m} for m in ms]),
+    # Read back only when the set is empty, which GetOk never reports: never read.
+    "networksAdvanced": Attr(REPLACE, "not read back (the read is guarded by a GetOk that "
+                             "never lets it run): state keeps them as sent", f"{C}, {R}", SET,
+                             read=False),
+    # Compared by internal port whatever the order (suppressIfPortsDidNotChange...).
+    "ports": Attr(REPLACE, "NetworkSettings.Ports, ordered by internal port: internal, "
+                  "external, ip (verbatim), protocol", f"{C}, K/structures flattenContainerPorts",
+                  SET, normal=lambda ps: sorted(({"ip": "0.0.0.0", "protocol": "tcp", **p}
+                                                 for p in ps), key=lambda p: p["internal"]),
+                  fill=lambda ps: [{"ip": "0.0.0.0", "protocol": "tcp", **p} for p in ps]),
+    # Not ForceNew, and Update has no code for it: a changed healthcheck only changes
+    # state. The program adds replace_on_changes and delete_before_replace.
+    "healthcheck": Attr(UPDATE, "Config.Healthcheck; durations as Go's Duration.String ('1m0s' "
+                        "for 60 s), start_interval included ('0s' when unset)", f"{C}, {R}",
+                        OBJECT, normal=_norm_healthcheck, computed=True,
+                        fill=lambda hc: {"retries": 0, **{k: "0s" for k in HEALTHCHECK_DURATIONS},
+                                         **hc}),
+    "restart": Attr(UPDATE, "HostConfig.RestartPolicy.Name; updated with ContainerUpdate",
+                    f"{C}, {R} resourceDockerContainerUpdate", default="no"),
+    "memory": Attr(UPDATE, "HostConfig.Memory / 1 MiB; updated with ContainerUpdate", f"{C}, {R}"),
+    "memorySwap": Attr(UPDATE, "HostConfig.MemorySwap / 1 MiB when > 0, else as is; Docker "
+                       "stores 2 x memory when it is not given (a diff on every preview), "
+                       "and -1 on hosts without swap accounting", f"{C}, {R}, moby "
+                       "daemon/daemon_unix.go adaptContainerSettings"),
+    "cpus": Attr(REPLACE, "nanoInt64ToDecimalString(HostConfig.NanoCPUs): '1.0', '0.5', '10.'",
+                 f"{C}, {R}, K/helpers", normal=lambda v: cpus_read_back(nano_cpus(v))),
+    "logDriver": Attr(REPLACE, "HostConfig.LogConfig.Type (the daemon's default when unset)",
+                      f"{C}, {R}", computed=True),
+    "logOpts": Attr(REPLACE, "HostConfig.LogConfig.Config, read only when set (daemon "
+                    "default log-opts for the same driver would show up as a diff)",
+                    f"{C}, {R} containerLogOptsForState", MAP),
+    "destroyGraceSeconds": Attr(UPDATE, "not read back; the stop timeout of a delete (0: kill)",
+                                f"{C}, {R} resourceDockerContainerDelete", read=False),
+    "wait": Attr(UPDATE, "not read back; create polls every second until healthy", f"{C}, {R}",
+                 read=False, default=False),
+    "waitTimeout": Attr(UPDATE, "not read back", f"{C}, {R}", read=False, default=60),
+    "mustRun": Attr(UPDATE, "a read that finds the container stopped stores false; the "
+                    "next up's update starts it again (ContainerStart), keeping its ID",
+                    f"{C}, {R}", default=True),
+}
+
+NETWORK_ATTRS: dict[str, Attr] = {
+    "name": Attr(REPLACE, "the network name", "K/network"),
+    "driver": Attr(REPLACE, "the driver", "K/network", default="bridge"),
+    "internal": Attr(REPLACE, "Internal", "K/network", default=False),
+}
+
+VOLUME_ATTRS: dict[str, Attr] = {
+    "name": Attr(REPLACE, "the volume name", "K/volume"),
+    "driver": Attr(REPLACE, "the driver", "K/volume", default="local"),
+    "driverOpts": Attr(REPLACE, "Options", "K/volume", MAP),
+}
+
+IMAGE_ATTRS: dict[str, Attr] = {
+    "name": Attr(REPLACE, "the reference as given", "K/image"),
+    "keepLocally": Attr(UPDATE, "not read back (delete leaves the image when true)", "K/image",
+                        read=False, default=False),
+}
+
+ATTRS: dict[str, dict[str, Attr]] = {
+    CONTAINER: CONTAINER_ATTRS, NETWORK: NETWORK_ATTRS, VOLUME: VOLUME_ATTRS, IMAGE: IMAGE_ATTRS,
+}
+
+# P/resources: containers are replaced delete-before-replace by the provider's own
+# diff; a replacement that only the program's replace_on_changes causes is not (B/diff),
+# so such resources need delete_before_replace=True themselves.
+PROVIDER_DELETE_BEFORE_REPLACE = frozenset({CONTAINER})
+
+
+# --- normal forms and diffs ----------------------------------------------------
+
+
+def normal_form(typ: str, key: str, value: Any) -> Any:
+    attr = ATTRS[typ][key]
+    return attr.normal(value) if attr.normal else value
+
+
+def not_normal(typ: str, inputs: Mapping[str, Any]) -> list[str]:
+    """The inputs that are unknown to the model or not in the provider's normal
+    form, each as 'key: given -> read back'."""
+    problems = []
+    attrs = ATTRS.get(typ)
+    if attrs is None:
+        return [f"resource type {typ} is not in the provider model"]
+    for key, value in inputs.items():
+        if key not in attrs:
+            problems.append(f"{key}: not in the provider model")
+            continue
+        try:
+            normal = normal_form(typ, key, value)
+        except (ValueError, ZeroDivisionError) as e:
+            problems.append(f"{key}: {e}")
+            continue
+        if normal != value:
+            problems.append(f"{key}: {value!r} is read back as {normal!r}")
+    if typ == CONTAINER and "memory" in inputs and "memorySwap" not in inputs:
+        problems.append("memorySwap: unset, so Docker's 2 x memory is read back")
+    return problems
+
+
+def _canonical(attr: Attr, value: Any) -> Any:
+    import json
+
+    if value is None:
+        value = attr.default
+    if attr.fill is not None and value is not None:
+        value = attr.fill(value)
+    if attr.kind == SET:
+        return sorted(json.dumps(v, sort_keys=True) for v in (value or []))
+    if attr.kind == MAP:
+        return dict(value or {})
+    if attr.kind == LIST:
+        return list(value or [])
+    return value
+
+
+@dataclass(frozen=True)
+class Diff:
+    action: str  # "same", "update" or "replace"
+    changed: tuple[str, ...] = ()  # input keys that differ
+    replace_keys: tuple[str, ...] = ()  # those that force the replacement
+    delete_before_replace: bool = False
+
+    @property
+    def same(self) -> bool:
+        return self.action == "same"
+
+
+def diff(typ: str, old: Mapping[str, Any], new: Mapping[str, Any],
+         replace_on_changes: Sequence[str] = (), delete_before_replace: bool = False) -> Diff:
+    """What the engine does when state holds `old` and the program now gives `new`.
+    `replace_on_changes` and `delete_before_replace` are the resource's options."""
+    attrs = ATTRS[typ]
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        attr = attrs.get(key)
+        if attr is None:
+            raise KeyError(f"{typ}: input {key!r} is not in the provider model")
+        if key not in new and attr.computed:
+            continue  # the program leaves it to the provider: whatever it read is fine
+        if _canonical(attr, old.get(key)) != _canonical(attr, new.get(key)):
+            changed.append(key)
+    if not changed:
+        return Diff("same")
+    forced = tuple(k for k in changed if attrs[k].change == REPLACE)
+    by_option = tuple(k for k in changed if k in replace_on_changes or "*" in replace_on_changes)
+    if forced:
+        dbr = delete_before_replace or typ in PROVIDER_DELETE_BEFORE_REPLACE
+        return Diff("replace", tuple(changed), forced, dbr)
+    if by_option:
+        return Diff("replace", tuple(changed), by_option, delete_before_replace)
+    return Diff("update", tuple(changed))
+
+
+@dataclass
+class ModelRow:
+    """One row of the table, for the README and the tests."""
+
+    type: str
+    key: str
+    attr: Attr = field(repr=False)
+
+
+def rows() -> list[ModelRow]:
+    return [ModelRow(t, k, a) for t, attrs in ATTRS.items() for k, a in attrs.items()]

@@ -1,0 +1,390 @@
+"""`up` and `down` the way the Pulumi engine runs them against pulumi-docker.
+
+up:   run the program under mocks (tests/support/capture.py); refuse any input the
+      replay does not apply; refresh: read every object the state holds back from
+      Docker (`make up` runs `pulumi up --refresh`); plan each resource with the
+      provider model (components/provider_model.py): same, update in place,
+      replace (delete-before-replace where the provider or the program says so),
+      create, or delete; print the plan like a preview; apply only that, in
+      dependency order; deletions last.
+down: `pulumi destroy --exclude-protected`, as `make down` runs it: every object the
+      state holds is deleted except protected ones (the generated secrets);
+      retained ones (the data volumes) leave the state but stay on the host, and
+      the next `up` takes them over. `delete_data=True` is `make destroy-data`:
+      everything goes, volumes and secrets included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from components import provider_model as pm
+from components.stack_config import stack_name_of
+from tests.e2e.replay import provider, state as state_mod
+from tests.e2e.replay.errors import ReplayError, log
+from tests.e2e.replay.graph import dependency_graph, depth, run_graph
+from tests.e2e.replay.inputs import CONTAINER, IMAGE, NETWORK, VOLUME, check_inputs, is_no_op
+from tests.e2e.replay.isolation import check_isolation
+from tests.support import capture as capture_mod
+from tests.support.capture import Capture, Registered
+
+CREATE, UPDATE, REPLACE, DELETE, SAME = "create", "update", "replace", "delete", "same"
+# Deletion order by type when the graph is gone (down works from state alone).
+DELETE_ORDER = (CONTAINER, NETWORK, VOLUME, IMAGE)
+
+
+@dataclass
+class Step:
+    key: str  # state key: "<type>::<name>"
+    type: str
+    name: str  # resource name
+    action: str
+    changed: tuple[str, ...] = ()
+    replace_keys: tuple[str, ...] = ()
+    delete_before_replace: bool = False
+    docker_name: str = ""
+
+    def line(self) -> str:
+        kind = self.type.split(":")[-1]
+        what = {CREATE: "+ create", UPDATE: "~ update", REPLACE: "+-replace", DELETE: "- delete",
+                SAME: "  same"}[self.action]
+        extra = ""
+        if self.action in (UPDATE, REPLACE):
+            extra = f" [diff: {', '.join(self.changed)}]"
+            if self.action == REPLACE:
+                extra += (" delete-before-replace" if self.delete_before_replace
+                          else " create-before-delete")
+        return f"{what:10} {kind:12} {self.docker_name or self.name}{extra}"
+
+
+@dataclass
+class Plan:
+    steps: list[Step]
+
+    def by_action(self, action: str) -> list[Step]:
+        return [s for s in self.steps if s.action == action]
+
+    def of(self, typ: str, docker_name: str) -> Step:
+        return next(s for s in self.steps if s.type == typ and s.docker_name == docker_name)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.steps:
+            out[s.action] = out.get(s.action, 0) + 1
+        return out
+
+    def summary(self) -> str:
+        c = self.counts()
+        return ", ".join(f"{c[a]} to {a}" for a in (CREATE, UPDATE, REPLACE, DELETE) if c.get(a)) \
+            or "no changes"
+
+
+# --- the program, with its randoms kept as Pulumi state keeps them ---------------
+
+
+@contextlib.contextmanager
+def _stateful_randoms(st: dict[str, Any]):
+    """random:* resources keep their outputs while their inputs are unchanged, as
+    they do in Pulumi state; new or changed ones get fresh values (a replacement)."""
+    base = capture_mod._Mocks
+
+    class Stateful(base):  # type: ignore[misc, valid-type]
+        def new_resource(self, args):
+            if not args.typ.startswith("random:"):
+                return super().new_resource(args)
+            key = state_mod.key_of(args.typ, args.name)
+            inputs = json.loads(json.dumps(args.inputs, default=str))
+            kept = st["random"].get(key)
+            if kept and kept["inputs"] == inputs:
+                return kept["id"], kept["outputs"]
+            rid, outputs = super().new_resource(args)
+            st["random"][key] = {"inputs": inputs, "id": rid,
+                                 "outputs": json.loads(json.dumps(outputs, default=str))}
+            return rid, outputs
+
+    capture_mod._Mocks = Stateful
+    try:
+        yield
+    finally:
+        capture_mod._Mocks = base
+
+
+def capture_stack(config: str | Path, overrides: Mapping[str, Any] | None,
+                  st: dict[str, Any]) -> Capture:
+    # The capture runs on the current event loop; a caller that ran and closed its
+    # own (asyncio.run) leaves none, so give it one and leave it current for others.
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+        if loop.is_closed():
+            raise RuntimeError("closed")
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+    with _stateful_randoms(st):
+        return capture_mod.run_stack_file(config, overrides)
+
+
+def stack_of(config: str | Path) -> str:
+    return stack_name_of(Path(config))
+
+
+# --- refresh, desired inputs, plan ---------------------------------------------
+
+
+def _stored(typ: str, read_back: Mapping[str, Any], sent: Mapping[str, Any]) -> dict[str, Any]:
+    """What state holds: the read-back keys as read, the others as sent."""
+    attrs = pm.ATTRS[typ]
+    kept = {k: v for k, v in sent.items() if k in attrs and not attrs[k].read}
+    return {**read_back, **kept}
+
+
+def refresh(st: dict[str, Any]) -> list[str]:
+    """Read every owned object back, as `pulumi up --refresh` does: what is gone
+    leaves the state (and is created again); what is there is stored as read."""
+    notes = []
+    for key, entry in list(st["resources"].items()):
+        typ, name = entry["type"], entry["inputs"]["name"]
+        found = _read_any(typ, name)
+        if found is None:
+            notes.append(f"{typ.split(':')[-1]} {name} is gone: it will be created again")
+            del st["resources"][key]
+            continue
+        entry["id"], read_back = found
+        if read_back.get("mustRun") is False:
+            notes.append(f"container {name} is not running: must_run will start it again")
+        entry["inputs"] = _stored(typ, read_back, entry["inputs"])
+    return notes
+
+
+def _read_any(typ: str, name: str) -> tuple[str, dict[str, Any]] | None:
+    if typ == CONTAINER:
+        found = provider.read_container(name)
+        return found[:2] if found else None
+    return {NETWORK: provider.read_network, VOLUME: provider.read_volume,
+            IMAGE: provider.read_image}[typ](name)
+
+
+def desired_inputs(res: Registered, image_ids: Mapping[str, str]) -> dict[str, Any]:
+    inputs = check_inputs(res)
+    if res.type == CONTAINER:
+        # Mocks echo the image reference as RemoteImage.image_id; the provider's is the ID.
+        inputs["image"] = image_ids.get(inputs["image"], inputs["image"])
+    return inputs
+
+
+def make_plan(cap: Capture, st: Mapping[str, Any], desired: Mapping[str, dict[str, Any]]) -> Plan:
+    steps = []
+    for res in cap.resources:
+        if is_no_op(res):
+            continue
+        key = state_mod.key_of(res.type, res.name)
+        new = desired[res.urn]
+        entry = st["resources"].get(key)
+        name = new.get("name", res.name)
+        if entry is None:
+            steps.append(Step(key, res.type, res.name, CREATE, docker_name=name))
+            continue
+        d = pm.diff(res.type, entry["inputs"], new, res.options.get("replaceOnChanges", ()),
+                    bool(res.options.get("deleteBeforeReplace")))
+        steps.append(Step(key, res.type, res.name, d.action if not d.same else SAME, d.changed,
+                          d.replace_keys, d.delete_before_replace, name))
+    registered = {state_mod.key_of(r.type, r.name) for r in cap.resources}
+    for key, entry in st["resources"].items():
+        if key not in registered:
+            steps.append(Step(key, entry["type"], key.split("::", 1)[1], DELETE,
+                              docker_name=entry["inputs"]["name"]))
+    return Plan(steps)
+
+
+# --- applying -------------------------------------------------------------------
+
+_CREATE = {CONTAINER: provider.create_container, NETWORK: provider.create_network,
+           VOLUME: provider.create_volume, IMAGE: provider.create_image}
+
+
+def _read(typ: str, name: str) -> tuple[str, dict[str, Any]]:
+    found = _read_any(typ, name)
+    if found is None:
+        raise ReplayError(f"{typ.split(':')[-1]} {name} vanished right after it was applied")
+    return found
+
+
+def _delete(entry: Mapping[str, Any], delete_data: bool = False) -> str:
+    """The provider's delete, or nothing for a resource retained on delete."""
+    typ, inputs = entry["type"], entry["inputs"]
+    if entry.get("options", {}).get("retainOnDelete") and not delete_data:
+        return "retained on delete: left on the host, dropped from state"
+    if typ == CONTAINER:
+        return provider.delete_container(inputs["name"], inputs)
+    if typ == NETWORK:
+        return provider.delete_network(inputs["name"])
+    if typ == VOLUME:
+        return provider.delete_volume(inputs["name"])
+    if inputs.get("keepLocally"):
+        return "kept locally"
+    return "image left in place (the replay never removes images)"
+
+
+def _entry(res: Registered, rid: str, stored: dict[str, Any]) -> dict[str, Any]:
+    return {"type": res.type, "id": rid, "inputs": stored,
+            "options": {k: v for k, v in res.options.items()
+                        if k in ("protect", "retainOnDelete", "deleteBeforeReplace",
+                                 "replaceOnChanges") and v}}
+
+
+@dataclass
+class Outcome:
+    plan: Plan
+    capture: Capture
+    ids: dict[str, str]  # Docker container name -> container ID, after the up
+    seconds: float
+    stage_seconds: dict[int, float] = field(default_factory=dict)
+
+
+def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
+       dry_run: bool = False) -> Outcome:
+    """One `pulumi up --refresh`: capture, refresh, plan, print, apply."""
+    overrides = dict(overrides or {})
+    stack = stack_of(config)
+    st = state_mod.load(stack)
+    t0 = time.monotonic()
+    cap = capture_stack(config, overrides, st)
+    log(f"{stack}: captured {len(cap.resources)} resources ({len(cap.containers)} containers) "
+        f"under mocks in {time.monotonic() - t0:.1f} s")
+    for res in cap.resources:  # refuse anything unapplied before touching Docker at all
+        if not is_no_op(res):
+            check_inputs(res)
+    graph = dependency_graph(cap)
+    image_ids = {}
+    for res in cap.of_type(IMAGE):
+        image_ids[res.plain["name"]] = provider.create_image(res.plain)[0]
+    desired = {r.urn: desired_inputs(r, image_ids) for r in cap.resources if not is_no_op(r)}
+    for note in refresh(st):
+        log(f"refresh: {note}")
+    plan = make_plan(cap, st, desired)
+    log(f"{stack}: plan ({plan.summary()}):")
+    for step in plan.steps:
+        if step.action != SAME:
+            log("  " + step.line())
+    if dry_run:
+        return Outcome(plan, cap, {}, 0.0)
+    log(f"isolation: {check_isolation()}")
+    state_mod.save(stack, st)  # the secrets, before anything is written with them
+
+    lock = threading.Lock()
+    steps = {s.key: s for s in plan.steps}
+    by_urn = {r.urn: r for r in cap.resources}
+
+    def save() -> None:
+        with lock:
+            state_mod.save(stack, st)
+
+    def apply(urn: str) -> str:
+        res = by_urn[urn]
+        if is_no_op(res):
+            return ""
+        step = steps[state_mod.key_of(res.type, res.name)]
+        new = desired[urn]
+        old = st["resources"].get(step.key)
+        if step.action == SAME:
+            old["options"] = _entry(res, old["id"], old["inputs"])["options"]
+            return ""
+        if step.action == UPDATE:
+            note = (provider.update_container(new["name"], {k: new.get(k) for k in step.changed})
+                    if res.type == CONTAINER else "state only: " + ", ".join(step.changed))
+            # Update does not read back: state takes the new values as planned.
+            stored = {**old["inputs"], **{k: new[k] for k in step.changed if k in new}}
+            for k in step.changed:
+                if k not in new:
+                    stored.pop(k, None)
+            with lock:
+                st["resources"][step.key] = _entry(res, old["id"], stored)
+            save()
+            return note
+        note = ""
+        if step.action == REPLACE and step.delete_before_replace:
+            note = "replaced (deleted first: " + _delete(old) + "); "
+            with lock:
+                del st["resources"][step.key]
+            save()
+        rid, created = _CREATE[res.type](new)
+        if step.action == REPLACE and not step.delete_before_replace:
+            note += "created beside the old one, then old deleted: " + _delete(old) + "; "
+        _, read_back = _read(res.type, new["name"])
+        with lock:
+            st["resources"][step.key] = _entry(res, rid, _stored(res.type, read_back, new))
+        save()
+        return note + created
+
+    t1 = time.monotonic()
+    results = run_graph([r.urn for r in cap.resources], graph, apply,
+                        lambda u: f"{by_urn[u].type.split(':')[-1]} {by_urn[u].name}", label="up")
+    for typ in DELETE_ORDER:
+        for step in plan.by_action(DELETE):
+            if step.type == typ:
+                log(f"delete {step.line().split(None, 2)[-1]}: {_delete(st['resources'][step.key])}")
+                del st["resources"][step.key]
+                save()
+    seconds = time.monotonic() - t1
+    stages = depth(graph, lambda u: by_urn[u].type == CONTAINER)
+    stage_seconds: dict[int, float] = {}
+    for stage in sorted(set(stages.values())):
+        members = [results[u] for u, s in stages.items() if s == stage]
+        stage_seconds[stage] = max(a.finished_at for a in members) - min(a.started_at for a in members)
+    ids = {e["inputs"]["name"]: e["id"] for e in st["resources"].values() if e["type"] == CONTAINER}
+    log(f"{stack}: {plan.summary()} in {seconds:.1f} s")
+    return Outcome(plan, cap, ids, seconds, stage_seconds)
+
+
+def down(config: str | Path, delete_data: bool = False) -> float:
+    """`make down` (pulumi destroy --exclude-protected), or with `delete_data`
+    `make destroy-data`. Works from the state alone, as a destroy does."""
+    stack = stack_of(config)
+    st = state_mod.load(stack)
+    t0 = time.monotonic()
+    for typ in DELETE_ORDER:
+        entries = [(k, e) for k, e in st["resources"].items() if e["type"] == typ]
+        if typ == CONTAINER:
+            # Reverse start order: nginx, then workers, then main, then the services.
+            entries.sort(key=lambda ke: _container_rank(ke[1]))
+        for key, entry in entries:
+            if entry.get("options", {}).get("protect") and not delete_data:
+                continue
+            log(f"{typ.split(':')[-1]} {entry['inputs']['name']}: {_delete(entry, delete_data)}")
+            del st["resources"][key]
+            state_mod.save(stack, st)
+    if delete_data:
+        _remove_leftover_volumes(stack)
+        state_mod.forget(stack)  # the secrets go with the data they protected
+        log(f"{stack}: data deleted (volumes and the stack's secrets)")
+    else:
+        log(f"{stack}: kept {len(st['random'])} protected secrets in state; data volumes left "
+            "on the host")
+    seconds = time.monotonic() - t0
+    log(f"{stack}: down in {seconds:.1f} s")
+    return seconds
+
+
+def _container_rank(entry: Mapping[str, Any]) -> int:
+    from components.containers import LABEL_PREFIX
+
+    labels = {lab["label"]: lab["value"] for lab in entry["inputs"].get("labels", [])}
+    role = labels.get(f"{LABEL_PREFIX}.role", "")
+    return {"nginx": 0, "worker": 1, "main": 2}.get(role, 3)
+
+
+def _remove_leftover_volumes(stack: str) -> None:
+    """Volumes a previous `down` retained are no longer in state: `destroy-data`
+    removes them by the stack's name prefix, as `make destroy-data` does."""
+    from tests.e2e.replay.docker_api import api
+
+    prefix = f"synapse-{stack}-"
+    for vol in api().volumes().get("Volumes") or []:
+        if vol["Name"].startswith(prefix):
+            log(f"volume {vol['Name']}: {provider.delete_volume(vol['Name'])} (retained earlier)")

@@ -1,0 +1,33 @@
+"""Every input the program registers is one the provider model knows, already in
+the form the provider reads back: an unchanged stack previews empty."""
+
+import pytest
+
+from components import provider_model as pm
+from tests.support.capture import run_program, run_stack_file
+
+STACKS = {
+    "dev": lambda: run_stack_file("config/Pulumi.dev.yaml"),
+    "prod": lambda: run_stack_file("config/Pulumi.prod.yaml"),
+    # Odd sizes and many workers: the forms that trip the provider (10 CPUs -> "10.").
+    "big": lambda: run_program({
+        "serverName": "example.org", "workers": {"rooms": 8, "sender": 3},
+        "sizes": {"huge": {"cpus": 10, "memoryMb": 2048}, "half": {"cpus": 0.5, "memoryMb": 256}},
+        "containerSizes": {"main": "huge", "rooms": "half"}}),
+}
+
+
+@pytest.mark.parametrize("stack", list(STACKS))
+def test_every_registered_input_is_in_the_providers_normal_form(stack):
+    cap = STACKS[stack]()
+    checked = 0
+    for res in cap.resources:
+        if res.type.startswith("docker:"):
+            assert pm.not_normal(res.type, res.plain) == [], f"{res.type} {res.name}"
+            checked += 1
+    assert checked > 10
+    # And so a second plan against what the provider would store is empty.
+    for res in cap.of_type(pm.CONTAINER):
+        stored = {k: pm.normal_form(pm.CONTAINER, k, v) for k, v in res.plain.items()}
+        assert pm.diff(pm.CONTAINER, stored, res.plain,
+                       res.options["replaceOnChanges"]).same, res.name
