@@ -290,7 +290,7 @@ def test_every_container_healthy_as_registered(stack: World):
         assert host["LogConfig"] == {"Type": inputs["logDriver"], "Config": inputs["logOpts"]}, name
         hc = info["Config"]["Healthcheck"]
         assert hc["Test"] == inputs["healthcheck"]["tests"], name
-        assert hc["Interval"] == replay.duration_ns(inputs["healthcheck"]["interval"], name)
+        assert hc["Interval"] == pm.duration_ns(inputs["healthcheck"]["interval"]), name
         if inputs.get("entrypoints"):  # else the image's own
             assert info["Config"]["Entrypoint"] == inputs["entrypoints"], name
         assert info["Config"]["Cmd"] == inputs["command"], name
