@@ -2,10 +2,15 @@
 PY      := .venv/bin/python
 STACK   ?= dev
 STATE   := $(CURDIR)/.pulumi-state
+# Only dev has a passphrase by default; every other stack needs its own (guard-secrets).
+ifeq ($(STACK),dev)
+PASSPHRASE := PULUMI_CONFIG_PASSPHRASE="$${PULUMI_CONFIG_PASSPHRASE-dev}"
+endif
 # A local state backend: state (secrets encrypted with the passphrase) in .pulumi-state/.
-PULUMI  := PULUMI_BACKEND_URL=file://$(STATE) PULUMI_CONFIG_PASSPHRASE="$${PULUMI_CONFIG_PASSPHRASE-dev}" pulumi
+PULUMI  := PULUMI_BACKEND_URL=file://$(STATE) $(PASSPHRASE) pulumi
 
-.PHONY: venv up preview down render test unit e2e host images replay-up replay-down
+.PHONY: venv up preview down destroy-data guard-secrets render test unit e2e host images \
+        replay-up replay-down replay-destroy-data
 
 venv: .venv/.installed
 .venv/.installed: requirements.txt requirements-dev.txt
@@ -14,19 +19,41 @@ venv: .venv/.installed
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
+## A stack's secrets are encrypted with its passphrase: refuse a public default.
+guard-secrets:
+	@if [ "$(STACK)" != dev ] && [ -z "$${PULUMI_CONFIG_PASSPHRASE+set}$${PULUMI_CONFIG_PASSPHRASE_FILE+set}" ] \
+	    && ! grep -qs '^secretsprovider:' config/Pulumi.$(STACK).yaml; then \
+	  echo "refusing: stack $(STACK) needs PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE, or a secretsprovider in config/Pulumi.$(STACK).yaml); only dev has a default passphrase" >&2; \
+	  exit 2; \
+	fi
+
 ## Deploy the $(STACK) stack on the local Docker engine (needs the pulumi CLI).
-up: venv
+## --refresh reads every container back first: one that was removed or stopped
+## behind Pulumi's back is created or started again.
+up: guard-secrets venv
 	mkdir -p $(STATE)
 	$(PULUMI) stack select --create $(STACK)
-	$(PULUMI) up --stack $(STACK)
+	$(PULUMI) up --refresh --stack $(STACK)
 
-preview: venv
+preview: guard-secrets venv
 	mkdir -p $(STATE)
 	$(PULUMI) stack select --create $(STACK)
-	$(PULUMI) preview --diff --stack $(STACK)
+	$(PULUMI) preview --refresh --diff --stack $(STACK)
 
-down: venv
-	$(PULUMI) destroy --stack $(STACK)
+## Remove containers and networks; keep the data volumes (retained on delete) and
+## the generated secrets (protected), so `make up` brings the same server back.
+down: guard-secrets venv
+	$(PULUMI) destroy --exclude-protected --stack $(STACK)
+
+## Delete the stack's data for real: database, media, logs, and its secrets
+## (signing key included). Asks for CONFIRM=<stack>.
+destroy-data: guard-secrets venv
+	@[ "$(CONFIRM)" = "$(STACK)" ] || { echo "this deletes the database, media and signing key of stack $(STACK); run: make destroy-data STACK=$(STACK) CONFIRM=$(STACK)" >&2; exit 2; }
+	$(PULUMI) stack output namePrefix --stack $(STACK) > $(STATE)/$(STACK).prefix
+	$(PULUMI) state unprotect --all --yes --stack $(STACK)
+	$(PULUMI) destroy --yes --stack $(STACK)
+	docker volume ls -q | grep "^$$(cat $(STATE)/$(STACK).prefix)-" | xargs -r docker volume rm
+	rm -f $(STATE)/$(STACK).prefix
 
 ## Every file each container of $(STACK) would get, without Pulumi, into out/$(STACK).
 render: venv
@@ -48,9 +75,14 @@ host:
 images: venv
 	$(PY) tests/e2e/images/build.py
 
-## Without the pulumi CLI: replay the program's registered resources on local Docker.
+## Without the pulumi CLI: replay the program's registered resources on local
+## Docker as `make up` / `make down` / `make destroy-data` would apply them.
 replay-up: venv host images
 	$(PY) -m tests.e2e.replay up --config config/Pulumi.$(STACK).yaml
 
 replay-down: venv
 	$(PY) -m tests.e2e.replay down --config config/Pulumi.$(STACK).yaml
+
+replay-destroy-data: venv
+	@[ "$(CONFIRM)" = "$(STACK)" ] || { echo "run: make replay-destroy-data STACK=$(STACK) CONFIRM=$(STACK)" >&2; exit 2; }
+	$(PY) -m tests.e2e.replay down --delete-data --config config/Pulumi.$(STACK).yaml

@@ -95,8 +95,10 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
             {"name": p.name, "class": p.worker_class, "sockets": list(p.sockets)}
             for p in plan.processes
         ],
-        # Retained on delete: what `make destroy-data` removes after the destroy.
+        # Retained on delete; `make destroy-data` removes every volume named
+        # <namePrefix>-*, including those of workers scaled away earlier.
         "dataVolumes": [v.name for v in deployment.volumes if v.retain],
+        "namePrefix": s.name_prefix,
     }
 
 

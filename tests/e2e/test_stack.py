@@ -380,6 +380,17 @@ def test_no_drift_live_containers_read_back_as_registered(stack: World):
     assert compared >= {"cpus", "memory", "memorySwap", "healthcheck", "restart", "logDriver",
                         "logOpts", "entrypoints", "command", "mounts", "image", "name"}, compared
     assert "ports" in compared
+    # The provider does not read env, labels and networks back (state keeps them as
+    # sent), so no preview can see them drift: check Docker applied them all the same.
+    api = replay.api()
+    for res in d.capture.containers:
+        sent = res.plain
+        info = api.inspect_container(sent["name"])
+        assert set(sent["envs"]) <= set(info["Config"]["Env"]), sent["name"]
+        labels = {lab["label"]: lab["value"] for lab in sent["labels"]}
+        assert labels.items() <= (info["Config"]["Labels"] or {}).items(), sent["name"]
+        nets = info["NetworkSettings"]["Networks"]
+        assert set(nets) == {n["name"] for n in sent["networksAdvanced"]}, sent["name"]
 
 
 def test_second_up_changes_nothing(stack: World):
@@ -394,6 +405,27 @@ def test_second_up_changes_nothing(stack: World):
     print(f"\n{stack.name}: second up: {again.plan.summary()}; "
           f"{len(before)} containers kept their IDs")
     record(f"{stack.name}: second up (no-op)", again.seconds_to_healthy)
+    stack.deployed = again
+
+
+def test_up_repairs_a_stopped_and_a_lost_container(stack: World):
+    """`up --refresh` after one container was stopped and another removed behind
+    Pulumi's back: the provider starts the stopped one again (must_run, same ID) and
+    creates the lost one; nothing else changes."""
+    api = replay.api()
+    d = stack.deployed
+    stopped, lost = d.containers["sender1"], d.containers["tasks1"]
+    api.stop(stopped, timeout=30)
+    api.remove_container(lost, force=True)
+    again = replay.up(stack.config, stack.overrides)
+    changes = {s.docker_name: (s.action, s.changed) for s in again.plan.steps
+               if s.action != replay.SAME}
+    assert changes == {stopped: (replay.UPDATE, ("mustRun",)), lost: (replay.CREATE, ())}, changes
+    assert again.ids[stopped] == d.ids[stopped]
+    assert api.inspect_container(stopped)["State"]["Running"]
+    assert api.inspect_container(lost)["State"]["Health"]["Status"] == "healthy"
+    assert {k: v for k, v in again.ids.items() if k != lost} == \
+        {k: v for k, v in d.ids.items() if k != lost}
     stack.deployed = again
 
 

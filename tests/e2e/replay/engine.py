@@ -338,6 +338,9 @@ def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
         members = [results[u] for u, s in stages.items() if s == stage]
         stage_seconds[stage] = max(a.finished_at for a in members) - min(a.started_at for a in members)
     ids = {e["inputs"]["name"]: e["id"] for e in st["resources"].values() if e["type"] == CONTAINER}
+    from tests.support.capture import reveal
+    st["outputs"] = reveal(cap.outputs)  # stack outputs live in state too
+    save()
     log(f"{stack}: {plan.summary()} in {seconds:.1f} s")
     return Outcome(plan, cap, ids, seconds, stage_seconds)
 
@@ -360,7 +363,7 @@ def down(config: str | Path, delete_data: bool = False) -> float:
             del st["resources"][key]
             state_mod.save(stack, st)
     if delete_data:
-        _remove_leftover_volumes(stack)
+        _remove_leftover_volumes(st.get("outputs", {}).get("namePrefix", f"synapse-{stack}"))
         state_mod.forget(stack)  # the secrets go with the data they protected
         log(f"{stack}: data deleted (volumes and the stack's secrets)")
     else:
@@ -379,12 +382,11 @@ def _container_rank(entry: Mapping[str, Any]) -> int:
     return {"nginx": 0, "worker": 1, "main": 2}.get(role, 3)
 
 
-def _remove_leftover_volumes(stack: str) -> None:
-    """Volumes a previous `down` retained are no longer in state: `destroy-data`
-    removes them by the stack's name prefix, as `make destroy-data` does."""
+def _remove_leftover_volumes(name_prefix: str) -> None:
+    """Volumes retained by an earlier `down` or scale-down are no longer in state:
+    remove every `<namePrefix>-*` volume, as `make destroy-data` does."""
     from tests.e2e.replay.docker_api import api
 
-    prefix = f"synapse-{stack}-"
     for vol in api().volumes().get("Volumes") or []:
-        if vol["Name"].startswith(prefix):
+        if vol["Name"].startswith(f"{name_prefix}-"):
             log(f"volume {vol['Name']}: {provider.delete_volume(vol['Name'])} (retained earlier)")

@@ -7,6 +7,7 @@
   resources  every Docker object the stack owns, by "<type>::<name>": its ID, the
              inputs as the provider stores them (read back from Docker where the
              provider reads them, else as sent) and the resource options
+  outputs    the stack outputs of the last up (namePrefix for destroy-data)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def key_of(typ: str, name: str) -> str:
 
 
 def empty() -> dict[str, Any]:
-    return {"version": VERSION, "random": {}, "resources": {}}
+    return {"version": VERSION, "random": {}, "resources": {}, "outputs": {}}
 
 
 def path(stack: str) -> Path:

@@ -1,0 +1,44 @@
+"""The Makefile's guards: no stack but dev runs on a public default passphrase,
+and deleting data needs an explicit confirmation. `make -n` prints the commands
+without running them (no pulumi CLI needed)."""
+
+import os
+import subprocess
+
+import pytest
+
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
+
+
+def make(*args, **env):
+    return subprocess.run(["make", "--no-print-directory", *args], capture_output=True,
+                          text=True, env={**ENV, **env})
+
+
+@pytest.mark.parametrize("target", ["up", "preview", "down", "destroy-data"])
+def test_other_stacks_refuse_without_a_passphrase(target):
+    run = make(target, "STACK=prod")
+    assert run.returncode != 0
+    assert "refusing: stack prod needs PULUMI_CONFIG_PASSPHRASE" in run.stderr
+    assert "pulumi" not in run.stdout  # nothing ran
+
+
+def test_dev_keeps_its_default_and_others_use_the_given_passphrase():
+    dev = make("-n", "up", "STACK=dev")
+    assert dev.returncode == 0, dev.stderr
+    assert 'PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-dev}"' in dev.stdout
+    assert "up --refresh --stack dev" in dev.stdout
+    prod = make("-n", "preview", "STACK=prod", PULUMI_CONFIG_PASSPHRASE="s3cret")
+    assert prod.returncode == 0, prod.stderr
+    assert "preview --refresh --diff --stack prod" in prod.stdout
+    assert "PULUMI_CONFIG_PASSPHRASE=" not in prod.stdout  # the operator's, from the env
+
+
+def test_down_keeps_protected_secrets_and_destroy_data_needs_confirmation():
+    down = make("-n", "down", "STACK=dev")
+    assert "destroy --exclude-protected --stack dev" in down.stdout
+    refused = make("destroy-data", "STACK=dev")
+    assert refused.returncode != 0 and "CONFIRM=dev" in refused.stderr
+    ok = make("-n", "destroy-data", "STACK=dev", "CONFIRM=dev")
+    assert "state unprotect --all --yes --stack dev" in ok.stdout
+    assert "docker volume rm" in ok.stdout
