@@ -249,6 +249,7 @@ CONTAINER_ATTRS: dict[str, Attr] = {
                     f"{C}, {R}", default=True),
 }
 
+# K/network has no update at all: every input it reads back forces a replacement.
 NETWORK_ATTRS: dict[str, Attr] = {
     "name": Attr(REPLACE, "the network name", "K/network"),
     "driver": Attr(REPLACE, "the driver", "K/network", default="bridge"),
@@ -271,10 +272,12 @@ ATTRS: dict[str, dict[str, Attr]] = {
     CONTAINER: CONTAINER_ATTRS, NETWORK: NETWORK_ATTRS, VOLUME: VOLUME_ATTRS, IMAGE: IMAGE_ATTRS,
 }
 
-# P/resources: containers are replaced delete-before-replace by the provider's own
-# diff; a replacement that only the program's replace_on_changes causes is not (B/diff),
+# When the provider's own diff replaces: containers are delete-before-replace
+# (P/resources DeleteBeforeReplace), and so are volumes and networks given an
+# explicit name (B/diff: a fixed name cannot exist twice). A replacement that only
+# the program's replace_on_changes causes keeps the engine's create-before-delete,
 # so such resources need delete_before_replace=True themselves.
-PROVIDER_DELETE_BEFORE_REPLACE = frozenset({CONTAINER})
+PROVIDER_DELETE_BEFORE_REPLACE = frozenset({CONTAINER, NETWORK, VOLUME})
 
 
 # --- normal forms and diffs ----------------------------------------------------
