@@ -404,7 +404,9 @@ def test_second_up_changes_nothing(stack: World):
     assert again.ids == before
     print(f"\n{stack.name}: second up: {again.plan.summary()}; "
           f"{len(before)} containers kept their IDs")
-    record(f"{stack.name}: second up (no-op)", again.seconds_to_healthy)
+    replaced = len(again.plan.by_action(replay.REPLACE))
+    record(f"{stack.name}: second up: {replaced} containers replaced, {again.plan.summary()}",
+           again.seconds_to_healthy)
     stack.deployed = again
 
 
