@@ -26,6 +26,8 @@ tests/unit/test_provider_model.py holds every registered input against this tabl
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable, Mapping, Sequence
@@ -101,8 +103,6 @@ _UNITS_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": NANO, "m": 60
 
 def duration_ns(text: str) -> int:
     """Go's time.ParseDuration (the provider parses healthcheck durations with it)."""
-    import re
-
     if text == "0":
         return 0
     total, pos = Fraction(0), 0
@@ -177,12 +177,25 @@ class Attr:
 HEALTHCHECK_DURATIONS = ("interval", "timeout", "startPeriod", "startInterval")
 
 
+def _healthcheck_defaults(hc: Mapping[str, Any]) -> dict[str, Any]:
+    """The schema's defaults: every duration "0s", no retries."""
+    return {"retries": 0, **{k: "0s" for k in HEALTHCHECK_DURATIONS}, **hc}
+
+
 def _norm_healthcheck(hc: Mapping[str, Any]) -> dict[str, Any]:
-    """Every duration defaults to "0s" in the schema and reads back in Go's form."""
-    out = {"retries": 0, **hc}
+    """Defaults filled in, every duration in Go's form."""
+    out = _healthcheck_defaults(hc)
     for k in HEALTHCHECK_DURATIONS:
-        out[k] = duration_read_back(duration_ns(out.get(k, "0s")))
+        out[k] = duration_read_back(duration_ns(out[k]))
     return out
+
+
+def _mount_defaults(mounts: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [{"readOnly": False, **m} for m in mounts]
+
+
+def _port_defaults(ports: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [{"ip": "0.0.0.0", "protocol": "tcp", **p} for p in ports]
 
 
 C = "K/container"
@@ -206,8 +219,7 @@ CONTAINER_ATTRS: dict[str, Attr] = {
                     "replaces the container", f"{C}, {R} (create)", SET, read=False),
     "mounts": Attr(REPLACE, "HostConfig.Mounts as submitted: target, source, type and "
                    "read_only (false when unset)", f"{C}, {R} getDockerContainerMounts", SET,
-                   normal=lambda ms: [{"readOnly": False, **m} for m in ms],
-                   fill=lambda ms: [{"readOnly": False, **m} for m in ms]),
+                   normal=_mount_defaults, fill=_mount_defaults),
     # Read back only when the set is empty, which GetOk never reports: never read.
     "networksAdvanced": Attr(REPLACE, "not read back (the read is guarded by a GetOk that "
                              "never lets it run): state keeps them as sent", f"{C}, {R}", SET,
@@ -215,16 +227,14 @@ CONTAINER_ATTRS: dict[str, Attr] = {
     # Compared by internal port whatever the order (suppressIfPortsDidNotChange...).
     "ports": Attr(REPLACE, "NetworkSettings.Ports, ordered by internal port: internal, "
                   "external, ip (verbatim), protocol", f"{C}, K/structures flattenContainerPorts",
-                  SET, normal=lambda ps: sorted(({"ip": "0.0.0.0", "protocol": "tcp", **p}
-                                                 for p in ps), key=lambda p: p["internal"]),
-                  fill=lambda ps: [{"ip": "0.0.0.0", "protocol": "tcp", **p} for p in ps]),
+                  SET, normal=lambda ps: sorted(_port_defaults(ps), key=lambda p: p["internal"]),
+                  fill=_port_defaults),
     # Not ForceNew, and Update has no code for it: a changed healthcheck only changes
     # state. The program adds replace_on_changes and delete_before_replace.
     "healthcheck": Attr(UPDATE, "Config.Healthcheck; durations as Go's Duration.String ('1m0s' "
                         "for 60 s), start_interval included ('0s' when unset)", f"{C}, {R}",
                         OBJECT, normal=_norm_healthcheck, computed=True,
-                        fill=lambda hc: {"retries": 0, **{k: "0s" for k in HEALTHCHECK_DURATIONS},
-                                         **hc}),
+                        fill=_healthcheck_defaults),
     "restart": Attr(UPDATE, "HostConfig.RestartPolicy.Name; updated with ContainerUpdate",
                     f"{C}, {R} resourceDockerContainerUpdate", default="no"),
     "memory": Attr(UPDATE, "HostConfig.Memory / 1 MiB; updated with ContainerUpdate", f"{C}, {R}"),
@@ -323,8 +333,6 @@ def _numbers(value: Any) -> Any:
 
 
 def _canonical(attr: Attr, value: Any) -> Any:
-    import json
-
     value = _numbers(value)
     if value is None:
         value = attr.default

@@ -293,7 +293,7 @@ def _sizes(raw: Mapping) -> Mapping[str, Size]:
         if not provider_model.cpus_is_fixed_point(cpus):
             raise ConfigError(path + ("cpus",),
                               f"{cpus} cannot be kept stable: the provider reads it back as "
-                              f"{provider_model.cpus_read_back(provider_model.nano_cpus(repr(float(cpus))))!r} "
+                              f"{provider_model.cpus(cpus)!r} "
                               "and would replace the container on every update; use a value "
                               "such as 0.5, 1, 1.5 or 2")
         memory = _int(spec.get("memoryMb"), path + ("memoryMb",), 64, 1 << 20)
