@@ -25,18 +25,17 @@ from components.topology import Plan, build_plan
 from components.workers import WORKER_CLASSES
 
 
-def read_config() -> tuple[Settings, dict[str, Any]]:
-    """Settings and the secret values (overrides, secretConfig), or a RunError
-    naming the bad key: Pulumi prints it without a traceback, and nothing has
-    been registered yet. Secret values never reach Settings."""
+def read_config() -> tuple[Settings, dict[str, str | None], dict[str, Any]]:
+    """Settings, the secret overrides and `secretConfig`, or a RunError naming the
+    bad key: Pulumi prints it without a traceback, and nothing has been registered
+    yet. Secret values never reach Settings."""
     pairs = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     raw = from_pulumi(pairs)
     overrides = {k: raw.pop(k, None) for k in SECRET_KEYS}
     try:
         settings = load_settings(raw, stack=pulumi.get_stack())
         check_secret_overrides(overrides)
-        overrides["secretConfig"] = raw.get("secretConfig") or {}
-        return settings, overrides
+        return settings, overrides, raw.get("secretConfig") or {}
     except ConfigError as e:
         raise pulumi.RunError(str(e)) from None
 
@@ -103,12 +102,11 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
 
 
 def main() -> Mapping[str, Any]:
-    settings, overrides = read_config()
+    settings, overrides, secret_config = read_config()
     try:
         plan = build_plan(settings)
     except ConfigError as e:
         raise pulumi.RunError(str(e)) from None
-    secret_config = overrides.pop("secretConfig")
     outputs = deploy(plan, build_deployment(plan), stack_secrets(overrides, secret_config))
     for key, value in outputs.items():
         pulumi.export(key, value)
