@@ -26,14 +26,16 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from components import provider_model as pm
+from components.containers import LABEL_PREFIX
 from components.stack_config import stack_name_of
 from tests.e2e.replay import provider, state as state_mod
+from tests.e2e.replay.docker_api import api
 from tests.e2e.replay.errors import ReplayError, log
 from tests.e2e.replay.graph import dependency_graph, depth, run_graph
 from tests.e2e.replay.inputs import CONTAINER, IMAGE, NETWORK, VOLUME, check_inputs, is_no_op
 from tests.e2e.replay.isolation import check_isolation
 from tests.support import capture as capture_mod
-from tests.support.capture import Capture, Registered
+from tests.support.capture import Capture, Registered, reveal
 
 CREATE, UPDATE, REPLACE, DELETE, SAME = "create", "update", "replace", "delete", "same"
 # Deletion order by type when the graph is gone (down works from state alone).
@@ -144,13 +146,17 @@ def _stored(typ: str, read_back: Mapping[str, Any], sent: Mapping[str, Any]) -> 
     return {**read_back, **kept}
 
 
+_READ = {CONTAINER: provider.read_container, NETWORK: provider.read_network,
+         VOLUME: provider.read_volume, IMAGE: provider.read_image}
+
+
 def refresh(st: dict[str, Any]) -> list[str]:
     """Read every owned object back, as `pulumi up --refresh` does: what is gone
     leaves the state (and is created again); what is there is stored as read."""
     notes = []
     for key, entry in list(st["resources"].items()):
         typ, name = entry["type"], entry["inputs"]["name"]
-        found = _read_any(typ, name)
+        found = _READ[typ](name)
         if found is None:
             notes.append(f"{typ.split(':')[-1]} {name} is gone: it will be created again")
             del st["resources"][key]
@@ -160,14 +166,6 @@ def refresh(st: dict[str, Any]) -> list[str]:
             notes.append(f"container {name} is not running: must_run will start it again")
         entry["inputs"] = _stored(typ, read_back, entry["inputs"])
     return notes
-
-
-def _read_any(typ: str, name: str) -> tuple[str, dict[str, Any]] | None:
-    if typ == CONTAINER:
-        found = provider.read_container(name)
-        return found[:2] if found else None
-    return {NETWORK: provider.read_network, VOLUME: provider.read_volume,
-            IMAGE: provider.read_image}[typ](name)
 
 
 def desired_inputs(res: Registered, image_ids: Mapping[str, str]) -> dict[str, Any]:
@@ -209,33 +207,34 @@ _CREATE = {CONTAINER: provider.create_container, NETWORK: provider.create_networ
 
 
 def _read(typ: str, name: str) -> tuple[str, dict[str, Any]]:
-    found = _read_any(typ, name)
+    found = _READ[typ](name)
     if found is None:
         raise ReplayError(f"{typ.split(':')[-1]} {name} vanished right after it was applied")
     return found
 
 
+_DELETE = {CONTAINER: lambda i: provider.delete_container(i["name"], i),
+           NETWORK: lambda i: provider.delete_network(i["name"]),
+           VOLUME: lambda i: provider.delete_volume(i["name"]),
+           IMAGE: lambda i: ("kept locally" if i.get("keepLocally")
+                             else "image left in place (the replay never removes images)")}
+
+
 def _delete(entry: Mapping[str, Any], delete_data: bool = False) -> str:
     """The provider's delete, or nothing for a resource retained on delete."""
-    typ, inputs = entry["type"], entry["inputs"]
     if entry.get("options", {}).get("retainOnDelete") and not delete_data:
         return "retained on delete: left on the host, dropped from state"
-    if typ == CONTAINER:
-        return provider.delete_container(inputs["name"], inputs)
-    if typ == NETWORK:
-        return provider.delete_network(inputs["name"])
-    if typ == VOLUME:
-        return provider.delete_volume(inputs["name"])
-    if inputs.get("keepLocally"):
-        return "kept locally"
-    return "image left in place (the replay never removes images)"
+    return _DELETE[entry["type"]](entry["inputs"])
+
+
+def _options(res: Registered) -> dict[str, Any]:
+    """The resource options state keeps (they steer later plans and deletes)."""
+    return {k: v for k, v in res.options.items()
+            if k in ("protect", "retainOnDelete", "deleteBeforeReplace", "replaceOnChanges") and v}
 
 
 def _entry(res: Registered, rid: str, stored: dict[str, Any]) -> dict[str, Any]:
-    return {"type": res.type, "id": rid, "inputs": stored,
-            "options": {k: v for k, v in res.options.items()
-                        if k in ("protect", "retainOnDelete", "deleteBeforeReplace",
-                                 "replaceOnChanges") and v}}
+    return {"type": res.type, "id": rid, "inputs": stored, "options": _options(res)}
 
 
 @dataclass
@@ -293,7 +292,7 @@ def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
         new = desired[urn]
         old = st["resources"].get(step.key)
         if step.action == SAME:
-            old["options"] = _entry(res, old["id"], old["inputs"])["options"]
+            old["options"] = _options(res)
             return ""
         if step.action == UPDATE:
             note = (provider.update_container(new["name"], {k: new.get(k) for k in step.changed})
@@ -338,7 +337,6 @@ def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
         members = [results[u] for u, s in stages.items() if s == stage]
         stage_seconds[stage] = max(a.finished_at for a in members) - min(a.started_at for a in members)
     ids = {e["inputs"]["name"]: e["id"] for e in st["resources"].values() if e["type"] == CONTAINER}
-    from tests.support.capture import reveal
     st["outputs"] = reveal(cap.outputs)  # stack outputs live in state too
     save()
     log(f"{stack}: {plan.summary()} in {seconds:.1f} s")
@@ -375,8 +373,6 @@ def down(config: str | Path, delete_data: bool = False) -> float:
 
 
 def _container_rank(entry: Mapping[str, Any]) -> int:
-    from components.containers import LABEL_PREFIX
-
     labels = {lab["label"]: lab["value"] for lab in entry["inputs"].get("labels", [])}
     role = labels.get(f"{LABEL_PREFIX}.role", "")
     return {"nginx": 0, "worker": 1, "main": 2}.get(role, 3)
@@ -385,8 +381,6 @@ def _container_rank(entry: Mapping[str, Any]) -> int:
 def _remove_leftover_volumes(name_prefix: str) -> None:
     """Volumes retained by an earlier `down` or scale-down are no longer in state:
     remove every `<namePrefix>-*` volume, as `make destroy-data` does."""
-    from tests.e2e.replay.docker_api import api
-
     for vol in api().volumes().get("Volumes") or []:
         if vol["Name"].startswith(f"{name_prefix}-"):
             log(f"volume {vol['Name']}: {provider.delete_volume(vol['Name'])} (retained earlier)")

@@ -18,6 +18,12 @@ from tests.e2e.replay.inputs import MOUNT_TYPES, RESTART_POLICIES
 MIB = 1024 * 1024
 
 
+def _swap_bytes(swap_mb: float) -> int:
+    """memory_swap in MB -> Docker's MemorySwap: MiB when positive, -1/0 as they are."""
+    swap = int(swap_mb)
+    return swap * MIB if swap > 0 else swap
+
+
 # --- containers -----------------------------------------------------------------
 
 
@@ -68,7 +74,7 @@ def _create_args(inputs: Mapping[str, Any]) -> dict[str, Any]:
         port_bindings=bindings or None,
         restart_policy={"Name": restart, "MaximumRetryCount": 0},
         mem_limit=memory,
-        memswap_limit=(int(swap) * MIB if swap and swap > 0 else swap) if swap is not None else None,
+        memswap_limit=_swap_bytes(swap) if swap is not None else None,
         nano_cpus=pm.nano_cpus(inputs["cpus"]) if inputs.get("cpus") else None,
         log_config=docker.types.LogConfig(type=inputs.get("logDriver", "json-file"),
                                           config=dict(inputs.get("logOpts") or {})),
@@ -117,9 +123,10 @@ def create_container(inputs: Mapping[str, Any]) -> tuple[str, str]:
     return cid, note
 
 
-def read_container(name: str) -> tuple[str, dict[str, Any], bool] | None:
-    """(ID, the inputs the provider reads back, running), or None when gone.
-    envs, labels, networksAdvanced and uploads are not read back (K/read)."""
+def read_container(name: str) -> tuple[str, dict[str, Any]] | None:
+    """(ID, the inputs the provider reads back), or None when gone; a stopped
+    container reads back with mustRun false. envs, labels, networksAdvanced and
+    uploads are not read back (K/read)."""
     info = inspect("container", name)
     if info is None:
         return None
@@ -156,10 +163,9 @@ def read_container(name: str) -> tuple[str, dict[str, Any], bool] | None:
                                   ("startInterval", "StartInterval"))},
             "retries": hc.get("Retries", 0),
         }
-    running = bool(info["State"]["Running"])
-    if not running:
+    if not info["State"]["Running"]:
         out["mustRun"] = False  # K/read: a stopped container is stored with must_run false
-    return info["Id"], out, running
+    return info["Id"], out
 
 
 def update_container(name: str, changed: Mapping[str, Any]) -> str:
@@ -176,8 +182,7 @@ def update_container(name: str, changed: Mapping[str, Any]) -> str:
     if "memory" in changed:
         kwargs["mem_limit"] = int(changed["memory"]) * MIB
     if "memorySwap" in changed:
-        swap = int(changed["memorySwap"])
-        kwargs["memswap_limit"] = swap * MIB if swap > 0 else swap
+        kwargs["memswap_limit"] = _swap_bytes(changed["memorySwap"])
     if kwargs:
         api().update_container(name, **kwargs)
         notes.append("updated in place: " + ", ".join(sorted(kwargs)))
