@@ -91,6 +91,9 @@ class VolumeSpec:
     driver_opts: Mapping[str, str] = field(default_factory=dict)
     # Holds data: survives `pulumi destroy` and scaling down (retain_on_delete).
     retain: bool = True
+    # Mounted by several containers (created at the top of the stack), rather than
+    # owned by one (created by that container's component).
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,14 +175,18 @@ def _curl_health(socket: str) -> Healthcheck:
     return Healthcheck(("CMD", "curl", "-fsS", "--unix-socket", socket, "http://localhost/health"))
 
 
-def _start_script(p: Process, media: bool) -> str:
+# Where a Synapse process mounts each shared volume a class names (workers.py).
+SHARED_MOUNTS = {"media": MEDIA_DIR}
+
+
+def _start_script(p: Process) -> str:
     """Entrypoint wrapper: clean up what a killed process left, then run the image's
     own /start.py. Twisted refuses to bind a socket whose `.lock` names a live PID
     (after a kill -9 it is PID 1 again), so stale sockets and locks must go first;
     fresh volumes and uploaded secrets are root-owned, so hand /data (and /media)
     and the secrets to the Synapse user, who alone may read them."""
     stale = " ".join(shlex.quote(x) for s in p.sockets for x in (s, s + ".lock"))
-    owned = " ".join([DATA_DIR, f"{DATA_DIR}/log"] + ([MEDIA_DIR] if media else []))
+    owned = " ".join([DATA_DIR, f"{DATA_DIR}/log"] + [SHARED_MOUNTS[v] for v in p.volumes])
     user = f'"${{UID:-{SYNAPSE_UID}}}:${{GID:-{SYNAPSE_UID}}}"'
     return "\n".join([
         "#!/bin/sh",
@@ -194,7 +201,7 @@ def _start_script(p: Process, media: bool) -> str:
     ])
 
 
-def _synapse_files(plan: Plan, p: Process, uses_media: bool) -> tuple[list[File], list[str]]:
+def _synapse_files(plan: Plan, p: Process) -> tuple[list[File], list[str]]:
     """(files, config paths in the order Synapse reads them). Secrets each have
     their own file; every config file is plain."""
     config = [HOMESERVER_PATH]
@@ -207,7 +214,7 @@ def _synapse_files(plan: Plan, p: Process, uses_media: bool) -> tuple[list[File]
         files.append(File(worker_config_path(p.name), lambda _sec: render_worker(p)))
     files += [
         File(log_config_path(p.worker_class), lambda _sec, c=p.worker_class: render_log_config(plan, c)),
-        File(START_SCRIPT, lambda _sec: _start_script(p, uses_media), executable=True),
+        File(START_SCRIPT, lambda _sec: _start_script(p), executable=True),
     ]
     for key, secret in SYNAPSE_SECRETS.items():
         if p.is_main or not secret.main_only:
@@ -221,12 +228,10 @@ def _synapse_files(plan: Plan, p: Process, uses_media: bool) -> tuple[list[File]
 
 def _synapse_spec(plan: Plan, p: Process) -> ContainerSpec:
     s = plan.settings
-    uses_media = p.worker_class == "media" or (p.is_main and not plan.by_class("media"))
-    files, config = _synapse_files(plan, p, uses_media)
+    files, config = _synapse_files(plan, p)
     command = ["run", *(f"--config-path={c}" for c in config)]
-    mounts = [Mount("sockets", SOCKET_DIR), Mount(f"{p.name}-data", DATA_DIR)]
-    if uses_media:
-        mounts.append(Mount("media", MEDIA_DIR))
+    mounts = [Mount("sockets", SOCKET_DIR), Mount(f"{p.name}-data", DATA_DIR),
+              *(Mount(v, SHARED_MOUNTS[v]) for v in p.volumes)]
     return ContainerSpec(
         key=p.name,
         name=f"{s.name_prefix}-{p.name}",
@@ -341,8 +346,9 @@ def build_deployment(plan: Plan) -> Deployment:
     volumes = [
         # Sockets live in RAM; 1777 because every image runs as a different user.
         VolumeSpec("sockets", f"{s.name_prefix}-sockets",
-                   {"type": "tmpfs", "device": "tmpfs", "o": "mode=1777"}, retain=False),
-        VolumeSpec("media", f"{s.name_prefix}-media"),
+                   {"type": "tmpfs", "device": "tmpfs", "o": "mode=1777"}, retain=False,
+                   shared=True),
+        *(VolumeSpec(v, f"{s.name_prefix}-{v}", shared=True) for v in SHARED_MOUNTS),
         VolumeSpec("postgres-data", f"{s.name_prefix}-postgres-data"),
         VolumeSpec("redis-data", f"{s.name_prefix}-redis-data"),
         *(VolumeSpec(f"{p.name}-data", f"{s.name_prefix}-{p.name}-data") for p in plan.processes),

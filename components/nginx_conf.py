@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from components import routing
 from components.routing import MAIN, WRITER, Key, Route
 from components.topology import Plan, Process
+from components.workers import balance_of
 
 HEALTH_SOCKET = "/run/nginx-health.sock"
 SERVED_BY_HEADER = "X-Synapse-Worker"
@@ -139,7 +140,7 @@ class _Resolver:
         if not procs:
             return self._process(self.plan.main)  # class scaled to 0: main serves it
         procs = _reachable(self.plan, (p.name for p in procs), f"rule {route.name!r}")
-        return self._add(f"class_{route.target}", procs, route.key)
+        return self._add(f"class_{route.target}", procs, balance_of(route.target))
 
 
 def _upstream_block(u: Upstream) -> D:

@@ -17,7 +17,8 @@ Authorities, in order: Synapse's source (which servlets a generic worker registe
 Targets:
   - `main`: the main process. It can serve every endpoint, except media once a media
     worker exists (`enable_media_repo: false` then).
-  - a worker class: balanced over the class's processes by the class's key (below).
+  - a worker class: balanced over the class's processes by the class's `balance`
+    key in the worker-class table (workers.py).
     A class with no processes falls back to main.
   - `writer` + `stream`: the process(es) that write that stream according to the
     plan's `stream_writers` (main when the stream is not moved). Synapse rejects
@@ -44,23 +45,6 @@ class Key(Enum):
     WRITER = "writer"  # the stream's writer(s), from the plan
 
 
-# The balancing key of each class nginx routes to: one upstream per class, so one key.
-CLASS_KEYS: dict[str, Key] = {
-    MAIN: Key.NONE,
-    # docs: "Load balancing": "For /sync and /initialSync requests it will be more
-    # efficient if all requests from a particular user are routed to a single instance."
-    "client_sync": Key.USER,
-    # docs: "The inbound federation transaction request ^/_matrix/federation/v1/send/
-    # should be balanced by source IP so that transactions from the same remote server
-    # go to the same process." The signed origin names the server better than its IP.
-    "federation_reader": Key.ORIGIN,
-    # Media workers share one media store; any of them can serve any request.
-    "media": Key.NONE,
-    # The guide's room workers: each owns a share of the rooms and caches only those.
-    # docs: pagination "requests for a given room must be routed to the same instance".
-    "rooms": Key.ROOM,
-}
-
 # The room ID in a client or federation path: the first path segment that starts
 # with `!` (after nginx decoded `%21`), up to the next `/`. It stops there, so
 # whatever follows (`/state/m.room.member/@bob:example.org`) does not change it, and
@@ -83,7 +67,6 @@ class Route:
     name: str  # rule id; nginx logs it for each request (`route=`)
     pattern: str  # regex on the decoded path, anchored with ^ (PCRE and Python alike)
     target: str  # MAIN, a worker class, or WRITER
-    key: Key
     why: str
     examples: tuple[str, ...]  # "METHOD /path" requests this rule must be the first to match
     methods: tuple[str, ...] = ()  # empty: any method
@@ -91,15 +74,15 @@ class Route:
 
 
 def _main(name, pattern, why, *examples, methods=()):
-    return Route(name, pattern, MAIN, CLASS_KEYS[MAIN], why, examples, methods)
+    return Route(name, pattern, MAIN, why, examples, methods)
 
 
 def _to(cls, name, pattern, why, *examples, methods=()):
-    return Route(name, pattern, cls, CLASS_KEYS[cls], why, examples, methods)
+    return Route(name, pattern, cls, why, examples, methods)
 
 
 def _writer(stream, name, pattern, why, *examples, methods=()):
-    return Route(name, pattern, WRITER, Key.WRITER, why, examples, methods, stream)
+    return Route(name, pattern, WRITER, why, examples, methods, stream)
 
 
 ROUTES: tuple[Route, ...] = (
@@ -275,18 +258,3 @@ ROUTES: tuple[Route, ...] = (
 )
 
 ROUTES_BY_NAME: dict[str, Route] = {r.name: r for r in ROUTES}
-
-
-def _for(target: str) -> tuple[Route, ...]:
-    return tuple(r for r in ROUTES if r.target == target)
-
-
-# The rules whose target is each class (the worker table keeps them per class).
-# Stream-writer rules are not here: their process comes from the plan.
-MAIN_ROUTES = _for(MAIN)
-CLIENT_SYNC_ROUTES = _for("client_sync")
-FEDERATION_READER_ROUTES = _for("federation_reader")
-MEDIA_ROUTES = _for("media")
-ROOMS_ROUTES = _for("rooms")
-WRITER_ROUTES = _for(WRITER)
-

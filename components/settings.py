@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from components import provider_model
 from components.errors import ConfigError
-from components.workers import CLASS_NAMES, WORKER_CLASSES
+from components.workers import CLASS_NAMES, DEFAULT_PRESET, PRESETS, WORKER_CLASSES
 
 # Default images: pinned official tags. Synapse >= 1.89 is needed for
 # replication over UNIX sockets.
@@ -132,7 +132,8 @@ class Settings:
     server_name: str
     public_base_url: str
     name_prefix: str  # prefix of every Docker object name
-    workers: Mapping[str, int]
+    preset: str  # the named worker layout `workers` started from (workers.PRESETS)
+    workers: Mapping[str, int]  # the preset's counts, with synapse:workers applied
     images: Images
     nginx: NginxSettings
     log: LogSettings
@@ -216,10 +217,17 @@ def _base_url(value: Any) -> str:
 # --- sections -----------------------------------------------------------------
 
 
-def _workers(raw: Mapping) -> Mapping[str, int]:
+def _preset(raw: Mapping) -> str:
+    preset = raw.get("preset", DEFAULT_PRESET)
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ConfigError(("preset",), f"must be one of {', '.join(PRESETS)}, got {preset!r}")
+    return preset
+
+
+def _workers(raw: Mapping, preset: str) -> Mapping[str, int]:
     value = _mapping(raw, "workers")
     _no_unknown(value, CLASS_NAMES, ("workers",))
-    counts = {name: 1 for name in CLASS_NAMES}
+    counts = dict(PRESETS[preset])
     for name, count in value.items():
         counts[name] = _int(count, ("workers", name), 0, MAX_WORKERS_PER_CLASS)
     return _freeze(counts)
@@ -339,7 +347,7 @@ def _secret_config(raw: Mapping, extra: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 KNOWN_KEYS = (
-    "serverName", "publicBaseUrl", "namePrefix", "workers", "images", "nginx", "log",
+    "serverName", "publicBaseUrl", "namePrefix", "preset", "workers", "images", "nginx", "log",
     "sizes", "containerSizes", "maxUploadSizeMb", "trustedKeyServers", "egress",
     "reportStats", "extraConfig", "secretConfig", *SECRET_KEYS,
 )
@@ -363,7 +371,8 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         server_name=server_name,
         public_base_url=base_url,
         name_prefix=prefix,
-        workers=_workers(raw),
+        preset=_preset(raw),
+        workers=_workers(raw, _preset(raw)),
         images=_images(raw),
         nginx=_nginx(raw),
         log=_log(raw),

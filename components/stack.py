@@ -48,7 +48,7 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
         for key, (name, internal) in deployment.networks.items()
     }
     volume_specs = {v.key: v for v in deployment.volumes}
-    shared_volumes = {k: volume(f"{k}-volume", volume_specs[k]) for k in ("sockets", "media")}
+    shared_volumes = {v.key: volume(f"{v.key}-volume", v) for v in deployment.volumes if v.shared}
     images = {
         ref: docker.RemoteImage(f"{role}-image", name=ref, keep_locally=True)
         for role, ref in vars(s.images).items()

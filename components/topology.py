@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from components.errors import ConfigError
 from components.settings import Settings
-from components.workers import MAIN, SINGLE_WRITER_STREAMS, WORKER_CLASSES, Scope
+from components.workers import ALL, MAIN, SINGLE_WRITER_STREAMS, WORKER_CLASSES, slot_processes
 
 SOCKET_DIR = "/sockets"
 POSTGRES_SOCKET_DIR = SOCKET_DIR  # libpq wants the directory, not the socket file
@@ -46,6 +46,7 @@ class Process:
     replication_socket: str | None  # set iff the process is in instance_map
     inbound_socket: str | None  # set iff nginx routes requests to it
     inbound_resources: tuple[str, ...]
+    volumes: tuple[str, ...] = ()  # shared volumes it mounts besides the sockets
 
     @property
     def is_main(self) -> bool:
@@ -70,7 +71,7 @@ class Plan:
     instance_map: Mapping[str, str]  # instance name -> replication socket path
     stream_writers: Mapping[str, tuple[str, ...]]
     duties: Mapping[str, Any]  # shared keys naming processes (str or list)
-    shared: Mapping[str, Any]  # shared keys switched on by a class being present
+    shared: Mapping[str, Any]  # shared keys set while a class takes work from main
 
     @property
     def main(self) -> Process:
@@ -90,10 +91,6 @@ class PlanError(Exception):
     """The plan breaks one of Synapse's worker rules (a table bug, not bad config)."""
 
 
-def _named(names: list[str], scope: Scope) -> list[str]:
-    return names[:1] if scope is Scope.FIRST else list(names)
-
-
 def build_plan(settings: Settings) -> Plan:
     names = {
         c.name: [f"{c.name}{i}" for i in range(1, settings.workers[c.name] + 1)]
@@ -103,24 +100,28 @@ def build_plan(settings: Settings) -> Plan:
     writers: dict[str, list[str]] = {}
     duties: dict[str, Any] = {}
     shared: dict[str, Any] = {}
+    main_resources = ["client", "federation"]
+    main_volumes: list[str] = []
     for c in WORKER_CLASSES:
         if not names[c.name]:
-            continue  # main keeps Synapse's defaults for this class's work
-        for stream, scope in c.streams.items():
-            writers.setdefault(stream, []).extend(_named(names[c.name], scope))
-        for key, scope in c.duties.items():
-            named = _named(names[c.name], scope)
-            duties[key] = named[0] if scope is Scope.FIRST else named
-        shared.update(c.shared)
+            # Main keeps Synapse's defaults for this class's work.
+            main_resources += [r for r in c.from_main.resources if r not in main_resources]
+            main_volumes += [v for v in c.from_main.volumes if v not in main_volumes]
+            continue
+        for stream, slot in c.streams.items():
+            for n in slot_processes(names[c.name], slot):
+                if n not in writers.setdefault(stream, []):
+                    writers[stream].append(n)
+        for key, slot in c.duties.items():
+            named = slot_processes(names[c.name], slot)
+            duties[key] = named if slot == ALL else named[0]
+        shared.update(c.from_main.config)
 
     needs_replication = {n for ws in writers.values() for n in ws}
     needs_replication |= {
         n for v in duties.values() for n in ([v] if isinstance(v, str) else v)
     }
 
-    main_resources = ("client", "federation") + (
-        ("media",) if not names["media"] else ()
-    )
     processes = [
         Process(
             name=MAIN,
@@ -129,7 +130,8 @@ def build_plan(settings: Settings) -> Plan:
             app=MAIN_APP,
             replication_socket=replication_socket(MAIN),
             inbound_socket=inbound_socket(MAIN),
-            inbound_resources=main_resources,
+            inbound_resources=tuple(main_resources),
+            volumes=tuple(main_volumes),
         )
     ]
     for c in WORKER_CLASSES:
@@ -145,6 +147,7 @@ def build_plan(settings: Settings) -> Plan:
                     else None,
                     inbound_socket=inbound_socket(name) if c.inbound_resources else None,
                     inbound_resources=c.inbound_resources,
+                    volumes=c.volumes,
                 )
             )
 

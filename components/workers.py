@@ -1,13 +1,19 @@
 """The worker-class table: the single place that says what each class of Synapse
-process is. Listeners, instance_map membership, stream writers, shared duties and
-nginx routes are all derived from it (topology.py, synapse_config.py, nginx_conf.py).
+process is. Listeners, instance_map membership, stream writers, shared duties, the
+work a class takes from main, its volumes and nginx's balancing are all derived
+from it (topology.py, synapse_config.py, containers.py, nginx_conf.py). The
+presets (named worker counts) live here too.
 
-Adding a class is one entry here (plus its routes in routing.py when nginx must
-reach it).
+Adding a class is one entry here (plus its endpoint rules in routing.py when nginx
+must reach it: rules are ordered across classes, first match wins, so they stay in
+one list there).
 
-Scopes say which processes of a class a stream or duty names:
-  FIRST: only `<class>1` (Synapse allows one writer/one instance for it),
-  ALL:   every process of the class (Synapse shards the work between them).
+Slots say which processes of a class a stream or duty names:
+  ALL:   every process of the class (Synapse shards the work between them);
+  n:     the class's n-th process, wrapping round when the class has fewer than n
+         (so with one process, it takes every slot). Spreading single-writer
+         streams over slots 1..k lets a large class split them; processes beyond
+         the highest slot write nothing, so adding them changes no shared config.
 A process named by any stream or duty needs replication, so it is put in
 `instance_map` and gets a replication socket; no other worker is.
 """
@@ -16,10 +22,10 @@ from __future__ import annotations
 
 import types
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
 
 from components import routing
+from components.routing import Key
 
 MAIN = "main"  # Synapse's name for the main process in instance_map
 
@@ -31,14 +37,25 @@ SINGLE_WRITER_STREAMS = frozenset(
     {"typing", "to_device", "account_data", "presence", "push_rules"}
 )
 
-
-class Scope(Enum):
-    FIRST = "first"
-    ALL = "all"
+ALL = "all"
+Slot = Union[int, str]  # a 1-based process slot, or ALL
 
 
 def _frozen(d: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
     return types.MappingProxyType(dict(d or {}))
+
+
+@dataclass(frozen=True)
+class FromMain:
+    """Work main gives up while the class has at least one process, and takes back
+    at zero (Synapse's defaults then put it on main)."""
+
+    # Listener resources main serves only while the class is empty.
+    resources: tuple[str, ...] = ()
+    # Shared volumes main mounts only while the class is empty.
+    volumes: tuple[str, ...] = ()
+    # Shared homeserver.yaml keys set while the class has a process.
+    config: Mapping[str, Any] = field(default_factory=_frozen)
 
 
 @dataclass(frozen=True)
@@ -49,15 +66,22 @@ class WorkerClass:
     # Listener resources on the inbound socket nginx proxies to; empty means
     # nginx never routes to this class and it gets no inbound socket.
     inbound_resources: tuple[str, ...]
-    # stream_writers entries taken over from main.
-    streams: Mapping[str, Scope] = field(default_factory=_frozen)
-    # Shared homeserver.yaml keys naming this class's processes.
-    duties: Mapping[str, Scope] = field(default_factory=_frozen)
-    # Shared homeserver.yaml keys set whenever the class has a process.
-    shared: Mapping[str, Any] = field(default_factory=_frozen)
-    # Endpoint rules nginx uses to send requests here (routing.py).
-    routes: tuple[routing.Route, ...] = ()
+    # How nginx picks one of the class's processes for a request routed to the
+    # class (routing.Key); one upstream per class, so one key.
+    balance: Key = Key.NONE
+    # stream_writers entries taken over from main, by slot.
+    streams: Mapping[str, Slot] = field(default_factory=_frozen)
+    # Shared homeserver.yaml keys naming this class's processes, by slot.
+    duties: Mapping[str, Slot] = field(default_factory=_frozen)
+    from_main: FromMain = field(default_factory=FromMain)
+    # Shared volumes (besides the sockets) every process of the class mounts.
+    volumes: tuple[str, ...] = ()
     size: str = "medium"
+
+    @property
+    def routes(self) -> tuple[routing.Route, ...]:
+        """The endpoint rules whose target is this class (routing.ROUTES order)."""
+        return tuple(r for r in routing.ROUTES if r.target == self.name)
 
 
 WORKER_CLASSES: tuple[WorkerClass, ...] = (
@@ -67,24 +91,24 @@ WORKER_CLASSES: tuple[WorkerClass, ...] = (
         summary="/sync and friends; writes the typing, to-device, account data, "
         "presence and receipts streams; updates the user directory",
         inbound_resources=("client",),
-        streams=_frozen(
-            {
-                "typing": Scope.FIRST,
-                "to_device": Scope.FIRST,
-                "account_data": Scope.FIRST,
-                "presence": Scope.FIRST,
-                "receipts": Scope.FIRST,
-            }
-        ),
-        duties=_frozen({"update_user_directory_from_worker": Scope.FIRST}),
-        routes=routing.CLIENT_SYNC_ROUTES,
+        # docs/workers.md "Load balancing": "For /sync and /initialSync requests it
+        # will be more efficient if all requests from a particular user are routed
+        # to a single instance."
+        balance=Key.USER,
+        # One slot each: a large class spreads them, one process takes them all.
+        streams=_frozen({"typing": 1, "to_device": 2, "account_data": 3, "presence": 4,
+                         "receipts": 5}),
+        duties=_frozen({"update_user_directory_from_worker": 1}),
     ),
     WorkerClass(
         name="federation_reader",
         app=GENERIC_WORKER,
         summary="inbound federation without a room ID, and the key server",
         inbound_resources=("federation",),
-        routes=routing.FEDERATION_READER_ROUTES,
+        # docs: "The inbound federation transaction request ^/_matrix/federation/v1/send/
+        # should be balanced by source IP so that transactions from the same remote
+        # server go to the same process." The signed origin names the server better.
+        balance=Key.ORIGIN,
     ),
     WorkerClass(
         name="media",
@@ -93,36 +117,44 @@ WORKER_CLASSES: tuple[WorkerClass, ...] = (
         # `media` serves /_matrix/media; `client` and `federation` carry the
         # authenticated /_matrix/client/v1/media and /_matrix/federation/v1/media.
         inbound_resources=("client", "federation", "media"),
-        duties=_frozen({"media_instance_running_background_jobs": Scope.FIRST}),
-        # Main stops serving media once a media worker exists.
-        shared=_frozen({"enable_media_repo": False}),
-        routes=routing.MEDIA_ROUTES,
+        # The processes share one media store: any of them serves any request.
+        balance=Key.NONE,
+        duties=_frozen({"media_instance_running_background_jobs": 1}),
+        # docs/workers.md synapse.app.media_repository: "you should also set
+        # enable_media_repo: False in the shared configuration file to stop the main
+        # synapse running background jobs related to managing the media repository".
+        from_main=FromMain(resources=("media",), volumes=("media",),
+                           config=_frozen({"enable_media_repo": False})),
+        volumes=("media",),
     ),
     WorkerClass(
         name="rooms",
         app=GENERIC_WORKER,
         summary="client and federation requests for a room, hashed by room ID",
         inbound_resources=("client", "federation"),
-        routes=routing.ROOMS_ROUTES,
+        # The guide's room workers: each owns a share of the rooms and caches only
+        # those. docs: pagination "requests for a given room must be routed to the
+        # same instance".
+        balance=Key.ROOM,
     ),
     WorkerClass(
         name="sender",
         app=GENERIC_WORKER,
         summary="outbound federation, sharded by destination",
         inbound_resources=(),
-        duties=_frozen({"federation_sender_instances": Scope.ALL}),
+        duties=_frozen({"federation_sender_instances": ALL}),
     ),
     WorkerClass(
         name="tasks",
         app=GENERIC_WORKER,
-        summary="events writer, pushers, appservice notifications, background tasks",
+        summary="events writers, pushers, appservice notifications, background tasks",
         inbound_resources=(),
-        streams=_frozen({"events": Scope.ALL}),
+        streams=_frozen({"events": ALL}),
         duties=_frozen(
             {
-                "pusher_instances": Scope.ALL,
-                "notify_appservices_from_worker": Scope.FIRST,
-                "run_background_tasks_on": Scope.FIRST,
+                "pusher_instances": ALL,
+                "notify_appservices_from_worker": 1,
+                "run_background_tasks_on": 1,
             }
         ),
     ),
@@ -130,3 +162,35 @@ WORKER_CLASSES: tuple[WorkerClass, ...] = (
 
 CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in WORKER_CLASSES)
 BY_NAME: Mapping[str, WorkerClass] = _frozen({c.name: c for c in WORKER_CLASSES})
+
+
+def balance_of(target: str) -> Key:
+    """The balancing key of a routing target: a class's own, a stream's writers'
+    (from the plan), or none for main."""
+    if target == routing.WRITER:
+        return Key.WRITER
+    return BY_NAME[target].balance if target in BY_NAME else Key.NONE
+
+
+def slot_processes(names: list[str], slot: Slot) -> list[str]:
+    """The processes (of one class, in order) a slot names."""
+    if not names:
+        return []
+    return list(names) if slot == ALL else [names[(int(slot) - 1) % len(names)]]
+
+
+# Named worker counts (`synapse:preset`); `synapse:workers` overrides any of them.
+PRESETS: Mapping[str, Mapping[str, int]] = _frozen({
+    # Main does everything: Synapse's defaults with no worker at all.
+    "monolith": _frozen({c: 0 for c in CLASS_NAMES}),
+    "one-of-each": _frozen({c: 1 for c in CLASS_NAMES}),
+    # The guide's layout.
+    "specialized": _frozen({"client_sync": 1, "federation_reader": 1, "media": 1,
+                            "rooms": 4, "sender": 4, "tasks": 1}),
+    # Thousands of users: the five client_sync streams on five processes, one more
+    # for /sync alone; four event persisters (which also run the pushers); rooms
+    # and senders doubled. 31 processes x DB_POOL_MAX fits Postgres' limit.
+    "large": _frozen({"client_sync": 6, "federation_reader": 2, "media": 2,
+                      "rooms": 8, "sender": 8, "tasks": 4}),
+})
+DEFAULT_PRESET = "one-of-each"

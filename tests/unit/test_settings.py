@@ -9,7 +9,8 @@ from components.settings import (
     load_settings,
 )
 from components.stack_config import from_pulumi
-from components.workers import CLASS_NAMES
+from components.topology import build_plan
+from components.workers import CLASS_NAMES, PRESETS
 
 BASE = {"serverName": "example.org"}
 
@@ -25,6 +26,27 @@ def test_defaults_follow_the_server_name():
     assert dict(s.workers) == {name: 1 for name in CLASS_NAMES}
     assert s.images.synapse == DEFAULT_IMAGES["synapse"]
     assert s.nginx.bind_address == "127.0.0.1" and s.nginx.client_port == 8008
+
+
+def test_a_preset_gives_the_counts_and_synapse_workers_overrides_them():
+    s = load(preset="specialized", workers={"rooms": 8})
+    assert s.preset == "specialized"
+    assert dict(s.workers) == {"client_sync": 1, "federation_reader": 1, "media": 1,
+                               "rooms": 8, "sender": 4, "tasks": 1}
+    assert set(load(preset="monolith").workers.values()) == {0}
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_is_a_valid_plan_within_synapse_rules(preset):
+    plan = build_plan(load(preset=preset))  # check_plan re-states Synapse's rules
+    assert len(plan.processes) == 1 + sum(PRESETS[preset].values())
+
+
+def test_large_spreads_single_writer_streams_and_shards_events():
+    plan = build_plan(load(preset="large"))
+    single = [plan.stream_writers[s] for s in ("typing", "to_device", "account_data", "presence")]
+    assert len({w for ws in single for w in ws}) == 4
+    assert len(plan.stream_writers["events"]) > 1 and len(plan.duties["federation_sender_instances"]) > 4
 
 
 def test_synapse_image_is_new_enough_for_socket_replication():
@@ -51,6 +73,8 @@ def test_public_base_url_gets_a_trailing_slash():
         ({"workers": {"rooms": "4"}}, "synapse:workers.rooms", "must be an integer"),
         ({"workers": {"sender": True}}, "synapse:workers.sender", "must be an integer"),
         ({"workers": [1, 2]}, "synapse:workers", "must be an object"),
+        ({"preset": "huge"}, "synapse:preset", "must be one of monolith, one-of-each"),
+        ({"preset": ["large"]}, "synapse:preset", "must be one of"),
         ({"images": {"synapse": ""}}, "synapse:images.synapse", "image reference"),
         ({"images": {"matrix": "x"}}, "synapse:images.matrix", "unknown key"),
         ({"nginx": {"bindAddress": "localhost"}}, "synapse:nginx.bindAddress", "IP address"),

@@ -11,6 +11,7 @@ from components.render import deployment_for
 from components.settings import load_settings
 from components.synapse_config import PLACEHOLDERS, render_homeserver, render_log_config
 from components.topology import build_plan
+from components.workers import PRESETS
 from tests.support.synapse_parser import TEST_SECRETS, parse
 
 STACKS = ["config/Pulumi.dev.yaml", "config/Pulumi.prod.yaml"]
@@ -163,3 +164,26 @@ def test_workers_of_one_class_share_one_log_config():
 def test_extra_config_cannot_override_the_topology():
     with pytest.raises(ConfigError, match="extraConfig.stream_writers"):
         plan_for(extraConfig={"stream_writers": {"events": ["main"]}})
+
+
+def _preset_processes():
+    for preset in PRESETS:
+        d = deployment_for(Path("config/Pulumi.dev.yaml"), {"preset": preset})
+        for c in d.containers:
+            if c.role in ("main", "worker") and (c.key == "main" or c.key[-1] in "1256"):
+                yield preset, c
+
+
+@pytest.mark.parametrize("preset, spec", list(_preset_processes()),
+                         ids=lambda v: v if isinstance(v, str) else v.key)
+def test_synapse_accepts_every_preset_and_places_the_writers_as_planned(preset, spec, tmp_path):
+    cfg = parse(spec, tmp_path)
+    plan = build_plan(load_settings({"serverName": "dev.localhost", "preset": preset}, "dev"))
+    writers = cfg.worker.writers
+    for stream, names in plan.stream_writers.items():
+        assert list(getattr(writers, stream)) == list(names), stream
+    unmoved = {"typing", "to_device", "account_data", "presence", "receipts", "events"} - set(plan.stream_writers)
+    for stream in unmoved:
+        assert list(getattr(writers, stream)) == ["master"], stream
+    assert cfg.worker.federation_shard_config.instances == list(
+        plan.duties.get("federation_sender_instances", ["master"]))

@@ -12,6 +12,9 @@ from components.topology import PlanError, build_plan
 GUIDE = {"client_sync": 1, "federation_reader": 1, "media": 1, "rooms": 4, "sender": 4, "tasks": 1}
 
 
+SPREAD = ("typing", "to_device", "account_data", "presence", "receipts")
+
+
 def plan_for(**counts):
     return build_plan(load_settings({"serverName": "example.org", "workers": counts}, "t"))
 
@@ -60,13 +63,31 @@ def test_sockets_follow_the_roles():
 
 
 def test_second_instances_are_not_writers_and_not_in_instance_map():
-    plan = plan_for(client_sync=3, media=2, tasks=2)
+    plan = plan_for(client_sync=1, media=2, tasks=2)
     assert plan.stream_writers["typing"] == ("client_sync1",)
-    assert "client_sync2" not in plan.instance_map and "media2" not in plan.instance_map
+    assert "media2" not in plan.instance_map
     # Events are sharded over every tasks worker; background jobs run once.
     assert plan.stream_writers["events"] == ("tasks1", "tasks2")
     assert plan.duties["run_background_tasks_on"] == "tasks1"
     assert "tasks2" in plan.instance_map
+
+
+def test_client_sync_streams_spread_over_their_slots_and_wrap_round():
+    one = plan_for(client_sync=1)
+    assert {s: one.stream_writers[s] for s in SPREAD} == {s: ("client_sync1",) for s in SPREAD}
+    two = plan_for(client_sync=2)
+    assert [two.stream_writers[s] for s in SPREAD] == [
+        ("client_sync1",), ("client_sync2",), ("client_sync1",), ("client_sync2",),
+        ("client_sync1",)]
+    six = plan_for(client_sync=6)
+    assert [six.stream_writers[s] for s in SPREAD] == [(f"client_sync{i}",) for i in range(1, 6)]
+    assert "client_sync5" in six.instance_map and "client_sync6" not in six.instance_map
+
+
+def test_client_sync_beyond_the_stream_writers_changes_nothing_synapse_wide():
+    five, nine = plan_for(client_sync=5), plan_for(client_sync=9)
+    assert five.instance_map == nine.instance_map
+    assert five.stream_writers == nine.stream_writers and five.duties == nine.duties
 
 
 def test_a_class_with_no_workers_leaves_its_work_to_main():
@@ -74,7 +95,8 @@ def test_a_class_with_no_workers_leaves_its_work_to_main():
     assert "typing" not in plan.stream_writers and "events" not in plan.stream_writers
     assert "federation_sender_instances" not in plan.duties
     assert "enable_media_repo" not in plan.shared
-    assert "media" in plan.main.inbound_resources
+    assert "media" in plan.main.inbound_resources and plan.main.volumes == ("media",)
+    assert plan_for(media=1).main.volumes == () and plan_for(media=1).process("media1").volumes == ("media",)
 
 
 def test_scaling_rooms_changes_nothing_synapse_wide():
@@ -86,7 +108,7 @@ def test_scaling_rooms_changes_nothing_synapse_wide():
 def test_check_plan_rejects_two_writers_of_a_single_writer_stream(monkeypatch):
     broken = dataclasses.replace(
         workers.BY_NAME["client_sync"],
-        streams={"typing": workers.Scope.ALL},
+        streams={"typing": workers.ALL},
     )
     table = tuple(broken if c.name == "client_sync" else c for c in workers.WORKER_CLASSES)
     monkeypatch.setattr(topology, "WORKER_CLASSES", table)
@@ -104,8 +126,8 @@ def test_table_invariants():
     names = [c.name for c in workers.WORKER_CLASSES]
     assert len(names) == len(set(names))
     for c in workers.WORKER_CLASSES:
-        for stream, scope in c.streams.items():
+        for stream, slot in c.streams.items():
             if stream in workers.SINGLE_WRITER_STREAMS:
-                assert scope is workers.Scope.FIRST, (c.name, stream)
+                assert slot != workers.ALL, (c.name, stream)
         # A class nginx routes to must say which endpoints; one it never reaches must not.
         assert bool(c.inbound_resources) == bool(c.routes), c.name
