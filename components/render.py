@@ -21,14 +21,14 @@ import yaml
 from components.containers import Deployment, build_deployment
 from components.errors import ConfigError
 from components.settings import SECRET_KEYS, load_settings
-from components.stack_config import from_stack_file, override_arg
+from components.stack_config import apply_overrides, from_stack_file, override_arg
 from components.synapse_config import PLACEHOLDERS
 from components.topology import build_plan
 
 
 def deployment_for(path: Path, overrides: Mapping[str, Any] | None = None) -> Deployment:
     stack, raw = from_stack_file(path)
-    raw = {k: v for k, v in {**raw, **(overrides or {})}.items() if k not in SECRET_KEYS}
+    raw = {k: v for k, v in apply_overrides(raw, overrides).items() if k not in SECRET_KEYS}
     return build_deployment(build_plan(load_settings(raw, stack)))
 
 
@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, type=Path, help="a Pulumi.<stack>.yaml")
     parser.add_argument("--out", required=True, type=Path, help="directory to write")
     parser.add_argument("--set", action="append", type=override_arg, default=[],
-                        metavar="KEY=VALUE", help="override a synapse:* key (YAML value)")
+                        metavar="PATH=VALUE",
+                        help="set a synapse:* value (YAML) at a config path, as "
+                             "`pulumi config set --path` does: workers.rooms=8")
     args = parser.parse_args(argv)
     try:
         deployment = deployment_for(args.config, dict(args.set))

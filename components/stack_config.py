@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import re
 from pathlib import Path
@@ -56,11 +57,74 @@ def from_stack_file(path: Path) -> tuple[str, dict[str, Any]]:
     return stack_name_of(path), raw
 
 
+_SEGMENT = re.compile(r'\.?([^.\[\]"]+)|\[(\d+)\]|\["([^"]+)"\]')
+
+
+def parse_path(text: str) -> tuple[str | int, ...]:
+    """A config path as `pulumi config set --path` reads it: `workers.rooms`,
+    `nginx.adminAllow[0]`, `extraConfig["a.b"]`; an optional `synapse:` prefix."""
+    text = text.removeprefix(NAMESPACE)
+    path: list[str | int] = []
+    pos = 0
+    while pos < len(text):
+        m = _SEGMENT.match(text, pos)
+        dotted = text[pos] == "."
+        if not m or (m.group(1) is not None and dotted != (pos > 0)):
+            raise ConfigError((), f"{text!r} is not a config path (like workers.rooms or "
+                                  f'nginx.adminAllow[0] or extraConfig["a.b"])')
+        name, index, quoted = m.groups()
+        path.append(int(index) if index is not None else quoted if quoted is not None else name)
+        pos = m.end()
+    if not path or not isinstance(path[0], str):
+        raise ConfigError((), f"{text!r} is not a config path: it must start with a key")
+    return tuple(path)
+
+
+def set_path(raw: dict[str, Any], path: tuple[str | int, ...], value: Any) -> None:
+    """Set one value deep in `raw`, creating objects on the way (as `pulumi config
+    set --path` does); a list index may be one past the end (append)."""
+    node: Any = raw
+    for i, (key, nxt) in enumerate(zip(path, path[1:] + (None,))):
+        where = path[: i + 1]
+        last = nxt is None
+        if isinstance(key, int):
+            if not isinstance(node, list):
+                raise ConfigError(path[:i], "is not a list, so it has no index")
+            if key > len(node):
+                raise ConfigError(where, f"index past the end of a list of {len(node)}")
+            if key == len(node):
+                node.append(None)
+        elif not isinstance(node, dict):
+            raise ConfigError(path[:i], "is not an object, so it has no key " + repr(key))
+        if last:
+            node[key] = value
+            return
+        child = node[key] if (isinstance(key, int) or key in node) else None
+        if child is None:
+            child = [] if isinstance(nxt, int) else {}
+            node[key] = child
+        node = child
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of `raw` with each `path: value` of `overrides` set in it."""
+    out = copy.deepcopy(dict(raw))
+    for text, value in (overrides or {}).items():
+        set_path(out, parse_path(text), copy.deepcopy(value))
+    return out
+
+
 def override_arg(text: str) -> tuple[str, Any]:
-    """A command line `--set KEY=VALUE` (an argparse type): the value is YAML, as in
-    a stack file, and KEY may carry the `synapse:` prefix."""
+    """A command line `--set PATH=VALUE` (an argparse type): PATH is a config path
+    (parse_path, as `pulumi config set --path`), the value is YAML, as in a stack
+    file."""
     key, sep, value = text.partition("=")
-    key = key.removeprefix(NAMESPACE)
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--set wants KEY=VALUE, got {text!r}")
-    return key, yaml.safe_load(value)
+        raise argparse.ArgumentTypeError(f"--set wants PATH=VALUE, got {text!r}")
+    try:
+        parse_path(key)
+        return key.removeprefix(NAMESPACE), yaml.safe_load(value)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(e.reason) from None
+    except yaml.YAMLError as e:
+        raise argparse.ArgumentTypeError(f"{key}: value is not YAML: {e}".splitlines()[0]) from None

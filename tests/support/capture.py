@@ -22,7 +22,7 @@ from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import stack as pulumi_stack
 
-from components.stack_config import NAMESPACE, from_stack_file
+from components.stack_config import NAMESPACE, apply_overrides, from_stack_file
 
 # How the engine marks a secret value on the wire.
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
@@ -198,4 +198,4 @@ def run_program(raw: Mapping[str, Any], stack: str = "test",
 
 def run_stack_file(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Capture:
     stack, raw = from_stack_file(Path(path))
-    return run_program({**raw, **(overrides or {})}, stack=stack)
+    return run_program(apply_overrides(raw, overrides), stack=stack)

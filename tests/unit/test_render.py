@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from components.render import deployment_for, main as render_main
-from components.stack_config import override_arg
+from components.errors import ConfigError
+from components.stack_config import apply_overrides, override_arg, parse_path
 from components.synapse_config import PLACEHOLDERS
 
 PROD = Path("config/Pulumi.prod.yaml")
@@ -106,3 +107,53 @@ def test_set_values_are_yaml_and_keys_may_carry_the_namespace():
     for bad in ("novalue", "=1"):
         with pytest.raises(argparse.ArgumentTypeError):
             override_arg(bad)
+
+
+@pytest.mark.parametrize("text, path", [
+    ("workers.rooms", ("workers", "rooms")),
+    ("synapse:workers.rooms", ("workers", "rooms")),
+    ("nginx.adminAllow[0]", ("nginx", "adminAllow", 0)),
+    ('extraConfig["a.b"].c', ("extraConfig", "a.b", "c")),
+    ("preset", ("preset",)),
+])
+def test_config_paths_read_as_pulumi_config_set_path_does(text, path):
+    assert parse_path(text) == path
+
+
+@pytest.mark.parametrize("bad", ["workers..rooms", "[0]", "workers.", "a[x]", "a]b", ".a"])
+def test_bad_config_paths_are_refused(bad):
+    with pytest.raises(ConfigError):
+        parse_path(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        override_arg(f"{bad}=1")
+
+
+def test_a_dotted_set_changes_one_value_and_keeps_its_siblings():
+    raw = {"workers": {"rooms": 4, "sender": 4}, "nginx": {"adminAllow": ["10.0.0.0/8"]}}
+    out = apply_overrides(raw, {"workers.rooms": 8, "nginx.adminAllow[1]": "::1/128",
+                                "log.level": "DEBUG"})
+    assert out == {"workers": {"rooms": 8, "sender": 4},
+                   "nginx": {"adminAllow": ["10.0.0.0/8", "::1/128"]},
+                   "log": {"level": "DEBUG"}}
+    assert raw["workers"]["rooms"] == 4  # the stack file's values are left alone
+
+
+@pytest.mark.parametrize("path, key", [("serverName.x", "synapse:serverName"),
+                                       ("workers[0]", "synapse:workers"),
+                                       ("nginx.adminAllow[5]", "synapse:nginx.adminAllow[5]")])
+def test_a_path_through_a_scalar_or_past_a_list_names_the_key(path, key):
+    raw = {"serverName": "x.org", "workers": {}, "nginx": {"adminAllow": []}}
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(raw, {path: 1})
+    assert err.value.key == key
+
+
+def test_render_command_takes_dotted_sets(tmp_path, capsys):
+    assert render_main(["--config", str(PROD), "--out", str(tmp_path),
+                        "--set", "workers.rooms=6", "--set", "log.level=DEBUG"]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    names = {c["process"] for c in manifest["containers"]}
+    assert {"rooms6", "sender4", "client_sync1"} <= names and "rooms7" not in names
+    assert render_main(["--config", str(PROD), "--out", str(tmp_path),
+                        "--set", "serverName.x=1"]) == 2
+    assert "synapse:serverName" in capsys.readouterr().err

@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--config", required=True, help="stack file, e.g. config/Pulumi.dev.yaml")
         if name == "up":
             p.add_argument("--set", action="append", type=override_arg, default=[],
-                           metavar="KEY=VALUE", help="override a synapse:KEY value (YAML)")
+                           metavar="PATH=VALUE",
+                           help="set a synapse:* value (YAML) at a config path: workers.rooms=8")
             p.add_argument("--preview", action="store_true", help="print the plan, apply nothing")
         else:
             p.add_argument("--delete-data", action="store_true",
