@@ -52,7 +52,14 @@ Secrets = Mapping[str, str]
 SYNAPSE_UID = 991  # the official image's default user
 START_SCRIPT = f"{CONFIG_DIR}/start.sh"
 POSTGRES_DATA = "/var/lib/postgresql/data"
-NGINX_CONF = "/etc/nginx/nginx.conf"
+# nginx reads its config from a volume that the nginx-config container fills
+# (_nginx_specs): a routing change replaces that small container, not nginx.
+NGINX_LIVE_DIR = "/etc/nginx/live"
+NGINX_CONF = f"{NGINX_LIVE_DIR}/nginx.conf"
+NGINX_LOADED = f"{NGINX_LIVE_DIR}/loaded"  # cksum of the config nginx serves
+NGINX_RUN = "/etc/nginx/run.sh"
+NGINX_STAGED = "/stage/nginx.conf"
+NGINX_PUBLISH = "/stage/publish.sh"
 NGINX_PORTS = {"client": 8008, "federation": 8448}  # inside the nginx container
 
 LABEL_PREFIX = "org.matrix.synapse-workers"
@@ -254,6 +261,119 @@ def _synapse_spec(plan: Plan, p: Process) -> ContainerSpec:
     )
 
 
+def _run_nginx_script() -> str:
+    """nginx's entrypoint: start the image's command on the published config, then
+    watch it. A new config that passes `nginx -t` is loaded with SIGHUP: nginx
+    keeps its listening sockets, old workers finish their requests, so nothing is
+    dropped. A config that fails the test is refused and the old one kept serving.
+    NGINX_LOADED records what is being served; it goes when nginx stops."""
+    conf, loaded = shlex.quote(NGINX_CONF), shlex.quote(NGINX_LOADED)
+    return "\n".join([
+        "#!/bin/sh",
+        "set -u",
+        f"until [ -s {conf} ]; do sleep 0.2; done",
+        f"rm -f {shlex.quote(nginx_conf.HEALTH_SOCKET)}",  # left by a killed nginx
+        f'"$@" -c {conf} &',
+        "pid=$!",
+        f"served=$(cksum < {conf})",
+        f'echo "$served" > {loaded}',
+        # docker stop sends SIGQUIT (the image's STOPSIGNAL): nginx's graceful stop.
+        f'trap \'rm -f {loaded}; kill -QUIT "$pid"; wait "$pid"; exit 0\' TERM QUIT INT',
+        'while kill -0 "$pid" 2>/dev/null; do',
+        "  sleep 1 & wait $!",
+        f"  now=$(cksum < {conf})",
+        '  [ "$now" = "$served" ] && continue',
+        '  served=$now',
+        f"  if nginx -t -q -c {conf}; then",
+        '    kill -HUP "$pid"',
+        "    sleep 1  # the master has re-read it and started new workers",
+        f'    echo "$now" > {loaded}',
+        '    echo "run.sh: new config loaded ($now)"',
+        "  else",
+        '    echo "run.sh: new config refused by nginx -t; still serving the previous one" >&2',
+        "  fi",
+        "done",
+        f"rm -f {loaded}",
+        'wait "$pid"',
+        "",
+    ])
+
+
+def _publish_script() -> str:
+    """The nginx-config container: copy its config into the shared volume (an
+    atomic rename, so nginx never reads half a file), then stay up: the provider
+    starts a stopped container again on every up."""
+    live = shlex.quote(NGINX_CONF)
+    return "\n".join([
+        "#!/bin/sh",
+        "set -eu",
+        f"cp {shlex.quote(NGINX_STAGED)} {live}.new",
+        f"mv {live}.new {live}",
+        "trap 'exit 0' TERM INT QUIT",  # QUIT: the nginx image's STOPSIGNAL
+        "while :; do sleep 3600 & wait $! || true; done",
+        "",
+    ])
+
+
+def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
+    """(nginx-config, nginx). The config lives in the nginx-config container's
+    upload: the provider can only change an upload by replacing the container
+    (uploads are ForceNew), so a routing change replaces that small container,
+    and nginx itself, reading the volume, reloads gracefully instead. nginx-config
+    turns healthy once nginx serves its config, so the provider's `wait` holds the
+    up (and the deletion of workers scaled away, which comes last) until then."""
+    s = plan.settings
+    loaded, staged = shlex.quote(NGINX_LOADED), shlex.quote(NGINX_STAGED)
+    publisher = ContainerSpec(
+        key="nginx-config",
+        name=f"{s.name_prefix}-nginx-config",
+        role="nginx-config",
+        worker_class=None,
+        image=s.images.nginx,
+        command=(NGINX_PUBLISH,),
+        entrypoint=("/bin/sh",),
+        env={},
+        # Served by nginx, or no nginx yet (the first up starts nginx after this).
+        healthcheck=Healthcheck(("CMD-SHELL",
+                                 f"test ! -e {loaded} || "
+                                 f'test "$(cat {loaded})" = "$(cksum < {staged})"'),
+                                interval_s=1, start_period_s=0),
+        files=(File(NGINX_STAGED, lambda _sec: nginx_conf.render_nginx_conf(plan)),
+               File(NGINX_PUBLISH, lambda _sec: _publish_script(), executable=True)),
+        mounts=(Mount("nginx-config", NGINX_LIVE_DIR),),
+        networks=("backend",),  # none needed; the internal one has no way out
+        ports=(),
+        sockets=(),
+        size=s.container_sizes["nginx"],
+        # Publish routes only once every process they name is healthy.
+        depends_on=tuple(p.name for p in plan.processes if p.inbound_socket),
+        destroy_grace_seconds=5,
+    )
+    nginx = ContainerSpec(
+        key="nginx",
+        name=f"{s.name_prefix}-nginx",
+        role="nginx",
+        worker_class=None,
+        image=s.images.nginx,
+        command=("nginx", "-g", "daemon off;"),
+        entrypoint=("/bin/sh", NGINX_RUN),
+        env={},
+        healthcheck=_curl_health(nginx_conf.HEALTH_SOCKET),
+        files=(File(NGINX_RUN, lambda _sec: _run_nginx_script(), executable=True),),
+        mounts=(Mount("sockets", SOCKET_DIR), Mount("nginx-config", NGINX_LIVE_DIR)),
+        networks=("frontend",),
+        ports=(
+            Port(NGINX_PORTS["client"], s.nginx.client_port, s.nginx.bind_address),
+            Port(NGINX_PORTS["federation"], s.nginx.federation_port, s.nginx.bind_address),
+        ),
+        sockets=(),
+        size=s.container_sizes["nginx"],
+        depends_on=("nginx-config",),
+        destroy_grace_seconds=10,
+    )
+    return publisher, nginx
+
+
 def build_deployment(plan: Plan) -> Deployment:
     s = plan.settings
     pg_socket_dirs = f"/var/run/postgresql,{POSTGRES_SOCKET_DIR}"
@@ -320,28 +440,7 @@ def build_deployment(plan: Plan) -> Deployment:
         destroy_grace_seconds=10,
     )
     synapse = [_synapse_spec(plan, p) for p in plan.processes]
-    nginx = ContainerSpec(
-        key="nginx",
-        name=f"{s.name_prefix}-nginx",
-        role="nginx",
-        worker_class=None,
-        image=s.images.nginx,
-        command=("nginx", "-g", "daemon off;"),
-        entrypoint=None,
-        env={},
-        healthcheck=_curl_health(nginx_conf.HEALTH_SOCKET),
-        files=(File(NGINX_CONF, lambda _sec: nginx_conf.render_nginx_conf(plan)),),
-        mounts=(Mount("sockets", SOCKET_DIR),),
-        networks=("frontend",),
-        ports=(
-            Port(NGINX_PORTS["client"], s.nginx.client_port, s.nginx.bind_address),
-            Port(NGINX_PORTS["federation"], s.nginx.federation_port, s.nginx.bind_address),
-        ),
-        sockets=(),
-        size=s.container_sizes["nginx"],
-        depends_on=tuple(p.name for p in plan.processes if p.inbound_socket),
-        destroy_grace_seconds=10,
-    )
+    publisher, nginx = _nginx_specs(plan)
 
     volumes = [
         # Sockets live in RAM; 1777 because every image runs as a different user.
@@ -352,6 +451,8 @@ def build_deployment(plan: Plan) -> Deployment:
         VolumeSpec("postgres-data", f"{s.name_prefix}-postgres-data"),
         VolumeSpec("redis-data", f"{s.name_prefix}-redis-data"),
         *(VolumeSpec(f"{p.name}-data", f"{s.name_prefix}-{p.name}-data") for p in plan.processes),
+        # Derived from the stack: rebuilt by the next up, so not kept.
+        VolumeSpec("nginx-config", f"{s.name_prefix}-nginx-config", retain=False),
     ]
     return Deployment(
         networks={
@@ -361,5 +462,5 @@ def build_deployment(plan: Plan) -> Deployment:
             "frontend": (f"{s.name_prefix}-frontend", False),
         },
         volumes=tuple(volumes),
-        containers=(postgres, redis, *synapse, nginx),
+        containers=(postgres, redis, *synapse, publisher, nginx),
     )

@@ -8,26 +8,25 @@ from typing import Mapping, Sequence
 import pulumi
 import pulumi_docker as docker
 
-from components import provider_model as pm
-from components.containers import ContainerSpec, VolumeSpec
+from components.container_inputs import (
+    DELETE_BEFORE_REPLACE,
+    REPLACE_ON_CHANGES,
+    container_inputs,
+)
+from components.containers import ContainerSpec, Deployment, VolumeSpec
 from components.settings import Size
 
-# Time pulumi-docker waits for a new container to turn healthy. Main's first start
-# creates the whole schema, which takes longer than the provider's 60 s default.
-WAIT_TIMEOUT_S = 300
 
-
-def _files(spec: ContainerSpec, secrets: pulumi.Output) -> list[docker.ContainerUploadArgs]:
+def _files(spec: ContainerSpec, plain: list[dict], secrets: pulumi.Output
+           ) -> list[docker.ContainerUploadArgs]:
     uploads = []
-    for f in spec.files:
-        if f.secret:
-            # Only the secret's own file is a secret Output: Pulumi encrypts it in state.
-            content = pulumi.Output.secret(secrets.apply(f.render))
-        else:
-            content = f.render({})  # needs no secret: a preview shows its line diff
-        uploads.append(docker.ContainerUploadArgs(file=f.path, content=content,
-                                                  executable=f.executable,
-                                                  permissions=f.mode))
+    for f, u in zip(spec.files, plain):
+        # Only a secret's own file is a secret Output: Pulumi encrypts it in state;
+        # the others need no secret, and a preview shows their line diff.
+        content = pulumi.Output.secret(secrets.apply(f.render)) if f.secret else u["content"]
+        uploads.append(docker.ContainerUploadArgs(file=u["file"], content=content,
+                                                  executable=u["executable"],
+                                                  permissions=u["permissions"]))
     return uploads
 
 
@@ -36,61 +35,58 @@ def container(
     spec: ContainerSpec,
     *,
     image: pulumi.Input[str],
-    size: Size,
+    deployment: Deployment,
+    sizes: Mapping[str, Size],
     networks: Mapping[str, docker.Network],
     volumes: Mapping[str, docker.Volume],
     secrets: pulumi.Output,
     parent: pulumi.Resource,
     depends_on: Sequence[pulumi.Resource] = (),
 ) -> docker.Container:
-    hc = spec.healthcheck
+    """The Container for `spec`: container_inputs' values, with the image, volume
+    and network names taken from their resources (so Pulumi orders them)."""
+    i = container_inputs(spec, deployment, sizes)
+    hc = i["healthcheck"]
     return docker.Container(
         resource_name,
-        name=spec.name,
+        name=i["name"],
         image=image,
-        entrypoints=list(spec.entrypoint) if spec.entrypoint else None,
-        command=list(spec.command),
-        envs=[f"{k}={v}" for k, v in spec.env.items()],
-        labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in spec.labels.items()],
-        uploads=_files(spec, secrets),
+        entrypoints=i.get("entrypoints"),
+        command=i["command"],
+        envs=i["envs"],
+        labels=[docker.ContainerLabelArgs(label=x["label"], value=x["value"]) for x in i["labels"]],
+        uploads=_files(spec, i["uploads"], secrets),
         mounts=[
-            docker.ContainerMountArgs(target=m.target, type="volume", source=volumes[m.volume].name,
-                                      read_only=False)
-            for m in spec.mounts
+            docker.ContainerMountArgs(target=x["target"], type=x["type"],
+                                      source=volumes[m.volume].name, read_only=x["readOnly"])
+            for m, x in zip(spec.mounts, i["mounts"])
         ],
         networks_advanced=[
-            docker.ContainerNetworksAdvancedArgs(name=networks[n].name, aliases=[spec.key])
-            for n in spec.networks
+            docker.ContainerNetworksAdvancedArgs(name=networks[n].name, aliases=x["aliases"])
+            for n, x in zip(spec.networks, i["networksAdvanced"])
         ],
-        # Every value below is in the form the provider reads back (provider_model):
-        # anything else would show a diff on every preview, and replace for cpus.
-        ports=[docker.ContainerPortArgs(internal=p.internal, external=p.external, ip=p.ip,
-                                        protocol="tcp")
-               for p in sorted(spec.ports, key=lambda p: p.internal)] or None,
+        ports=[docker.ContainerPortArgs(internal=x["internal"], external=x["external"],
+                                        ip=x["ip"], protocol=x["protocol"])
+               for x in i.get("ports", [])] or None,
         healthcheck=docker.ContainerHealthcheckArgs(
-            tests=list(hc.test),
-            interval=pm.duration(hc.interval_s),
-            timeout=pm.duration(hc.timeout_s),
-            retries=hc.retries,
-            start_period=pm.duration(hc.start_period_s),
-            start_interval=pm.duration(0),  # read back as "0s" when unset
+            tests=hc["tests"], interval=hc["interval"], timeout=hc["timeout"],
+            retries=hc["retries"], start_period=hc["startPeriod"],
+            start_interval=hc["startInterval"],
         ),
-        restart=spec.restart,
-        memory=size.memory_mb,
-        memory_swap=size.memory_mb,  # no swap; unset, Docker stores 2 x memory
-        cpus=pm.cpus(size.cpus),
-        log_driver="json-file",
-        log_opts={"max-size": "50m", "max-file": "3"},
-        destroy_grace_seconds=spec.destroy_grace_seconds,
-        wait=True,
-        wait_timeout=WAIT_TIMEOUT_S,
+        restart=i["restart"],
+        memory=i["memory"],
+        memory_swap=i["memorySwap"],
+        cpus=i["cpus"],
+        log_driver=i["logDriver"],
+        log_opts=i["logOpts"],
+        destroy_grace_seconds=i["destroyGraceSeconds"],
+        wait=i["wait"],
+        wait_timeout=i["waitTimeout"],
         opts=pulumi.ResourceOptions(
             parent=parent,
             depends_on=list(depends_on),
-            # The provider only records a healthcheck change in state (no update
-            # code): replace instead, deleting first since the name is fixed.
-            replace_on_changes=["healthcheck"],
-            delete_before_replace=True,
+            replace_on_changes=list(REPLACE_ON_CHANGES),
+            delete_before_replace=DELETE_BEFORE_REPLACE,
         ),
     )
 
@@ -107,7 +103,9 @@ class Host:
         images: Mapping[str, docker.RemoteImage],
         sizes: Mapping[str, Size],
         secrets: pulumi.Output,
+        deployment: Deployment,
     ) -> None:
+        self.deployment = deployment
         self.networks = networks
         self.volumes = volumes
         self.images = images
@@ -127,7 +125,8 @@ class Host:
             resource_name,
             spec,
             image=self.images[spec.image].image_id,
-            size=self.sizes[spec.size],
+            deployment=self.deployment,
+            sizes=self.sizes,
             networks=self.networks,
             volumes={**self.volumes, **(own_volumes or {})},
             secrets=self.secrets,

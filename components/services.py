@@ -43,6 +43,30 @@ class Redis(_Service):
         super().__init__("synapse:index:Redis", name, args, opts)
 
 
-class Nginx(_Service):
-    def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("synapse:index:Nginx", name, args, opts)
+@dataclass
+class NginxArgs:
+    spec: ContainerSpec
+    publisher: ContainerSpec  # nginx-config: carries the config (containers._nginx_specs)
+    config_volume: VolumeSpec
+    host: Host
+    depends_on: Sequence[pulumi.Resource] = ()  # what nginx-config waits for
+
+
+class Nginx(pulumi.ComponentResource):
+    """nginx and the small container that publishes its config to a volume: a
+    routing change replaces the publisher and nginx reloads, keeping its ID."""
+
+    def __init__(self, name: str, args: NginxArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("synapse:index:Nginx", name, None, opts)
+        conf = {args.config_volume.key: volume(f"{name}-config-volume", args.config_volume,
+                                               parent=self)}
+        self.publisher = args.host.container(
+            f"{name}-config", args.publisher, parent=self, own_volumes=conf,
+            depends_on=args.depends_on,
+        )
+        self.container = args.host.container(
+            f"{name}-container", args.spec, parent=self, own_volumes=conf,
+            depends_on=[self.publisher],
+        )
+        self.register_outputs({"container": self.container.name,
+                               "configPublisher": self.publisher.name})

@@ -17,7 +17,7 @@ from components.containers import Deployment, build_deployment
 from components.docker_container import Host, volume
 from components.errors import ConfigError
 from components.secrets import stack_secrets
-from components.services import Nginx, Postgres, Redis, ServiceArgs
+from components.services import Nginx, NginxArgs, Postgres, Redis, ServiceArgs
 from components.settings import SECRET_KEYS, Settings, check_secret_overrides, load_settings
 from components.stack_config import from_pulumi
 from components.synapse_process import SynapseArgs, SynapseMain, WorkerClass
@@ -54,12 +54,11 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
         for role, ref in vars(s.images).items()
     }
     host = Host(networks=networks, volumes=shared_volumes, images=images,
-                sizes=s.sizes, secrets=secrets)
+                sizes=s.sizes, secrets=secrets, deployment=deployment)
 
-    def service(cls, key: str, depends_on=(), data: bool = True):
-        spec = deployment.container(key)
-        return cls(key, ServiceArgs(spec=spec, host=host, depends_on=depends_on,
-                                    data_volume=volume_specs[f"{key}-data"] if data else None))
+    def service(cls, key: str):
+        return cls(key, ServiceArgs(spec=deployment.container(key), host=host,
+                                    data_volume=volume_specs[f"{key}-data"]))
 
     postgres = service(Postgres, "postgres")
     redis = service(Redis, "redis")
@@ -81,9 +80,12 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
         if plan.by_class(c.name)
     }
     containers = {**main.by_process, **{k: v for w in workers.values() for k, v in w.by_process.items()}}
-    # nginx starts once every process it proxies to is healthy.
+    # nginx's config is published once every process it proxies to is healthy.
     routed = [containers[p.name] for p in plan.processes if p.inbound_socket]
-    nginx = service(Nginx, "nginx", depends_on=routed, data=False)
+    nginx = Nginx("nginx", NginxArgs(spec=deployment.container("nginx"),
+                                     publisher=deployment.container("nginx-config"),
+                                     config_volume=volume_specs["nginx-config"],
+                                     host=host, depends_on=routed))
 
     return {
         "serverName": s.server_name,

@@ -83,7 +83,7 @@ def test_dependency_order(prod):
     assert by_name["main"] == 2
     workers = [n for n in by_name if n[-1].isdigit()]
     assert len(workers) == 12 and all(by_name[w] == 3 for w in workers)
-    assert by_name["nginx-container"] == 4
+    assert by_name["nginx-config"] == 4 and by_name["nginx-container"] == 5
     for c in prod.containers:  # every container waits for its networks, volumes and image
         kinds = {by_urn[d].type for d in g[c.urn]}
         assert {replay.NETWORK, replay.VOLUME, replay.IMAGE} <= kinds, c.name

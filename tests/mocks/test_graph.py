@@ -35,8 +35,8 @@ def uploads(r):
 def test_one_container_per_process_and_service(stack, synapse, request):
     cap = request.getfixturevalue(stack)
     names = sorted(c.plain["name"] for c in cap.containers)
-    assert len(names) == synapse + 3
-    for service in ("nginx", "postgres", "redis", "main"):
+    assert len(names) == synapse + 4
+    for service in ("nginx", "nginx-config", "postgres", "redis", "main"):
         assert f"synapse-{stack}-{service}" in names
 
 
@@ -89,7 +89,9 @@ def test_uploads_carry_the_rendered_files(prod):
     assert hs["instance_map"]["sender4"] == {"path": "/sockets/synapse_replication_sender4.sock"}
     assert rooms2["/conf/start.sh"]["executable"] is True
     nginx = uploads(prod.named("nginx-container", CONTAINER))
-    assert "/etc/nginx/nginx.conf" in nginx
+    assert set(nginx) == {"/etc/nginx/run.sh"}  # the config is not nginx's own upload
+    publisher = uploads(prod.named("nginx-config", CONTAINER))
+    assert "upstream class_rooms" in publisher["/stage/nginx.conf"]["content"]
 
 
 SECRET_DIR = "/conf/secrets/"
@@ -172,7 +174,8 @@ def test_data_survives_destroy_and_secrets_stay_in_state(prod):
     state, so `make down` (destroy --exclude-protected) keeps them."""
     for v in prod.of_type(VOLUME):
         name = v.plain["name"]
-        assert v.options["retainOnDelete"] is (name != "synapse-prod-sockets"), name
+        derived = name in ("synapse-prod-sockets", "synapse-prod-nginx-config")
+        assert v.options["retainOnDelete"] is not derived, name
     assert sorted(prod.outputs["dataVolumes"]) == sorted(
         v.plain["name"] for v in prod.of_type(VOLUME) if v.options["retainOnDelete"])
     randoms = [r for r in prod.resources if r.type.startswith("random:")]
@@ -213,9 +216,11 @@ def test_creation_order_postgres_redis_then_main_then_workers_then_nginx(prod):
     assert {urn["postgres-container"], urn["redis-container"]} <= deps["main"]
     for worker in ("client_sync1", "rooms4", "sender1", "tasks1", "media1"):
         assert urn["main"] in deps[worker], worker
+    # Routes are published once the processes they name are healthy; nginx after.
     for routed in ("main", "client_sync1", "federation_reader1", "media1", "rooms1", "rooms4"):
-        assert urn[routed] in deps["nginx-container"], routed
-    assert urn["sender1"] not in deps["nginx-container"]
+        assert urn[routed] in deps["nginx-config"], routed
+    assert urn["sender1"] not in deps["nginx-config"]
+    assert urn["nginx-config"] in deps["nginx-container"]
 
 
 @pytest.mark.parametrize("raw, message", [

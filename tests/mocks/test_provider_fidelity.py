@@ -31,3 +31,43 @@ def test_every_registered_input_is_in_the_providers_normal_form(stack):
         stored = {k: pm.normal_form(pm.CONTAINER, k, v) for k, v in res.plain.items()}
         assert pm.diff(pm.CONTAINER, stored, res.plain,
                        res.options["replaceOnChanges"]).same, res.name
+
+
+def _numbers_as_sent(value):
+    """Mocks hand numbers back as floats (protobuf); the program sends ints."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _numbers_as_sent(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers_as_sent(v) for v in value]
+    return value
+
+
+def _secret_contents_dropped(inputs, secret_files):
+    return {**inputs, "uploads": [{**u, "content": None} if u["file"] in secret_files else u
+                                  for u in inputs["uploads"]]}
+
+
+@pytest.mark.parametrize("stack, path", [("dev", "config/Pulumi.dev.yaml"),
+                                         ("prod", "config/Pulumi.prod.yaml")])
+def test_registered_containers_are_exactly_container_inputs(stack, path):
+    """The impact report diffs container_inputs(); Pulumi gets the same values."""
+    from pathlib import Path
+
+    from components.container_inputs import container_inputs
+    from components.render import deployment_for
+    from components.settings import load_settings
+    from components.stack_config import from_stack_file
+
+    cap = STACKS[stack]()
+    deployment = deployment_for(Path(path))
+    sizes = load_settings(from_stack_file(Path(path))[1], stack).sizes
+    registered = {r.plain["name"]: r for r in cap.of_type(pm.CONTAINER)}
+    assert set(registered) == {c.name for c in deployment.containers}
+    for spec in deployment.containers:
+        secret_files = {f.path for f in spec.files if f.secret}
+        expected = _secret_contents_dropped(container_inputs(spec, deployment, sizes), secret_files)
+        got = _secret_contents_dropped(_numbers_as_sent(registered[spec.name].plain), secret_files)
+        assert got == expected, spec.name
+        assert registered[spec.name].options["replaceOnChanges"] == ["healthcheck"]
