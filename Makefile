@@ -9,7 +9,7 @@ endif
 # A local state backend: state (secrets encrypted with the passphrase) in .pulumi-state/.
 PULUMI  := PULUMI_BACKEND_URL=file://$(STATE) $(PASSPHRASE) pulumi
 
-.PHONY: venv up preview down destroy-data guard-secrets render test unit e2e host images \
+.PHONY: venv up preview down destroy-data guard-secrets render impact test unit e2e host images \
         replay-up replay-down replay-destroy-data
 
 venv: .venv/.installed
@@ -54,6 +54,14 @@ destroy-data: guard-secrets venv
 	$(PULUMI) destroy --yes --stack $(STACK)
 	docker volume ls -q | grep "^$$(cat $(STATE)/$(STACK).prefix)-" | xargs -r docker volume rm
 	rm -f $(STATE)/$(STACK).prefix
+
+## What a change does to $(STACK) before `make up`: every container created, replaced,
+## updated in place or deleted, and why. SET="workers.rooms=8 log.level=DEBUG";
+## AGAINST= the stack file it was deployed with (default: the committed one).
+AGAINST ?= config/Pulumi.$(STACK).yaml
+impact: venv
+	$(PY) -m components.impact --config config/Pulumi.$(STACK).yaml --against $(AGAINST) \
+	    $(foreach s,$(SET),--set $(s))
 
 ## Every file each container of $(STACK) would get, without Pulumi, into out/$(STACK).
 render: venv

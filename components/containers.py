@@ -177,6 +177,10 @@ class Deployment:
     def container(self, key: str) -> ContainerSpec:
         return next(c for c in self.containers if c.key == key)
 
+    def container_named(self, name: str) -> ContainerSpec:
+        """By Docker name."""
+        return next(c for c in self.containers if c.name == name)
+
 
 def _curl_health(socket: str) -> Healthcheck:
     return Healthcheck(("CMD", "curl", "-fsS", "--unix-socket", socket, "http://localhost/health"))

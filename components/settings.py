@@ -294,6 +294,8 @@ def _sizes(raw: Mapping) -> Mapping[str, Size]:
     for name, spec in {**DEFAULT_SIZES, **value}.items():
         path = ("sizes", name)
         _expect(spec, dict, path, "an object with cpus and memoryMb")
+        # A built-in size given in part keeps its other default (`--set sizes.small.memoryMb=768`).
+        spec = {**DEFAULT_SIZES.get(name, {}), **spec}
         _no_unknown(spec, ("cpus", "memoryMb"), path)
         cpus = _expect(spec.get("cpus"), (int, float), path + ("cpus",), "a number of CPUs")
         if not 0 < cpus <= 256:

@@ -42,3 +42,10 @@ def test_down_keeps_protected_secrets_and_destroy_data_needs_confirmation():
     ok = make("-n", "destroy-data", "STACK=dev", "CONFIRM=dev")
     assert "state unprotect --all --yes --stack dev" in ok.stdout
     assert "docker volume rm" in ok.stdout
+
+
+def test_make_impact_reports_the_committed_stack_with_each_set():
+    run = make("impact", "STACK=prod", "SET=workers.rooms=6 log.level=DEBUG")
+    assert run.returncode == 0, run.stderr
+    assert "--set workers.rooms=6 --set log.level=DEBUG" in run.stdout
+    assert "+ create    synapse-prod-rooms6" in run.stdout and "synapse-prod-rooms7" not in run.stdout
