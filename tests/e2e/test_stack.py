@@ -28,6 +28,7 @@ import secrets
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -35,7 +36,11 @@ from urllib.parse import quote
 import nio
 import pytest
 
+from components import impact
+from components.synapse_config import log_config_path
 from tests.e2e import replay
+from tests.e2e.images.build import SYNAPSE_NEXT
+from tests.e2e.live import Traffic
 from tests.e2e.timings import record
 from tests.e2e.matrix_client import (
     Recorder,
@@ -847,3 +852,104 @@ def test_fault_rooms_worker_killed(stack: World):
     assert info["RestartCount"] == restarts + 1, info["RestartCount"]
     # While the worker was down nginx may have sent the room to another rooms worker.
     assert_routed(stack, mark, failover_ok=True)
+
+
+# --- live changes ---------------------------------------------------------------
+
+# Each change is applied on top of the previous ones, while Alice sends and Bob
+# reads. `cheap` changes may replace no Synapse container and drop no request.
+LIVE_CHANGES: dict[str, list[tuple[str, dict[str, Any], bool]]] = {
+    "prod": [
+        ("rooms 4 -> 8", {"workers.rooms": 8}, True),
+        ("rooms 8 -> 4", {"workers.rooms": 4}, True),
+        ("sender 4 -> 5", {"workers.sender": 5}, False),
+    ],
+    "dev": [
+        ("log level INFO -> WARNING", {"log.level": "WARNING"}, False),
+        ("Synapse image -> a second tag", {"images.synapse": SYNAPSE_NEXT}, False),
+        ("preset one-of-each -> monolith", {"preset": "monolith"}, False),
+        ("preset monolith -> specialized", {"preset": "specialized"}, False),
+        ("preset specialized -> monolith", {"preset": "monolith"}, False),
+    ],
+}
+
+
+def _live_change(stack: World, title: str, change: dict[str, Any], cheap: bool) -> dict[str, Any]:
+    old_overrides = dict(stack.overrides)
+    new_overrides = {**old_overrides, **change}
+    path = Path(stack.config)
+    report = impact.impact(impact.load_side(path, old_overrides),
+                           impact.load_side(path, new_overrides))
+    ids_before = dict(stack.deployed.ids)
+    traffic = Traffic(stack.client("alice"), stack.client("bob"), stack.room_id,
+                      stack.url, stack.deployed.federation_url)
+
+    async def go() -> replay.Deployed:
+        await traffic.start()
+        try:
+            await traffic.wait_acked(5)
+            deployed = await asyncio.to_thread(replay.up, stack.config, new_overrides)
+            await traffic.wait_acked(len(traffic.acked) + 5)
+        finally:
+            await traffic.stop()
+        events = await messages_backwards(stack.client("alice"), stack.room_id, max_pages=200)
+        ids = {e.event_id for e in events}
+        lost = {t: v for t, v in traffic.acked.items() if v[1] not in ids}
+        assert not lost, f"{title}: acknowledged messages lost: {lost}"
+        got = Counter(bodies(events, traffic.prefix))
+        assert set(got) == {b for b, _ in traffic.acked.values()} and max(got.values()) == 1, \
+            f"{title}: messages missing, unexpected or stored twice"
+        return deployed
+
+    deployed = stack.run(go())
+    stack.deployed, stack.overrides = deployed, new_overrides
+    # The report predicted the plan, and what it called "same" kept running.
+    planned = {s.docker_name: s.action for s in deployed.plan.steps
+               if s.type == replay.CONTAINER and s.action != replay.SAME}
+    assert planned == report.actions(), f"{title}: the impact report did not predict the plan"
+    for c in report.changes:
+        if c.action == "same":
+            assert deployed.ids[c.container] == ids_before[c.container], \
+                f"{title}: {c.container} was reported 'same' but its container changed"
+    down = traffic.unavailable_seconds()
+    summary = {"change": title, "seconds": round(deployed.seconds_to_healthy, 1),
+               "replaced": sum(a == "replace" for a in planned.values()),
+               "created": sum(a == "create" for a in planned.values()),
+               "deleted": sum(a == "delete" for a in planned.values()),
+               "messages": len(traffic.acked), "failed_sends": traffic.failed_sends,
+               "unavailable_s": down}
+    print(f"\n{stack.name}: live change: {json.dumps(summary)}")
+    record(f"{stack.name}: live change {title}", deployed.seconds_to_healthy)
+    LIVE_RESULTS.append({"stack": stack.name, **summary})
+    if cheap:
+        synapse = {n for k, n in deployed.containers.items()
+                   if deployed.classes.get(k) not in ("nginx", "nginx-config", "postgres", "redis")}
+        assert not {n for n, a in planned.items() if a == "replace"} & synapse, planned
+        assert planned.get(deployed.containers["nginx-config"]) == "replace"
+        assert deployed.containers["nginx"] not in planned, "nginx must reload, not restart"
+        assert traffic.failed_sends == 0 and set(down.values()) == {0.0}, \
+            f"{title}: requests failed during a cheap change: {down}"
+    return summary
+
+
+LIVE_RESULTS: list[dict[str, Any]] = []
+
+
+def test_live_changes_lose_nothing_and_keep_what_the_report_calls_same(stack: World):
+    api = replay.api()
+    next_id = api.inspect_image(SYNAPSE_NEXT)["Id"]
+    for title, change, cheap in LIVE_CHANGES[stack.name]:
+        _live_change(stack, title, change, cheap)
+        if "image" in title:
+            # Main is up (healthy, so on the schema) before any worker starts.
+            main_done = stack.deployed.applied[stack.deployed.containers["main"]][1]
+            for key, cls in stack.deployed.classes.items():
+                if cls not in ("main", "nginx", "nginx-config", "postgres", "redis"):
+                    name = stack.deployed.containers[key]
+                    assert stack.deployed.applied[name][0] >= main_done, (name, main_done)
+                    assert api.inspect_container(name)["Image"] == next_id, name
+        if "log level" in title:
+            conf = _exec(api, stack.deployed.containers["main"], ["cat", log_config_path("main")])
+            assert "level: WARNING" in conf, conf
+    if stack.name == "dev":
+        assert stack.deployed.by_class("rooms") == [] and stack.deployed.by_class("main") == ["main"]

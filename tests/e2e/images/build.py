@@ -27,8 +27,11 @@ import docker
 HERE = Path(__file__).resolve().parent
 HASH_LABEL = "synapse-e2e.build-hash"
 ROOTFS_REPO = "synapse-e2e-rootfs"
+# A second tag of the Synapse stand-in, with its own image ID: the e2e image change.
+SYNAPSE_NEXT = "matrixdotorg/synapse:v1.163.2-next"
 IMAGES = {  # tag the program expects -> Dockerfile with its metadata
     "matrixdotorg/synapse:v1.163.2": "Dockerfile.synapse",
+    SYNAPSE_NEXT: "Dockerfile.synapse-next",
     "postgres:15-bookworm": "Dockerfile.postgres",
     "redis:7.0-bookworm": "Dockerfile.redis",
     "nginx:1.22.1": "Dockerfile.nginx",

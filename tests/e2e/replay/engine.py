@@ -244,6 +244,9 @@ class Outcome:
     ids: dict[str, str]  # Docker container name -> container ID, after the up
     seconds: float
     stage_seconds: dict[int, float] = field(default_factory=dict)
+    # Docker container name -> (started, finished) of its step, time.monotonic();
+    # a container with `wait` finishes when it is healthy.
+    applied: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
@@ -337,10 +340,13 @@ def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
         members = [results[u] for u, s in stages.items() if s == stage]
         stage_seconds[stage] = max(a.finished_at for a in members) - min(a.started_at for a in members)
     ids = {e["inputs"]["name"]: e["id"] for e in st["resources"].values() if e["type"] == CONTAINER}
+    applied = {desired[u]["name"]: (results[u].started_at, results[u].finished_at)
+               for u in results if by_urn[u].type == CONTAINER
+               and steps[state_mod.key_of(CONTAINER, by_urn[u].name)].action != SAME}
     st["outputs"] = reveal(cap.outputs)  # stack outputs live in state too
     save()
     log(f"{stack}: {plan.summary()} in {seconds:.1f} s")
-    return Outcome(plan, cap, ids, seconds, stage_seconds)
+    return Outcome(plan, cap, ids, seconds, stage_seconds, applied)
 
 
 def down(config: str | Path, delete_data: bool = False) -> float:

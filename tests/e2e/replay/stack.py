@@ -36,6 +36,7 @@ class Deployed:
     secrets: dict[str, str]  # by stack config key: registrationSharedSecret, signingKey, ...
     seconds_to_healthy: float
     stage_seconds: dict[int, float]
+    applied: dict[str, tuple[float, float]]  # engine.Outcome.applied
 
     def container(self, key: str) -> str:
         return self.containers[key]
@@ -93,6 +94,7 @@ def describe(cap: Capture, outcome: engine.Outcome | None, overrides: Mapping[st
         secrets=secrets,
         seconds_to_healthy=outcome.seconds if outcome else 0.0,
         stage_seconds=dict(outcome.stage_seconds) if outcome else {},
+        applied=dict(outcome.applied) if outcome else {},
     )
 
 
