@@ -36,10 +36,11 @@ from components.container_inputs import (
 )
 from components.containers import ContainerSpec, Deployment, build_deployment
 from components.errors import ConfigError
-from components.settings import SECRET_KEYS, load_settings
-from components.stack_config import NAMESPACE, apply_overrides, from_stack_file, override_arg
+from components.render import plan_for
+from components.settings import SECRET_KEYS
+from components.stack_config import cli_error, override_arg, secure_values
 from components.synapse_config import PLACEHOLDERS
-from components.topology import Plan, build_plan
+from components.topology import Plan
 from components.workers import BY_NAME, MAIN
 
 CREATE, REPLACE, UPDATE, DELETE, SAME = "create", "replace", "update", "delete", "same"
@@ -106,16 +107,10 @@ def load_side(path: Path, overrides: Mapping[str, Any] | None = None,
     """A stack file (with `--set` overrides) as the program would deploy it.
     `stack` names the stack (Docker names derive from it) when the file's own
     name is a copy's."""
-    file_stack, raw = from_stack_file(path)
-    raw = apply_overrides(raw, overrides)
-    doc = yaml.safe_load(path.read_text()) or {}
-    config = doc.get("config") or {}
-    secure = {k: (config.get(NAMESPACE + k) or {}).get("secure")
-              if isinstance(config.get(NAMESPACE + k), dict) else None
-              for k in (*SECRET_KEYS, SECRET_CONFIG)}
-    settings_raw = {k: v for k, v in raw.items() if k not in SECRET_KEYS}
-    plan = build_plan(load_settings(settings_raw, stack or file_stack))
-    return Side(path, plan, build_deployment(plan), secure)
+    plan = plan_for(path, overrides, stack)
+    secure = secure_values(path)
+    return Side(path, plan, build_deployment(plan),
+                {k: secure.get(k) for k in (*SECRET_KEYS, SECRET_CONFIG)})
 
 
 def _secrets_marking(changed: set[str]) -> dict[str, str]:
@@ -185,8 +180,8 @@ def _diff(name: str, old: Side, new: Side, changed_secrets: set[str]) -> Change:
         return Change(name, SAME)
     causes = _file_causes(a, b, changed_secrets) + _input_causes(d.changed, inputs_a, inputs_b)
     if not causes:  # only the labels differ
-        causes = _input_causes(("labels",), inputs_a, inputs_b) or [
-            {"kind": "input", "input": k, "summary": f"input {k} changed"} for k in d.changed]
+        causes = [{"kind": "input", "input": k, "summary": f"input {k} changed"}
+                  for k in d.changed]
     return Change(name, d.action, causes)
 
 
@@ -318,13 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         old = load_side(args.against)
         path = args.config
         # One stack: Docker names follow the deployed stack's name, whatever NEW's file is called.
-        new = load_side(args.config, dict(args.set), stack=from_stack_file(args.against)[0])
-    except ConfigError as e:
-        print(f"{path}: {e}", file=sys.stderr)
-        return 2
-    except (OSError, yaml.YAMLError) as e:
-        print(f"cannot read stack file: {e}".splitlines()[0], file=sys.stderr)
-        return 2
+        new = load_side(args.config, dict(args.set), stack=old.plan.settings.stack)
+    except (ConfigError, OSError, yaml.YAMLError) as e:
+        return cli_error(path, e)
     report = impact(old, new)
     if args.json:
         print(json.dumps(report.to_json(), indent=1))

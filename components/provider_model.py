@@ -321,19 +321,19 @@ def not_normal(typ: str, inputs: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _numbers(value: Any) -> Any:
+def numbers_as_sent(value: Any) -> Any:
     """Pulumi's wire carries every number as a float; the provider's are ints."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
-        return {k: _numbers(v) for k, v in value.items()}
+        return {k: numbers_as_sent(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_numbers(v) for v in value]
+        return [numbers_as_sent(v) for v in value]
     return value
 
 
 def _canonical(attr: Attr, value: Any) -> Any:
-    value = _numbers(value)
+    value = numbers_as_sent(value)
     if value is None:
         value = attr.default
     if attr.fill is not None and value is not None:

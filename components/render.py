@@ -21,15 +21,22 @@ import yaml
 from components.containers import Deployment, build_deployment
 from components.errors import ConfigError
 from components.settings import SECRET_KEYS, load_settings
-from components.stack_config import apply_overrides, from_stack_file, override_arg
+from components.stack_config import apply_overrides, cli_error, from_stack_file, override_arg
 from components.synapse_config import PLACEHOLDERS
-from components.topology import build_plan
+from components.topology import Plan, build_plan
+
+
+def plan_for(path: Path, overrides: Mapping[str, Any] | None = None,
+             stack: str | None = None) -> Plan:
+    """The plan of a stack file with `--set` overrides; `stack` names the stack
+    when it is not the file's own (a copy of it)."""
+    file_stack, raw = from_stack_file(path)
+    raw = {k: v for k, v in apply_overrides(raw, overrides).items() if k not in SECRET_KEYS}
+    return build_plan(load_settings(raw, stack or file_stack))
 
 
 def deployment_for(path: Path, overrides: Mapping[str, Any] | None = None) -> Deployment:
-    stack, raw = from_stack_file(path)
-    raw = {k: v for k, v in apply_overrides(raw, overrides).items() if k not in SECRET_KEYS}
-    return build_deployment(build_plan(load_settings(raw, stack)))
+    return build_deployment(plan_for(path, overrides))
 
 
 def manifest(deployment: Deployment) -> dict[str, Any]:
@@ -84,12 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         deployment = deployment_for(args.config, dict(args.set))
-    except ConfigError as e:
-        print(f"{args.config}: {e}", file=sys.stderr)
-        return 2
-    except (OSError, yaml.YAMLError) as e:
-        print(f"{args.config}: cannot read stack file: {e}".splitlines()[0], file=sys.stderr)
-        return 2
+    except (ConfigError, OSError, yaml.YAMLError) as e:
+        return cli_error(args.config, e)
     write(deployment, args.out)
     print(f"wrote {sum(len(c.files) for c in deployment.containers)} files for "
           f"{len(deployment.containers)} containers to {args.out}")

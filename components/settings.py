@@ -366,6 +366,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
                   lambda s: bool(_PREFIX.match(s)),
                   "lowercase letters, digits, '.', '_' or '-' (at most 41)")
     sizes = _sizes(raw)
+    preset = _preset(raw)
     keys = raw.get("trustedKeyServers", ["matrix.org"])
     _expect(keys, list, ("trustedKeyServers",), "a list of server names")
     return Settings(
@@ -373,8 +374,8 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         server_name=server_name,
         public_base_url=base_url,
         name_prefix=prefix,
-        preset=_preset(raw),
-        workers=_workers(raw, _preset(raw)),
+        preset=preset,
+        workers=_workers(raw, preset),
         images=_images(raw),
         nginx=_nginx(raw),
         log=_log(raw),

@@ -7,6 +7,7 @@ import argparse
 import copy
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -44,17 +45,42 @@ def stack_name_of(path: Path) -> str:
     return m.group(1)
 
 
+def _config_of(path: Path) -> dict[str, Any]:
+    doc = yaml.safe_load(path.read_text()) or {}
+    return doc.get("config") or {}
+
+
+def _is_secure(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"secure"}
+
+
 def from_stack_file(path: Path) -> tuple[str, dict[str, Any]]:
     """(stack name, synapse:* keys) of a Pulumi.<stack>.yaml; encrypted values
     (`secure:`) are left out: the render command shows placeholders for secrets."""
-    doc = yaml.safe_load(path.read_text()) or {}
-    config = doc.get("config") or {}
+    config = _config_of(path)
     raw = {
         k[len(NAMESPACE):]: v
         for k, v in config.items()
-        if k.startswith(NAMESPACE) and not (isinstance(v, dict) and set(v) == {"secure"})
+        if k.startswith(NAMESPACE) and not _is_secure(v)
     }
     return stack_name_of(path), raw
+
+
+def secure_values(path: Path) -> dict[str, str]:
+    """The encrypted (`secure:`) synapse:* values of a stack file, by key: two
+    files hold the same secret where these are equal."""
+    return {k[len(NAMESPACE):]: v["secure"] for k, v in _config_of(path).items()
+            if k.startswith(NAMESPACE) and _is_secure(v)}
+
+
+def cli_error(path: Path, error: Exception) -> int:
+    """One line on stderr for bad config or an unreadable stack file (no
+    traceback); the exit status the commands use for it."""
+    if isinstance(error, ConfigError):
+        print(f"{path}: {error}", file=sys.stderr)
+    else:
+        print(f"{path}: cannot read stack file: {error}".splitlines()[0], file=sys.stderr)
+    return 2
 
 
 _SEGMENT = re.compile(r'\.?([^.\[\]"]+)|\[(\d+)\]|\["([^"]+)"\]')

@@ -33,17 +33,6 @@ def test_every_registered_input_is_in_the_providers_normal_form(stack):
                        res.options["replaceOnChanges"]).same, res.name
 
 
-def _numbers_as_sent(value):
-    """Mocks hand numbers back as floats (protobuf); the program sends ints."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _numbers_as_sent(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_numbers_as_sent(v) for v in value]
-    return value
-
-
 def _secret_contents_dropped(inputs, secret_files):
     return {**inputs, "uploads": [{**u, "content": None} if u["file"] in secret_files else u
                                   for u in inputs["uploads"]]}
@@ -68,6 +57,6 @@ def test_registered_containers_are_exactly_container_inputs(stack, path):
     for spec in deployment.containers:
         secret_files = {f.path for f in spec.files if f.secret}
         expected = _secret_contents_dropped(container_inputs(spec, deployment, sizes), secret_files)
-        got = _secret_contents_dropped(_numbers_as_sent(registered[spec.name].plain), secret_files)
+        got = _secret_contents_dropped(pm.numbers_as_sent(registered[spec.name].plain), secret_files)
         assert got == expected, spec.name
         assert registered[spec.name].options["replaceOnChanges"] == ["healthcheck"]
