@@ -60,7 +60,7 @@ NGINX_LOADED = f"{NGINX_LIVE_DIR}/loaded"  # cksum of the config nginx serves
 NGINX_RUN = "/etc/nginx/run.sh"
 NGINX_STAGED = "/stage/nginx.conf"
 NGINX_PUBLISH = "/stage/publish.sh"
-NGINX_PORTS = {"client": 8008, "federation": 8448}  # inside the nginx container
+NGINX_PORTS = nginx_conf.PORTS  # inside the nginx container
 
 LABEL_PREFIX = "org.matrix.synapse-workers"
 
@@ -319,6 +319,16 @@ def _publish_script() -> str:
     ])
 
 
+def _tls_files(s) -> list[File]:
+    """nginx.tls: the operator's certificate chain and key, secret files read by
+    nginx's master (as root) at start and reload."""
+    if not s.nginx.tls:
+        return []
+    return [File(nginx_conf.TLS_CERTIFICATE, lambda sec: render_secret("tlsCertificate", sec),
+                 secret=True),
+            File(nginx_conf.TLS_KEY, lambda sec: render_secret("tlsKey", sec), secret=True)]
+
+
 def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
     """(nginx-config, nginx). The config lives in the nginx-config container's
     upload: the provider can only change an upload by replacing the container
@@ -363,12 +373,16 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
         entrypoint=("/bin/sh", NGINX_RUN),
         env={},
         healthcheck=_curl_health(nginx_conf.HEALTH_SOCKET),
-        files=(File(NGINX_RUN, lambda _sec: _run_nginx_script(), executable=True),),
+        files=(File(NGINX_RUN, lambda _sec: _run_nginx_script(), executable=True),
+               *_tls_files(s)),
         mounts=(Mount("sockets", SOCKET_DIR), Mount("nginx-config", NGINX_LIVE_DIR)),
         networks=("frontend",),
         ports=(
             Port(NGINX_PORTS["client"], s.nginx.client_port, s.nginx.bind_address),
             Port(NGINX_PORTS["federation"], s.nginx.federation_port, s.nginx.bind_address),
+            Port(NGINX_PORTS["admin"], s.nginx.admin_port, s.nginx.admin_bind_address),
+            *([Port(NGINX_PORTS["http"], s.nginx.http_port, s.nginx.bind_address)]
+              if s.nginx.tls else []),
         ),
         sockets=(),
         size=s.container_sizes["nginx"],

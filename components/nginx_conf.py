@@ -31,7 +31,17 @@ from components.workers import balance_of
 
 HEALTH_SOCKET = "/run/nginx-health.sock"
 SERVED_BY_HEADER = "X-Synapse-Worker"
-LISTEN_PORTS = (8008, 8448)  # inside the container; the stack publishes them
+# nginx's listeners inside its container; the stack publishes each on the host.
+PORTS = {
+    "client": 8008,
+    "federation": 8448,
+    "admin": 8009,  # the operator's way to /_synapse/admin: published on loopback
+    "http": 8080,  # with nginx.tls only: plain HTTP, redirected to HTTPS
+}
+LISTEN_PORTS = (PORTS["client"], PORTS["federation"])  # the public listeners
+TLS_DIR = "/etc/nginx/tls"
+TLS_CERTIFICATE = f"{TLS_DIR}/fullchain.pem"
+TLS_KEY = f"{TLS_DIR}/privkey.pem"
 ACCESS_LOG = "/var/log/nginx/access.log"  # the official image links it to stdout
 ERROR_LOG = "/var/log/nginx/error.log"  # ... and this one to stderr
 
@@ -242,12 +252,57 @@ def _json(doc: dict) -> str:
     return _literal(json.dumps(doc, separators=(", ", ": ")))
 
 
+_ADMIN_DENIED = D("location", ("@admin_denied",), (
+    D("default_type", ("application/json",)),
+    D("return", ("403", _json({"errcode": "M_FORBIDDEN",
+                               "error": "The admin API is not reachable from here"}))),
+))
+
+
+_HSTS = D("add_header", ("Strict-Transport-Security", "max-age=63072000; includeSubDomains",
+                         "always"))
+
+
+def _tls() -> list[Node]:
+    """The guide's TLS settings (its nginx page, "handle HTTPS directly"): modern
+    protocols, AEAD ciphers, a shared session cache and no session tickets. Not its
+    OCSP stapling: that needs a resolver and egress from nginx, and Let's Encrypt
+    has stopped publishing OCSP responders."""
+    return [
+        D("ssl_certificate", (TLS_CERTIFICATE,)),
+        D("ssl_certificate_key", (TLS_KEY,)),
+        D("ssl_protocols", ("TLSv1.2", "TLSv1.3")),
+        D("ssl_ciphers", ("EECDH+AESGCM:EDH+AESGCM",)),
+        D("ssl_prefer_server_ciphers", ("on",)),
+        D("ssl_session_cache", ("shared:SSL:10m",)),
+        D("ssl_session_timeout", ("1d",)),
+        D("ssl_session_tickets", ("off",)),
+    ]
+
+
+def _listen(port: int, tls: bool) -> D:
+    # nginx 1.22 (the default image) spells HTTP/2 as a listen parameter.
+    return D("listen", (str(port), "ssl", "http2") if tls else (str(port),))
+
+
 def _main_server(plan: Plan) -> D:
     s = plan.settings
-    body: list[Node] = [D("listen", (str(port),)) for port in LISTEN_PORTS]
+    body: list[Node] = [_listen(port, s.nginx.tls) for port in LISTEN_PORTS]
     body.append(D("server_name", ("_",)))
-    if s.nginx.served_by_header:
-        body.append(D("add_header", (SERVED_BY_HEADER, "$served_by", "always")))
+    # A location with its own add_header loses the server's (nginx does not merge
+    # them), so every such location repeats these.
+    headers = [*([_HSTS] if s.nginx.tls else []),
+               *([D("add_header", (SERVED_BY_HEADER, "$served_by", "always"))]
+                 if s.nginx.served_by_header else [])]
+    if s.nginx.tls:
+        body += _tls()
+    body += headers
+    if s.nginx.admin_allow:
+        admin = (Comment("The admin API from nginx.adminAllow only (the operator opted in)."),
+                 *(D("allow", (cidr,)) for cidr in s.nginx.admin_allow), D("deny", ("all",)))
+    else:
+        admin = (Comment("The admin API is not served here: use the admin listener."),
+                 D("deny", ("all",)))
     body += [
         D("location", ("=", "/.well-known/matrix/server"), (
             D("set", ("$synapse_route", "well_known")),  # for the log: not routed
@@ -257,24 +312,44 @@ def _main_server(plan: Plan) -> D:
         D("location", ("=", "/.well-known/matrix/client"), (
             D("set", ("$synapse_route", "well_known")),
             D("default_type", ("application/json",)),
+            *headers,
             D("add_header", ("Access-Control-Allow-Origin", "*", "always")),
             D("return", ("200", _json({"m.homeserver": {"base_url": s.public_base_url}}))),
         )),
-        Comment("The admin API only from nginx.adminAllow; routed like any request."),
         D("location", ("/_synapse/admin",), (
-            *(D("allow", (cidr,)) for cidr in s.nginx.admin_allow),
-            D("deny", ("all",)),
+            *admin,
             D("error_page", ("403", "@admin_denied")),
             D("proxy_pass", ("http://$synapse_upstream",)),
         )),
-        D("location", ("@admin_denied",), (
-            D("default_type", ("application/json",)),
-            D("return", ("403", _json({"errcode": "M_FORBIDDEN",
-                                       "error": "The admin API is not reachable from here"}))),
-        )),
+        _ADMIN_DENIED,
         D("location", ("/",), (D("proxy_pass", ("http://$synapse_upstream",)),)),
     ]
     return D("server", (), tuple(body))
+
+
+def _admin_server(plan: Plan) -> D:
+    """The operator's listener: only /_synapse/admin, routed like any request, to
+    whoever reaches it. The stack publishes it on nginx.adminBindAddress (loopback
+    by default), so only the host itself does."""
+    return D("server", (), (
+        D("listen", (str(PORTS["admin"]),)),
+        D("server_name", ("_",)),
+        *([D("add_header", (SERVED_BY_HEADER, "$served_by", "always"))]
+          if plan.settings.nginx.served_by_header else []),
+        D("location", ("/_synapse/admin",), (D("proxy_pass", ("http://$synapse_upstream",)),)),
+        D("location", ("/",), (D("return", ("404",)),)),
+    ))
+
+
+def _redirect_server(plan: Plan) -> D:
+    """With TLS: plain HTTP answers with a redirect to the same path on the public
+    base URL (the guide's HTTP redirect server)."""
+    origin = plan.settings.public_base_url.rstrip("/")
+    return D("server", (), (
+        D("listen", (str(PORTS["http"]),)),
+        D("server_name", ("_",)),
+        D("location", ("/",), (D("return", ("301", f"{_literal(origin)}$request_uri")),)),
+    ))
 
 
 def _health_server() -> D:
@@ -338,7 +413,9 @@ def _http(plan: Plan) -> D:
         D("proxy_redirect", ("off",)),
     ]
     body += [_upstream_block(u) for u in resolver.upstreams.values()]
-    body += [_main_server(plan), _health_server()]
+    body += [_main_server(plan), _admin_server(plan), _health_server()]
+    if s.nginx.tls:
+        body.append(_redirect_server(plan))
     return D("http", (), tuple(body))
 
 

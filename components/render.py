@@ -20,8 +20,14 @@ import yaml
 
 from components.containers import Deployment, build_deployment
 from components.errors import ConfigError
-from components.settings import SECRET_KEYS, load_settings
-from components.stack_config import apply_overrides, cli_error, from_stack_file, override_arg
+from components.settings import SECRET_KEYS, TLS_SECRET_KEYS, check_required_secrets, load_settings
+from components.stack_config import (
+    apply_overrides,
+    cli_error,
+    from_stack_file,
+    override_arg,
+    secure_values,
+)
 from components.synapse_config import PLACEHOLDERS
 from components.topology import Plan, build_plan
 
@@ -31,8 +37,13 @@ def plan_for(path: Path, overrides: Mapping[str, Any] | None = None,
     """The plan of a stack file with `--set` overrides; `stack` names the stack
     when it is not the file's own (a copy of it)."""
     file_stack, raw = from_stack_file(path)
-    raw = {k: v for k, v in apply_overrides(raw, overrides).items() if k not in SECRET_KEYS}
-    return build_plan(load_settings(raw, stack or file_stack))
+    raw = apply_overrides(raw, overrides)
+    secret_keys = (*SECRET_KEYS, *TLS_SECRET_KEYS)
+    given = set(secure_values(path)) | {k for k in secret_keys if raw.get(k) is not None}
+    settings = load_settings({k: v for k, v in raw.items() if k not in secret_keys},
+                             stack or file_stack)
+    check_required_secrets(settings, given)
+    return build_plan(settings)
 
 
 def deployment_for(path: Path, overrides: Mapping[str, Any] | None = None) -> Deployment:

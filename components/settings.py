@@ -44,15 +44,12 @@ DEFAULT_CONTAINER_SIZES = {
     **{c.name: c.size for c in WORKER_CLASSES},
 }
 
-# Private ranges (RFC 1918, loopback, ULA): who may reach /_synapse/admin.
-DEFAULT_ADMIN_ALLOW = (
-    "127.0.0.0/8",
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "::1/128",
-    "fc00::/7",
-)
+# Networks allowed to reach /_synapse/admin through the public listeners: none.
+# Behind another proxy on the same host every client arrives from Docker's bridge
+# gateway, a private address, so an allow-list of private ranges would open the
+# admin API to the internet. The operator's way in is the admin listener,
+# published on loopback only (nginx.adminPort, nginx.adminBindAddress).
+DEFAULT_ADMIN_ALLOW: tuple[str, ...] = ()
 
 # Secret keys: generated once if unset, overridable with `pulumi config set --secret`.
 SECRET_KEYS = (
@@ -63,6 +60,9 @@ SECRET_KEYS = (
     "postgresPassword",
     "signingKey",
 )
+# Secrets only the operator can give (never generated): the TLS certificate chain
+# and its private key, PEM, for nginx.tls.
+TLS_SECRET_KEYS = ("tlsCertificate", "tlsKey")
 
 # homeserver.yaml keys the topology owns; extraConfig may not set them, because a
 # silent override would desynchronise workers, nginx and the containers.
@@ -118,6 +118,10 @@ class NginxSettings:
     # Proxies in front of nginx whose X-Forwarded-For is believed (nginx realip);
     # empty: the connecting address is the client.
     trusted_proxies: tuple[str, ...] = ()
+    admin_port: int = 8009  # host port of the admin listener
+    admin_bind_address: str = "127.0.0.1"
+    tls: bool = False  # TLS on the client and federation listeners
+    http_port: int = 80  # with tls: plain HTTP, redirected to HTTPS
 
 
 @dataclass(frozen=True)
@@ -249,20 +253,36 @@ def _cidr(value: Any, path: tuple) -> str:
         raise ConfigError(path, f"must be a network in CIDR form, got {value!r}") from None
 
 
-def _nginx(raw: Mapping) -> NginxSettings:
+def _ip(value: Any, path: tuple) -> str:
+    try:
+        ipaddress.ip_address(_str(value, path, what="an IP address"))
+    except ValueError:
+        raise ConfigError(path, f"must be an IP address, got {value!r}") from None
+    return value
+
+
+def _nginx(raw: Mapping, base_url: str) -> NginxSettings:
     value = _mapping(raw, "nginx")
     path = ("nginx",)
     _no_unknown(value, ("bindAddress", "clientPort", "federationPort", "adminAllow",
-                        "servedByHeader", "trustedProxies"), path)
-    bind = value.get("bindAddress", "127.0.0.1")
-    try:
-        ipaddress.ip_address(_str(bind, path + ("bindAddress",), what="an IP address"))
-    except ValueError:
-        raise ConfigError(path + ("bindAddress",), f"must be an IP address, got {bind!r}") from None
-    client = _port(value.get("clientPort", 8008), path + ("clientPort",))
-    federation = _port(value.get("federationPort", 8448), path + ("federationPort",))
-    if client == federation:
-        raise ConfigError(path + ("federationPort",), "must differ from nginx.clientPort")
+                        "servedByHeader", "trustedProxies", "adminPort", "adminBindAddress",
+                        "tls", "httpPort"), path)
+    bind = _ip(value.get("bindAddress", "127.0.0.1"), path + ("bindAddress",))
+    admin_bind = _ip(value.get("adminBindAddress", "127.0.0.1"), path + ("adminBindAddress",))
+    tls = _expect(value.get("tls", False), bool, path + ("tls",), "true or false")
+    if tls and urlsplit(base_url).scheme != "https":
+        raise ConfigError(path + ("tls",), f"needs an https publicBaseUrl (got {base_url}): "
+                          "plain HTTP is redirected there")
+    # Every published port once: Docker refuses a host port bound twice.
+    ports: dict[int, str] = {}
+    for key, default, used in (("clientPort", 8008, True), ("federationPort", 8448, True),
+                               ("adminPort", 8009, True), ("httpPort", 80, tls)):
+        port = _port(value.get(key, default), path + (key,))
+        if used:
+            if port in ports:
+                raise ConfigError(path + (key,), f"{port} is already nginx.{ports[port]}")
+            ports[port] = key
+        value = {**value, key: port}
     allow = value.get("adminAllow", list(DEFAULT_ADMIN_ALLOW))
     _expect(allow, list, path + ("adminAllow",), "a list of networks")
     served_by = _expect(value.get("servedByHeader", False), bool,
@@ -271,11 +291,15 @@ def _nginx(raw: Mapping) -> NginxSettings:
     _expect(proxies, list, path + ("trustedProxies",), "a list of networks")
     return NginxSettings(
         bind_address=bind,
-        client_port=client,
-        federation_port=federation,
+        client_port=value["clientPort"],
+        federation_port=value["federationPort"],
         admin_allow=tuple(_cidr(n, path + ("adminAllow", i)) for i, n in enumerate(allow)),
         served_by_header=served_by,
         trusted_proxies=tuple(_cidr(n, path + ("trustedProxies", i)) for i, n in enumerate(proxies)),
+        admin_port=value["adminPort"],
+        admin_bind_address=admin_bind,
+        tls=tls,
+        http_port=value["httpPort"],
     )
 
 
@@ -351,7 +375,7 @@ def _secret_config(raw: Mapping, extra: Mapping[str, Any]) -> tuple[str, ...]:
 KNOWN_KEYS = (
     "serverName", "publicBaseUrl", "namePrefix", "preset", "workers", "images", "nginx", "log",
     "sizes", "containerSizes", "maxUploadSizeMb", "trustedKeyServers", "egress",
-    "reportStats", "extraConfig", "secretConfig", *SECRET_KEYS,
+    "reportStats", "extraConfig", "secretConfig", *SECRET_KEYS, *TLS_SECRET_KEYS,
 )
 
 
@@ -377,7 +401,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         preset=preset,
         workers=_workers(raw, preset),
         images=_images(raw),
-        nginx=_nginx(raw),
+        nginx=_nginx(raw, base_url),
         log=_log(raw),
         sizes=sizes,
         container_sizes=_container_sizes(raw, sizes),
@@ -395,6 +419,17 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
 
 _SIGNING_KEY = re.compile(r"^ed25519 a_[A-Za-z0-9_]{1,32} [A-Za-z0-9+/]{43}=?$")
 MIN_SECRET_LENGTH = 16
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\s*[A-Za-z0-9+/=\s]+?-----END \1-----")
+_PRIVATE_KEY_KINDS = ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY")
+
+
+def _pem_kinds(text: str) -> list[str] | None:
+    """The kinds of the PEM blocks `text` consists of, or None if anything else is
+    in it."""
+    blocks = list(_PEM_BLOCK.finditer(text))
+    if _PEM_BLOCK.sub("", text).strip():
+        return None
+    return [b.group(1) for b in blocks]
 
 
 def check_secret_overrides(values: Mapping[str, Any]) -> None:
@@ -409,5 +444,23 @@ def check_secret_overrides(values: Mapping[str, Any]) -> None:
             if not _SIGNING_KEY.match(value.strip()):
                 raise ConfigError((key,), "must be one line 'ed25519 a_<id> <unpadded base64 "
                                   "of 32 bytes>', as in a Synapse .signing.key file")
+        elif key == "tlsCertificate":
+            kinds = _pem_kinds(value)
+            if not kinds or set(kinds) != {"CERTIFICATE"}:
+                raise ConfigError((key,), "must be PEM certificates only (the server's "
+                                  "certificate first, then its chain), as in fullchain.pem")
+        elif key == "tlsKey":
+            if _pem_kinds(value) not in ([k] for k in _PRIVATE_KEY_KINDS):
+                raise ConfigError((key,), "must be one unencrypted PEM private key, as in "
+                                  "privkey.pem")
         elif len(value) < MIN_SECRET_LENGTH:
             raise ConfigError((key,), f"must be at least {MIN_SECRET_LENGTH} characters")
+
+
+def check_required_secrets(settings: Settings, given: set[str]) -> None:
+    """Secrets that cannot be generated must be set when a setting needs them."""
+    if settings.nginx.tls:
+        for key in TLS_SECRET_KEYS:
+            if key not in given:
+                raise ConfigError((key,), "is required when nginx.tls is true: "
+                                  f"pulumi config set --secret synapse:{key} < FILE.pem")

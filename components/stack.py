@@ -18,7 +18,14 @@ from components.docker_container import Host, volume
 from components.errors import ConfigError
 from components.secrets import stack_secrets
 from components.services import Nginx, NginxArgs, Postgres, Redis, ServiceArgs
-from components.settings import SECRET_KEYS, Settings, check_secret_overrides, load_settings
+from components.settings import (
+    SECRET_KEYS,
+    TLS_SECRET_KEYS,
+    Settings,
+    check_required_secrets,
+    check_secret_overrides,
+    load_settings,
+)
 from components.stack_config import from_pulumi
 from components.synapse_process import SynapseArgs, SynapseMain, WorkerClass
 from components.topology import Plan, build_plan
@@ -31,10 +38,11 @@ def read_config() -> tuple[Settings, dict[str, str | None], dict[str, Any]]:
     yet. Secret values never reach Settings."""
     pairs = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     raw = from_pulumi(pairs)
-    overrides = {k: raw.pop(k, None) for k in SECRET_KEYS}
+    overrides = {k: raw.pop(k, None) for k in (*SECRET_KEYS, *TLS_SECRET_KEYS)}
     try:
         settings = load_settings(raw, stack=pulumi.get_stack())
         check_secret_overrides(overrides)
+        check_required_secrets(settings, {k for k, v in overrides.items() if v is not None})
         return settings, overrides, raw.get("secretConfig") or {}
     except ConfigError as e:
         raise pulumi.RunError(str(e)) from None
@@ -90,7 +98,9 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
     return {
         "serverName": s.server_name,
         "clientUrl": s.public_base_url,
-        "nginxUrl": f"http://{s.nginx.bind_address}:{s.nginx.client_port}/",
+        "nginxUrl": f"{'https' if s.nginx.tls else 'http'}://{s.nginx.bind_address}:{s.nginx.client_port}/",
+        # The operator's way to /_synapse/admin (refused on the public listeners).
+        "adminUrl": f"http://{s.nginx.admin_bind_address}:{s.nginx.admin_port}/_synapse/admin/",
         "nginxContainer": nginx.container.name,
         "processes": [
             {"name": p.name, "class": p.worker_class, "sockets": list(p.sockets)}

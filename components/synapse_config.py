@@ -60,8 +60,11 @@ SYNAPSE_SECRETS: Mapping[str, SecretFile] = {
                                            "registration_shared_secret_path", main_only=True),
 }
 ALL_SECRETS = (*SYNAPSE_SECRETS, "postgresPassword")
+# Given by the operator only (settings.TLS_SECRET_KEYS): nginx's certificate chain and key.
+OPERATOR_SECRETS = ("tlsCertificate", "tlsKey")
 # What the render command and the config hash see instead of the real values.
-PLACEHOLDERS: Mapping[str, str] = {k: f"${{secret:{k}}}" for k in (*ALL_SECRETS, "secretConfig")}
+PLACEHOLDERS: Mapping[str, str] = {k: f"${{secret:{k}}}"
+                                   for k in (*ALL_SECRETS, *OPERATOR_SECRETS, "secretConfig")}
 
 
 DEFAULTS: Mapping[str, Any] = {

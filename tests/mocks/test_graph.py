@@ -197,7 +197,11 @@ def test_networks_and_mounts(prod):
     assert [n["name"] for n in pg["networksAdvanced"]] == ["synapse-prod-backend"]
     nginx = prod.named("nginx-container", CONTAINER).plain
     assert [n["name"] for n in nginx["networksAdvanced"]] == ["synapse-prod-frontend"]
-    assert {p["external"] for p in nginx["ports"]} == {8008, 8448}
+    # Public listeners on the stack's address, the admin listener on loopback only.
+    assert {(p["external"], p["ip"]) for p in nginx["ports"]} == {
+        (8008, "0.0.0.0"), (8448, "0.0.0.0"), (8009, "127.0.0.1")}
+    published = [c.plain["name"] for c in prod.of_type(CONTAINER) if c.plain.get("ports")]
+    assert published == ["synapse-prod-nginx"], published
     media = {m["target"]: m["source"] for m in prod.named("media1", CONTAINER).plain["mounts"]}
     assert media == {"/sockets": "synapse-prod-sockets", "/data": "synapse-prod-media1-data",
                      "/media": "synapse-prod-media"}

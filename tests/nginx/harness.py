@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import socketserver
 import subprocess
 import tempfile
@@ -110,14 +111,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def listened_ports(conf: str) -> list[int]:
+    """The TCP ports a rendered config listens on, in order."""
+    return [int(p) for p in re.findall(r"(?m)^\s*listen (\d+)[ ;]", conf)]
+
+
 def for_host(conf: str, root: Path, ports: dict[int, int]) -> str:
-    """The product config with only ports and paths moved for a test host."""
+    """The product config with only ports and paths moved for a test host
+    (`ports`: inside -> host port, for every port it listens on)."""
     conf = conf.replace(f"{SOCKET_DIR}/", f"{root}/sockets/")
     conf = conf.replace(nginx_conf.HEALTH_SOCKET, f"{root}/health.sock")
     conf = conf.replace("/var/log/nginx/", f"{root}/log/")
+    conf = conf.replace(f"{nginx_conf.TLS_DIR}/", f"{root}/tls/")
+    assert set(listened_ports(conf)) <= set(ports), (listened_ports(conf), ports)
     for inside, outside in ports.items():
-        conf, n = re.subn(rf"(?m)^(\s*)listen {inside};$", rf"\1listen 127.0.0.1:{outside};", conf)
-        assert n == 1, f"expected one 'listen {inside};' in the rendered config, found {n}"
+        conf, n = re.subn(rf"(?m)^(\s*)listen {inside}([ ;])", rf"\1listen 127.0.0.1:{outside}\2",
+                          conf)
+        assert n <= 1, f"expected one 'listen {inside}' in the rendered config, found {n}"
     temp = "".join(f"    {d}_temp_path {root}/tmp/{d};\n"
                    for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     conf, n = re.subn(r"(?m)^http \{\n", "http {\n" + temp, conf)
@@ -132,7 +142,7 @@ def nginx_t(conf: str) -> subprocess.CompletedProcess:
         for d in ("log", "tmp", "sockets"):
             (root / d).mkdir()
         path = root / "nginx.conf"
-        path.write_text(for_host(conf, root, {p: _free_port() for p in nginx_conf.LISTEN_PORTS}))
+        path.write_text(for_host(conf, root, {p: _free_port() for p in nginx_conf.PORTS.values()}))
         return subprocess.run(
             [require_nginx(), "-t", "-q", "-c", str(path), "-p", str(root),
              "-g", f"pid {root}/nginx.pid;"],
@@ -163,26 +173,35 @@ class FrontDoor:
     root: Path
     port: int  # nginx's 8008
     federation_port: int  # nginx's 8448
+    ports: dict[int, int]  # every listener: inside port -> host port
     proc: subprocess.Popen
     stubs: dict[str, Stub]  # socket path (moved) -> stub
+    # nginx.tls: the context requests to the public listeners use (trusting the CA).
+    tls_context: ssl.SSLContext | None = None
+    ca_file: str | None = None
     _conns: dict[int, http.client.HTTPConnection] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, plan: Plan, root: Path | None = None) -> "FrontDoor":
+    def start(cls, plan: Plan, root: Path | None = None,
+              tls: tuple[str, str, Path] | None = None) -> "FrontDoor":
         """`root`: a directory to create and use (same root, same socket paths, same
-        hash ring); by default a new temp dir. Either way stop() removes it."""
+        hash ring); by default a new temp dir. Either way stop() removes it.
+        `tls`: (fullchain PEM, key PEM, CA file) for a plan with nginx.tls."""
         binary = require_nginx()
         if root is None:
             root = Path(tempfile.mkdtemp(prefix="ngx"))  # short: UNIX socket paths are limited
         else:
             root.mkdir()
         os.chmod(root, 0o755)  # nginx workers (maybe `nobody`) must reach the sockets
-        for d in ("log", "tmp", "sockets"):
+        for d in ("log", "tmp", "sockets", "tls"):
             (root / d).mkdir()
             os.chmod(root / d, 0o755)
-        port, fed_port = _free_port(), _free_port()
-        conf = for_host(nginx_conf.render_nginx_conf(plan), root,
-                        {nginx_conf.LISTEN_PORTS[0]: port, nginx_conf.LISTEN_PORTS[1]: fed_port})
+        if tls:
+            (root / "tls" / Path(nginx_conf.TLS_CERTIFICATE).name).write_text(tls[0])
+            (root / "tls" / Path(nginx_conf.TLS_KEY).name).write_text(tls[1])
+        ports = {p: _free_port() for p in nginx_conf.PORTS.values()}
+        port, fed_port = ports[nginx_conf.PORTS["client"]], ports[nginx_conf.PORTS["federation"]]
+        conf = for_host(nginx_conf.render_nginx_conf(plan), root, ports)
         (root / "nginx.conf").write_text(conf)
 
         # A stub on every socket the config proxies to; each must be a process's.
@@ -198,7 +217,10 @@ class FrontDoor:
              "-g", f"daemon off; pid {root}/nginx.pid;"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
-        door = cls(plan, root, port, fed_port, proc, stubs)
+        door = cls(plan, root, port, fed_port, ports, proc, stubs)
+        if tls:
+            door.ca_file = str(tls[2])
+            door.tls_context = ssl.create_default_context(cafile=door.ca_file)
         door._wait_ready()
         return door
 
@@ -239,15 +261,17 @@ class FrontDoor:
     # --- requests ---
 
     def request(self, method: str, target: str, headers: dict[str, str] | None = None,
-                body: bytes | None = None, port: int | None = None) -> Response:
-        """One request over a kept-alive connection (target sent byte for byte)."""
+                body: bytes | None = None, port: int | None = None,
+                host: str = "127.0.0.1") -> Response:
+        """One request over a kept-alive connection (target sent byte for byte);
+        over TLS to the public listeners of a door started with `tls`."""
         port = port or self.port
         if body is None and method in ("POST", "PUT", "PATCH"):
             body = b"{}"
         for attempt in (1, 2):
             conn = self._conns.get(port)
             if conn is None:
-                conn = self._conns[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn = self._conns[port] = self.connection(port, host)
             try:
                 conn.request(method, target, body=body, headers=headers or {})
                 r = conn.getresponse()
@@ -259,6 +283,14 @@ class FrontDoor:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def connection(self, port: int, host: str = "127.0.0.1",
+                   context: ssl.SSLContext | None = None) -> http.client.HTTPConnection:
+        public = port in (self.port, self.federation_port)
+        if self.tls_context and public:
+            return http.client.HTTPSConnection(host, port, timeout=10,
+                                               context=context or self.tls_context)
+        return http.client.HTTPConnection(host, port, timeout=10)
 
     def health(self) -> Response:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -7,14 +7,16 @@ import time
 
 import pytest
 
-from components import routing
+from components import nginx_conf, routing
 from tests.nginx.corpus import CORPUS, DEFECTS, expected_processes
 
 ADMIN = [line for line in CORPUS if line.is_admin]
 
 
 def _check(door, line) -> None:
-    r = door.request(line.method, line.target)
+    # The admin API is served on the admin listener only (by default).
+    port = door.ports[nginx_conf.PORTS["admin"]] if line.is_admin else None
+    r = door.request(line.method, line.target, port=port)
     where = f"{line} (corpus.txt:{line.lineno})"
     if line.expected == "nginx":
         assert r.process is None and r.status == 200, (
@@ -60,6 +62,27 @@ def test_admin_refused_outside_the_allow_list(locked_door, line):
         f"{line}: expected a 403 from nginx for a client outside adminAllow, got "
         f"{r.status} from {r.process or 'nginx'}")
     assert r.json()["errcode"] == "M_FORBIDDEN", f"{line}: {r.body!r}"
+
+
+@pytest.mark.parametrize("line", ADMIN, ids=str)
+def test_admin_refused_on_the_public_listeners_by_default(prod_door, line):
+    for name in ("client", "federation"):
+        r = prod_door.request(line.method, line.target, port=prod_door.ports[nginx_conf.PORTS[name]])
+        assert (r.status, r.process) == (403, None), (
+            f"{line}: expected a 403 from nginx on the {name} listener, got "
+            f"{r.status} from {r.process or 'nginx'}")
+        assert r.json()["errcode"] == "M_FORBIDDEN", f"{line}: {r.body!r}"
+
+
+def test_admin_listener_serves_nothing_but_the_admin_api(prod_door):
+    served = {}
+    for line in CORPUS:
+        if line.is_admin:
+            continue
+        r = prod_door.request(line.method, line.target, port=prod_door.ports[nginx_conf.PORTS["admin"]])
+        if (r.status, r.process) != (404, None):
+            served[str(line)] = (r.status, r.process)
+    assert not served, f"the admin listener answered non-admin requests: {served}"
 
 
 def test_corpus_exercises_every_routing_rule(dev_door):

@@ -40,10 +40,23 @@ def test_config_is_self_contained():
         assert not _directives(conf, name), f"unexpected `{name}` directive"
 
 
-def test_config_listens_on_both_ports_and_the_health_socket():
+def test_config_listens_on_both_ports_the_admin_port_and_the_health_socket():
     conf = render_nginx_conf(make_plan(DEV))
     listens = [a.strip() for a in _directives(conf, "listen")]
-    assert listens == [*map(str, nginx_conf.LISTEN_PORTS), f"unix:{nginx_conf.HEALTH_SOCKET}"]
+    assert listens == [*map(str, nginx_conf.LISTEN_PORTS), str(nginx_conf.PORTS["admin"]),
+                       f"unix:{nginx_conf.HEALTH_SOCKET}"]
+
+
+def test_tls_listens_with_ssl_and_redirects_plain_http():
+    conf = render_nginx_conf(make_plan(DEV, publicBaseUrl="https://matrix.example.org:8443/",
+                                       nginx={"tls": True}))
+    listens = [a.strip() for a in _directives(conf, "listen")]
+    assert listens == [*(f"{p} ssl http2" for p in nginx_conf.LISTEN_PORTS),
+                       str(nginx_conf.PORTS["admin"]), f"unix:{nginx_conf.HEALTH_SOCKET}",
+                       str(nginx_conf.PORTS["http"])]
+    assert [a.strip() for a in _directives(conf, "ssl_protocols")] == ["TLSv1.2 TLSv1.3"]
+    assert [a.strip() for a in _directives(conf, "ssl_session_tickets")] == ["off"]
+    assert "return 301 https://matrix.example.org:8443$request_uri;" in conf
 
 
 def test_body_size_limit_follows_the_upload_limit():
