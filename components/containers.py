@@ -39,12 +39,12 @@ from components.synapse_config import (
     worker_config_path,
 )
 from components.topology import (
-    POSTGRES_MAX_CONNECTIONS,
     POSTGRES_SOCKET_DIR,
     REDIS_SOCKET,
     SOCKET_DIR,
     Plan,
     Process,
+    postgres_settings,
 )
 
 Secrets = Mapping[str, str]
@@ -406,7 +406,8 @@ def build_deployment(plan: Plan) -> Deployment:
             "postgres",
             "-c", f"unix_socket_directories={pg_socket_dirs}",
             "-c", "listen_addresses=",  # sockets only
-            "-c", f"max_connections={POSTGRES_MAX_CONNECTIONS}",
+            # Tuned from the container's size, then synapse:postgres.settings.
+            *(a for k, v in sorted(postgres_settings(s).items()) for a in ("-c", f"{k}={v}")),
         ),
         entrypoint=None,
         env={

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from components import provider_model
+from components import postgres_conf, provider_model
 from components.errors import ConfigError
 from components.workers import CLASS_NAMES, DEFAULT_PRESET, PRESETS, WORKER_CLASSES
 
@@ -131,6 +131,13 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class PostgresSettings:
+    # `synapse:postgres.settings`, checked and in `postgres -c` form; on top of
+    # the values tuned from the container's size (postgres_conf.tuned).
+    overrides: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Settings:
     stack: str
     server_name: str
@@ -148,6 +155,7 @@ class Settings:
     egress: bool  # Synapse containers may open outbound connections (federation)
     report_stats: bool
     extra_config: Mapping[str, Any]
+    postgres: PostgresSettings = PostgresSettings(types.MappingProxyType({}))
     # Top-level keys of `synapse:secretConfig` (a Pulumi secret): only the names are
     # settings; the values stay secret Outputs (stack.py) and go to a secret file.
     secret_config_keys: tuple[str, ...] = ()
@@ -346,6 +354,19 @@ def _container_sizes(raw: Mapping, sizes: Mapping[str, Size]) -> Mapping[str, st
     return _freeze(merged)
 
 
+def _postgres(raw: Mapping) -> PostgresSettings:
+    value = _mapping(raw, "postgres")
+    _no_unknown(value, ("settings",), ("postgres",))
+    given = _mapping(value, "settings", ("postgres",))
+    out = {}
+    for name, v in given.items():
+        try:
+            out[name] = postgres_conf.check(name, v)
+        except ValueError as e:
+            raise ConfigError(("postgres", "settings", name), str(e)) from None
+    return PostgresSettings(_freeze(out))
+
+
 def _extra_config(raw: Mapping) -> Mapping[str, Any]:
     value = _mapping(raw, "extraConfig")
     for key in value:
@@ -375,7 +396,7 @@ def _secret_config(raw: Mapping, extra: Mapping[str, Any]) -> tuple[str, ...]:
 KNOWN_KEYS = (
     "serverName", "publicBaseUrl", "namePrefix", "preset", "workers", "images", "nginx", "log",
     "sizes", "containerSizes", "maxUploadSizeMb", "trustedKeyServers", "egress",
-    "reportStats", "extraConfig", "secretConfig", *SECRET_KEYS, *TLS_SECRET_KEYS,
+    "reportStats", "extraConfig", "secretConfig", "postgres", *SECRET_KEYS, *TLS_SECRET_KEYS,
 )
 
 
@@ -413,6 +434,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         egress=_expect(raw.get("egress", True), bool, ("egress",), "true or false"),
         report_stats=_expect(raw.get("reportStats", False), bool, ("reportStats",), "true or false"),
         extra_config=_extra_config(raw),
+        postgres=_postgres(raw),
         secret_config_keys=_secret_config(raw, raw.get("extraConfig") or {}),
     )
 

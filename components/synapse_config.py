@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from components.postgres_conf import DB_POOL_MIN
 from components.topology import (
     DB_POOL_MAX,
     POSTGRES_SOCKET_DIR,
@@ -152,7 +153,7 @@ def homeserver_dict(plan: Plan) -> dict[str, Any]:
                 "passfile": PGPASS_PATH,
                 "dbname": POSTGRES_DB,
                 "host": POSTGRES_SOCKET_DIR,
-                "cp_min": 1,
+                "cp_min": DB_POOL_MIN,
                 "cp_max": DB_POOL_MAX,
             },
         },

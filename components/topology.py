@@ -12,7 +12,9 @@ import types
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from components import postgres_conf
 from components.errors import ConfigError
+from components.postgres_conf import DB_POOL_MAX, RESERVED_CONNECTIONS
 from components.settings import Settings
 from components.workers import ALL, MAIN, SINGLE_WRITER_STREAMS, WORKER_CLASSES, slot_processes
 
@@ -21,12 +23,14 @@ POSTGRES_SOCKET_DIR = SOCKET_DIR  # libpq wants the directory, not the socket fi
 REDIS_SOCKET = f"{SOCKET_DIR}/synapse_redis.sock"
 MAIN_APP = "synapse.app.homeserver"
 
-# Per-process DB pool, and the Postgres connection limit it must fit into. The
-# limit is fixed (not derived from the worker counts) so that scaling workers never
-# replaces the Postgres container.
-DB_POOL_MAX = 10
-POSTGRES_MAX_CONNECTIONS = 500
-POSTGRES_RESERVED_CONNECTIONS = 20  # admin sessions, pg_isready, migrations
+
+
+def postgres_settings(settings: Settings) -> dict[str, str]:
+    """Postgres' settings for this stack: tuned from its container's size, with
+    synapse:postgres.settings on top. max_connections does not follow the worker
+    counts, so scaling workers never restarts Postgres."""
+    size = settings.sizes[settings.container_sizes["postgres"]]
+    return postgres_conf.effective(size.cpus, size.memory_mb, settings.postgres.overrides)
 
 
 def replication_socket(name: str) -> str:
@@ -179,11 +183,20 @@ def check_plan(plan: Plan) -> None:
     for p in plan.processes:
         if not p.sockets:
             raise PlanError(f"{p.name} has no socket to health-check")
+    check_capacity(plan)
+
+
+def check_capacity(plan: Plan) -> None:
+    """Every pool at cp_max at once, plus headroom, must fit Postgres' max_connections."""
     pools = len(plan.processes) * DB_POOL_MAX
-    if pools > POSTGRES_MAX_CONNECTIONS - POSTGRES_RESERVED_CONNECTIONS:
+    limit = postgres_conf.max_connections(postgres_settings(plan.settings))
+    if pools + RESERVED_CONNECTIONS > limit:
+        given = "max_connections" in plan.settings.postgres.overrides
         raise ConfigError(
-            ("workers",),
-            f"{len(plan.processes)} Synapse processes need up to {pools} database "
-            f"connections; Postgres allows {POSTGRES_MAX_CONNECTIONS} "
-            f"({POSTGRES_RESERVED_CONNECTIONS} reserved): use fewer workers",
+            ("postgres", "settings", "max_connections") if given else ("workers",),
+            f"{len(plan.processes)} Synapse processes x cp_max {DB_POOL_MAX} = {pools} "
+            f"database connections, plus {RESERVED_CONNECTIONS} reserved, need "
+            f"max_connections >= {pools + RESERVED_CONNECTIONS}; Postgres allows {limit}: "
+            + ("raise it or use fewer workers" if given else
+               "use fewer workers, or raise synapse:postgres.settings.max_connections"),
         )
