@@ -251,7 +251,10 @@ def _synapse_spec(plan: Plan, p: Process) -> ContainerSpec:
         image=s.images.synapse,
         command=tuple(command),
         entrypoint=("/bin/sh", START_SCRIPT),
-        env={"SYNAPSE_WORKER": p.app, "UID": str(SYNAPSE_UID), "GID": str(SYNAPSE_UID)},
+        # PGAPPNAME: libpq's default application_name, so pg_stat_activity names
+        # the process behind each database connection.
+        env={"SYNAPSE_WORKER": p.app, "UID": str(SYNAPSE_UID), "GID": str(SYNAPSE_UID),
+             "PGAPPNAME": p.name},
         healthcheck=_curl_health(p.health_socket),
         files=tuple(files),
         mounts=tuple(mounts),

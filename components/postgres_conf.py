@@ -124,6 +124,18 @@ def _in_units(number: float, suffix: str, unit: str | None) -> float:
 def check(name: str, value: Any) -> str:
     """The value as a `postgres -c name=value` argument, or ValueError saying why
     Postgres would refuse it."""
+    text, _ = _parse(name, value)
+    return text
+
+
+def value_of(name: str, value: Any) -> float | str:
+    """What a value means, comparable across spellings: a number in the
+    parameter's own unit ("1GB" and "131072" shared_buffers are equal), on/off,
+    or the enum's word. SHOW's answers compare with the settings given this way."""
+    return _parse(name, value)[1]
+
+
+def _parse(name: str, value: Any) -> tuple[str, float | str]:
     if name in MANAGED:
         raise ValueError("is set by this program (Postgres listens on its socket only)")
     param = PARAMETERS.get(name)
@@ -133,18 +145,19 @@ def check(name: str, value: Any) -> str:
     if isinstance(value, bool):
         if param.vartype != "bool":
             raise ValueError(f"must be {_KIND[param.vartype]}, got {value!r}")
-        return "on" if value else "off"
+        return ("on", "on") if value else ("off", "off")
     if not isinstance(value, (str, int, float)):
         raise ValueError(f"must be {_KIND[param.vartype]}, got {type(value).__name__}")
     text = str(value).strip()
     if param.vartype == "bool":
         if text.lower() not in _BOOL:
             raise ValueError(f"must be on or off, got {value!r}")
-        return "on" if _BOOL[text.lower()] else "off"
+        word = "on" if _BOOL[text.lower()] else "off"
+        return word, word
     if param.vartype == "enum":
         if text.lower() not in param.values:
             raise ValueError(f"must be one of {', '.join(param.values)}, got {value!r}")
-        return text.lower()
+        return text.lower(), text.lower()
     m = _NUMBER.match(text)
     if not m:
         raise ValueError(f"must be a number{' with an optional unit' if param.unit else ''}, "
@@ -158,7 +171,7 @@ def check(name: str, value: Any) -> str:
         unit = f" {param.unit}" if param.unit else ""
         raise ValueError(f"must be between {_fmt(param.min)} and {_fmt(param.max)}{unit}, got "
                          f"{value!r}")
-    return text
+    return text, number
 
 
 def _fmt(x: float) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import ssl
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -30,6 +31,7 @@ class Traffic:
     room_id: str
     client_url: str
     federation_url: str
+    ssl: ssl.SSLContext | None = None  # with nginx.tls: trusts the stack's CA
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     acked: dict[str, tuple[str, str]] = field(default_factory=dict)  # txn -> (body, event id)
     failed_sends: int = 0
@@ -110,7 +112,7 @@ class Traffic:
             await asyncio.sleep(max(0.0, PROBE_INTERVAL_S - (time.monotonic() - t)))
 
     async def start(self) -> None:
-        session = aiohttp.ClientSession()
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ssl or True))
         self._session = session
         tokens = {"": "", "bob": self.bob.access_token}
         self._tasks = [asyncio.create_task(self._send()), asyncio.create_task(self._read())]

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import io
 import re
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -38,8 +39,10 @@ class Served:
 class Recorder:
     """Every request made through traced sessions, in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.entries: list[Served] = []
+        # With nginx.tls: trusts the stack's CA (and nothing else), for every session.
+        self.ssl = ssl_context
 
     def mark(self) -> int:
         return len(self.entries)
@@ -63,7 +66,11 @@ class Recorder:
 
     def session(self, who: str, timeout_s: float = 60) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s),
-                                     trace_configs=[self.trace_config(who)])
+                                     trace_configs=[self.trace_config(who)],
+                                     connector=self.connector())
+
+    def connector(self) -> aiohttp.TCPConnector:
+        return aiohttp.TCPConnector(ssl=self.ssl if self.ssl else True)
 
 
 def process_of(served_by: str | None, processes: Iterable[str]) -> str | None:
@@ -94,7 +101,8 @@ def new_client(base_url: str, recorder: Recorder, who: str, user: str = "",
     trace = recorder.trace_config(who)
     trace.on_request_chunk_sent.append(on_request_chunk_sent)  # nio's upload monitor
     client.client_session = aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=config.request_timeout), trace_configs=[trace])
+        timeout=aiohttp.ClientTimeout(total=config.request_timeout), trace_configs=[trace],
+        connector=recorder.connector())
     return client
 
 

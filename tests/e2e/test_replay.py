@@ -135,6 +135,7 @@ def test_describe_finds_what_the_tests_need(dev):
     d = replay.describe(dev, None, {}, "config/Pulumi.dev.yaml", "dev")
     assert d.nginx_url == "http://127.0.0.1:8008"
     assert d.federation_url == "http://127.0.0.1:8448"
+    assert d.admin_url == "http://127.0.0.1:8009"
     assert d.classes["rooms1"] == "rooms" and d.classes["main"] == "main"
     assert d.containers["nginx"] == "synapse-dev-nginx"
     assert len(d.registration_shared_secret) >= 16

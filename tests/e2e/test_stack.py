@@ -21,11 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import io
+import ipaddress
 import json
+import math
 import os
 import re
 import secrets
 import signal
+import socket
+import ssl
+import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,11 +39,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import nio
 import pytest
+import yaml
 
-from components import impact
-from components.synapse_config import log_config_path
+from components import impact, postgres_conf, render
+from components.containers import NGINX_PORTS, SYNAPSE_UID
+from components.nginx_conf import SERVED_BY_HEADER
+from components.synapse_config import POSTGRES_DB, POSTGRES_USER, log_config_path, log_file_path
+from components.topology import POSTGRES_SOCKET_DIR, postgres_settings
 from tests.e2e import replay
 from tests.e2e.images.build import SYNAPSE_NEXT
 from tests.e2e.live import Traffic
@@ -60,6 +71,7 @@ from tests.e2e.matrix_client import (
 )
 from components import provider_model as pm
 from tests.support.capture import reveal
+from tests.support.tls import issue
 
 pytestmark = pytest.mark.e2e
 
@@ -71,19 +83,29 @@ PUBLISH_RULES = {"room_list_publication_rules": [
 
 # Test stacks: no outbound traffic and no outside key servers (dev has both in its
 # stack file); prod binds loopback on its own ports so both can never clash, and
-# names the serving process in a header like dev.
+# names the serving process in a header like dev. dev faces its clients with TLS
+# (nginx.tls), a certificate from a CA the fixture makes: every dev scenario runs
+# over HTTPS, verifying the chain.
 STACKS: dict[str, tuple[str, dict[str, Any]]] = {
-    "dev": ("config/Pulumi.dev.yaml", {"extraConfig": PUBLISH_RULES}),
+    "dev": ("config/Pulumi.dev.yaml", {
+        "extraConfig": PUBLISH_RULES,
+        "publicBaseUrl": "https://127.0.0.1:8008/",
+        "nginx.tls": True,
+        "nginx.httpPort": 8080,
+    }),
     "prod": ("config/Pulumi.prod.yaml", {
         "egress": False,
         "trustedKeyServers": [],
         "nginx": {"bindAddress": "127.0.0.1", "clientPort": 18008, "federationPort": 18448,
-                  "servedByHeader": True},
+                  "adminPort": 18009, "servedByHeader": True},
         "extraConfig": PUBLISH_RULES,
     }),
 }
+TLS_NAMES = ["127.0.0.1", "localhost"]  # what the dev certificate is for
 
 MESSAGES = 100
+# Concurrent load for the connection-pool test: per round, sends and /messages at once.
+LOAD_SENDS, LOAD_READS, LOAD_ROUNDS = 30, 40, 3
 WRITER = "writer"  # expected: the process writing `stream` (homeserver.yaml stream_writers)
 _V = "(?:r0|v3)"
 
@@ -166,6 +188,7 @@ class World:
     media: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, str] = field(default_factory=dict)
     routed: Counter = field(default_factory=Counter)  # (expectation, process) -> requests
+    ca_file: Path | None = None  # nginx.tls: the CA the stack's certificate comes from
 
     def run(self, coro):
         return self.loop.run_until_complete(coro)
@@ -245,6 +268,11 @@ def dump_logs(deployed: replay.Deployed) -> None:
 def stack(request, docker_engine):
     name = request.param
     config, overrides = STACKS[name]
+    ca = None
+    if overrides.get("nginx.tls"):
+        issued = issue(Path(tempfile.mkdtemp(prefix=f"e2e-ca-{name}-")), TLS_NAMES)
+        overrides = {**overrides, "tlsCertificate": issued.fullchain, "tlsKey": issued.key}
+        ca = issued.ca_cert
     replay.down(config, delete_data=True)  # from empty
     t0 = time.monotonic()
     deployed = replay.up(config, overrides)
@@ -254,7 +282,9 @@ def stack(request, docker_engine):
           + ", ".join(f"{k}: {v:.1f} s" for k, v in deployed.stage_seconds.items()) + ")")
     record(f"{name}: empty -> all healthy ({len(deployed.containers)} containers)", seconds)
     loop = asyncio.new_event_loop()
-    world = World(name, config, overrides, deployed, loop)
+    world = World(name, config, overrides, deployed, loop,
+                  recorder=Recorder(ssl.create_default_context(cafile=str(ca)) if ca else None),
+                  ca_file=ca)
     failed_before = request.session.testsfailed
     yield world
     clients = [u.client for u in world.users.values() if u.client]
@@ -442,12 +472,12 @@ def test_register_users_with_shared_secret(stack: World):
 
     async def go():
         async with stack.recorder.session("admin") as s:
-            status, body = await register(s, stack.url, d.registration_shared_secret, "mallory",
+            status, body = await register(s, d.admin_url, d.registration_shared_secret, "mallory",
                                           secrets.token_urlsafe(12), mac="0" * 40)
             assert status == 403, f"a wrong HMAC was not refused: {status} {body}"
             for name, admin in (("e2eadmin", True), ("alice", False), ("bob", False)):
                 user = User(name, secrets.token_urlsafe(16))
-                status, body = await register(s, stack.url, d.registration_shared_secret,
+                status, body = await register(s, d.admin_url, d.registration_shared_secret,
                                               name, user.password, admin)
                 assert status == 200, f"registering {name}: {status} {body}"
                 assert body["user_id"] == f"@{name}:{d.server_name}", body
@@ -458,13 +488,89 @@ def test_register_users_with_shared_secret(stack: World):
             # 100 messages would hit rc_message (0.2/s): lift it for the test users.
             for name in ("alice", "bob"):
                 uid = quote(stack.users[name].user_id, safe="")
-                async with s.post(f"{stack.url}/_synapse/admin/v1/users/{uid}/override_ratelimit",
+                async with s.post(f"{d.admin_url}/_synapse/admin/v1/users/{uid}/override_ratelimit",
                                   json={"messages_per_second": 0, "burst_count": 0},
                                   headers={"Authorization": f"Bearer {stack.admin_token}"}) as r:
                     assert r.status == 200, await r.text()
 
     stack.run(go())
     assert_routed(stack, mark)
+
+
+def test_admin_api_only_through_the_admin_listener(stack: World):
+    """nginx refuses /_synapse/admin on the public listeners (client and
+    federation), whoever asks, even with an admin's token; the admin listener,
+    published on loopback only, hands it to main. Before, a private-range
+    allow-list admitted every request arriving through Docker's bridge gateway."""
+    d = stack.deployed
+    nginx = replay.api().inspect_container(d.containers["nginx"])
+    admin_port = d.admin_url.rsplit(":", 1)[1]
+    assert nginx["HostConfig"]["PortBindings"][f"{NGINX_PORTS['admin']}/tcp"] == [
+        {"HostIp": "127.0.0.1", "HostPort": admin_port}]
+    auth = {"Authorization": f"Bearer {stack.admin_token}"}
+    target = "/_synapse/admin/v1/server_version"
+
+    async def go():
+        async with stack.recorder.session("admin-check") as s:
+            for base in (stack.url, d.federation_url):
+                async with s.get(base + target, headers=auth) as r:
+                    body = await r.json()
+                    assert r.status == 403 and body["errcode"] == "M_FORBIDDEN", (base, r.status, body)
+                    assert r.headers.get(SERVED_BY_HEADER) == "nginx", (base, dict(r.headers))
+            async with s.get(d.admin_url + target, headers=auth) as r:
+                assert r.status == 200, await r.text()
+                assert r.headers.get(SERVED_BY_HEADER) == "main", dict(r.headers)
+                assert "server_version" in await r.json()
+            async with s.get(d.admin_url + "/_matrix/client/versions") as r:
+                assert r.status == 404, f"the admin listener served a client request: {r.status}"
+
+    stack.run(go())
+    # nginx saw the refused requests coming from Docker's gateway: a private
+    # address, which the old default allow-list admitted.
+    log = replay.container_logs(d.containers["nginx"])
+    refused = [line for line in log.splitlines() if target in line and '" 403 ' in line]
+    assert refused, "nginx logged no refused admin request"
+    client = refused[-1].split()[0]
+    assert ipaddress.ip_address(client).is_private, refused[-1]
+
+
+def test_https_front_door_verifies_the_chain(stack: World):
+    """nginx.tls: the client and federation listeners speak TLS 1.3 with the
+    stack's certificate; a client that trusts only the usual CAs is refused on
+    both; plain HTTP is redirected to the public base URL. (Every other dev
+    scenario already runs over HTTPS through the same verified chain.)"""
+    if stack.ca_file is None:
+        pytest.skip(f"{stack.name} has no nginx.tls")
+    d = stack.deployed
+    assert d.nginx_url.startswith("https://") and d.federation_url.startswith("https://")
+    trusting = ssl.create_default_context(cafile=str(stack.ca_file))
+    for url in (d.nginx_url, d.federation_url):
+        host, port = url.removeprefix("https://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as raw_sock:
+            with trusting.wrap_socket(raw_sock, server_hostname=host) as tls:
+                assert tls.version() == "TLSv1.3", tls.version()
+                san = dict(tls.getpeercert()["subjectAltName"])
+                assert san.get("IP Address") == "127.0.0.1", san
+        with socket.create_connection((host, int(port)), timeout=10) as raw_sock:
+            with pytest.raises(ssl.SSLCertVerificationError):
+                ssl.create_default_context().wrap_socket(raw_sock, server_hostname=host)
+    http_port = next(int(p["external"]) for p in d.capture.named("nginx-container").plain["ports"]
+                     if int(p["internal"]) == NGINX_PORTS["http"])
+
+    async def go():
+        async with aiohttp.ClientSession() as s:  # the system's CAs only
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await s.get(f"{d.nginx_url}/_matrix/client/versions")
+            async with s.get(f"http://127.0.0.1:{http_port}/_matrix/client/versions?x=1",
+                             allow_redirects=False) as r:
+                assert r.status == 301, r.status
+                assert r.headers["Location"] == f"{d.nginx_url}/_matrix/client/versions?x=1"
+        async with stack.recorder.session("tls") as s:
+            async with s.get(f"{d.nginx_url}/_matrix/client/versions") as r:
+                assert r.status == 200
+                assert r.headers["Strict-Transport-Security"].startswith("max-age=")
+
+    stack.run(go())
 
 
 async def log_in_both(stack: World, device_suffix: str) -> None:
@@ -697,6 +803,165 @@ def test_federation_version_and_key_server(stack: World):
     assert_routed(stack, mark)
 
 
+# --- Postgres, capacity and logs ------------------------------------------------
+
+
+def _psql(stack: World, sql: str) -> str:
+    """One query as the database owner over Postgres' socket, unaligned output."""
+    return _exec(replay.api(), stack.deployed.containers["postgres"],
+                 ["psql", "-h", POSTGRES_SOCKET_DIR, "-U", POSTGRES_USER, "-d", POSTGRES_DB,
+                  "-AtX", "-F", "|", "-c", sql], user="postgres")
+
+
+def _plan_of(stack: World):
+    return render.plan_for(Path(stack.config), stack.overrides, stack=stack.name)
+
+
+def test_postgres_runs_with_the_tuned_settings(stack: World):
+    """SHOW gives, for every setting the program passes, the value tuned from
+    the container's size class (or the stack's override)."""
+    want = postgres_settings(_plan_of(stack).settings)
+    rows = dict(line.split("|", 1) for line in _psql(
+        stack, "SELECT name, current_setting(name) FROM pg_settings WHERE name IN ("
+        + ",".join(f"'{n}'" for n in want) + ")").splitlines())
+    assert set(rows) == set(want), set(want) ^ set(rows)
+    wrong = {n: (v, rows[n]) for n, v in want.items()
+             if postgres_conf.value_of(n, rows[n]) != postgres_conf.value_of(n, v)}
+    assert not wrong, f"(passed, SHOW) differ: {wrong}"
+    print(f"\n{stack.name}: Postgres runs with "
+          + ", ".join(f"{n}={rows[n]}" for n in ("shared_buffers", "effective_cache_size",
+                                                 "work_mem", "maintenance_work_mem",
+                                                 "max_connections")))
+
+
+def test_postgres_accepts_exactly_what_the_parameter_table_says(stack: World):
+    """postgres_conf.PARAMETERS, which checks synapse:postgres.settings before any
+    deploy, states the live server's own pg_settings (type, unit, range, values)."""
+    if stack.name != "dev":
+        pytest.skip("one server is enough")
+    names = ",".join(f"'{n}'" for n in postgres_conf.PARAMETERS)
+    live = {}
+    for line in _psql(stack, "SELECT name, vartype, coalesce(unit, ''), coalesce(min_val, ''), "
+                             "coalesce(max_val, ''), coalesce(array_to_string(enumvals, ','), '') "
+                             f"FROM pg_settings WHERE name IN ({names})").splitlines():
+        name, vartype, unit, lo, hi, values = line.split("|")
+        live[name] = (vartype, unit or None, lo, hi, values)
+    wrong = {}
+    for name, p in postgres_conf.PARAMETERS.items():
+        vartype, unit, lo, hi, values = live[name]
+        same = vartype == p.vartype and unit == p.unit
+        if p.vartype in ("integer", "real"):
+            same = same and math.isclose(float(lo), p.min) and math.isclose(float(hi), p.max,
+                                                                            rel_tol=1e-5)
+        if p.vartype == "enum":
+            same = same and set(values.split(",")) == set(p.values)
+        if not same:
+            wrong[name] = (live[name], p)
+    assert not wrong, f"the table disagrees with Postgres: {wrong}"
+
+
+def test_concurrent_load_opens_more_than_cp_min_and_postgres_refuses_none(stack: World):
+    """Sends, /messages and syncs at once make Synapse's pools grow past cp_min
+    (pg_stat_activity names each process: PGAPPNAME); Postgres never refuses a
+    connection, and no pool goes past cp_max."""
+    room, alice, bob = stack.room_id, stack.client("alice"), stack.client("bob")
+    peak: Counter = Counter()
+    stop = threading.Event()
+    query = ("SELECT application_name, count(*) FROM pg_stat_activity "
+             "WHERE datname = current_database() AND backend_type = 'client backend' "
+             "AND application_name <> 'psql' GROUP BY 1")
+
+    def sample() -> None:
+        while not stop.is_set():
+            for line in _psql(stack, query).splitlines():
+                name, n = line.split("|")
+                peak[name] = max(peak[name], int(n))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    tag = secrets.token_hex(3)
+
+    async def go() -> int:
+        async with stack.recorder.session("load") as s:
+            headers = {"Authorization": f"Bearer {bob.access_token}"}
+            messages = f"{stack.url}/_matrix/client/v3/rooms/{quote(room)}/messages?dir=b&limit=100"
+
+            async def read() -> int:
+                async with s.get(messages, headers=headers) as r:
+                    return r.status
+
+            sends = [alice.room_send(room, "m.room.message", {"msgtype": "m.text",
+                                                               "body": f"load {tag} {i}"})
+                     for i in range(LOAD_SENDS)]
+            reads = [read() for _ in range(LOAD_READS)]
+            results = await asyncio.gather(*sends, *reads)
+        sent = [r for r in results[:LOAD_SENDS] if isinstance(r, nio.RoomSendResponse)]
+        assert len(sent) == LOAD_SENDS, [r for r in results[:LOAD_SENDS] if r not in sent][:3]
+        assert set(results[LOAD_SENDS:]) == {200}, Counter(results[LOAD_SENDS:])
+        return len(sent)
+
+    try:
+        for _ in range(LOAD_ROUNDS):
+            stack.run(go())
+    finally:
+        stop.set()
+        sampler.join()
+    procs = {k for k, c in stack.deployed.classes.items()
+             if c not in ("postgres", "redis", "nginx", "nginx-config")}
+    print(f"\n{stack.name}: peak database connections per process under load: "
+          + json.dumps(dict(sorted(peak.items()))))
+    assert procs <= set(peak), f"processes with no connection seen: {procs - set(peak)}"
+    assert max(peak[p] for p in procs) > postgres_conf.DB_POOL_MIN, peak
+    assert all(peak[p] <= postgres_conf.DB_POOL_MAX for p in procs), peak
+    log = replay.container_logs(stack.deployed.containers["postgres"])
+    for refusal in ("too many clients already", "remaining connection slots are reserved"):
+        assert refusal not in log, f"Postgres refused a connection: {refusal}"
+    for key in procs:
+        log = replay.container_logs(stack.deployed.containers[key])
+        assert "OperationalError" not in log, f"{key} lost a database connection:\n{log[-2000:]}"
+
+
+def test_every_process_logs_to_its_own_rotated_file(stack: World):
+    """Each Synapse process writes its own file on its own volume (docker logs
+    gets the same lines): it holds the process's start-up, PID 1 has it open, and
+    the log config the process was started with rotates it daily keeping
+    log.daysKept files; Python's logging, loading that config in the container,
+    schedules the next rotation for the coming midnight."""
+    api = replay.api()
+    days = _plan_of(stack).settings.log.days_kept
+    procs = {p["name"]: p for p in stack.deployed.outputs["processes"]}
+    for key, cls in stack.deployed.classes.items():
+        if key not in procs:
+            continue
+        name = stack.deployed.containers[key]
+        path = log_file_path(cls)
+        text = _exec(api, name, ["cat", path])
+        for sock in procs[key]["sockets"]:
+            assert f"Synapse now listening on Unix Socket at: {sock}" in text, (name, sock)
+        # As the process user: root in a container lacks CAP_SYS_PTRACE to read them.
+        fds = _exec(api, name, ["sh", "-c", "ls -l /proc/1/fd"], user=str(SYNAPSE_UID))
+        assert f"-> {path}" in fds, f"{name}: PID 1 does not have {path} open:\n{fds}"
+        argv = _exec(api, name, ["cat", "/proc/1/cmdline"]).split("\0")
+        configs = [a.split("=", 1)[1] for a in argv if a.startswith("--config-path=")]
+        merged: dict[str, Any] = {}
+        for c in configs:
+            merged.update(yaml.safe_load(_exec(api, name, ["cat", c])) or {})
+        log_config = merged.get("worker_log_config") or merged["log_config"]
+        handler = yaml.safe_load(_exec(api, name, ["cat", log_config]))["handlers"]["file"]
+        assert (handler["class"], handler["filename"], handler["when"], handler["backupCount"]) \
+            == ("logging.handlers.TimedRotatingFileHandler", path, "midnight", days), handler
+        probe = ("import logging.config, time, yaml; "
+                 f"logging.config.dictConfig(yaml.safe_load(open({log_config!r}))); "
+                 "h = next(x.target for x in logging.getLogger().handlers "
+                 "if hasattr(x, 'target')); "
+                 "print(h.when, h.interval, h.backupCount, round(h.rolloverAt - time.time()))")
+        when, interval, kept, due = _exec(api, name, ["/opt/synapse/bin/python", "-c", probe],
+                                          user=str(SYNAPSE_UID)).split()
+        assert (when, interval, int(kept)) == ("MIDNIGHT", "86400", days), (name, when, kept)
+        assert 0 < int(due) <= 86400, f"{name}: next rotation in {due} s"
+
+
 def _served_key_ids(stack: World) -> set[str]:
     async def go():
         async with stack.recorder.session("federation") as s:
@@ -882,7 +1147,7 @@ def _live_change(stack: World, title: str, change: dict[str, Any], cheap: bool) 
                            impact.load_side(path, new_overrides))
     ids_before = dict(stack.deployed.ids)
     traffic = Traffic(stack.client("alice"), stack.client("bob"), stack.room_id,
-                      stack.url, stack.deployed.federation_url)
+                      stack.url, stack.deployed.federation_url, ssl=stack.recorder.ssl)
 
     async def go() -> replay.Deployed:
         await traffic.start()

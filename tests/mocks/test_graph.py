@@ -6,7 +6,9 @@ import pytest
 import yaml
 
 from components import stack as program
+from components.nginx_conf import TLS_CERTIFICATE, TLS_KEY
 from tests.support.capture import Secret, install_mocks, reveal, run_program, run_stack_file
+from tests.support.tls import issue
 
 CONTAINER = "docker:index/container:Container"
 VOLUME = "docker:index/volume:Volume"
@@ -232,6 +234,11 @@ def test_creation_order_postgres_redis_then_main_then_workers_then_nginx(prod):
      r"synapse:workers\.rooms': must be between 0 and 64"),
     ({"serverName": "example.org", "signingKey": "not a key"}, r"synapse:signingKey'"),
     ({"serverName": "example.org", "workers": {"rooms": 48}}, r"database connections"),
+    ({"serverName": "example.org", "nginx": {"tls": True}}, r"synapse:tlsCertificate': is required"),
+    ({"serverName": "example.org", "nginx": {"tls": True}, "tlsCertificate": "x" * 40,
+      "tlsKey": "y" * 40}, r"synapse:tlsCertificate': must be PEM"),
+    ({"serverName": "example.org", "postgres": {"settings": {"work_mem": "1XB"}}},
+     r"synapse:postgres\.settings\.work_mem'"),
 ])
 def test_bad_config_fails_before_any_resource(raw, message):
     monitor = install_mocks(raw)
@@ -269,3 +276,21 @@ def test_operator_secret_config_lands_only_in_a_secret_file():
             assert c.plain["command"][-1] == "--config-path=/conf/secrets/config.yaml"
     plain = [t for r in cap.resources for t in plain_strings(r.inputs)]
     assert plain and not any("turn-secret-value-1" in t for t in plain)
+
+
+def test_tls_certificate_and_key_are_secret_files_of_nginx_only(tmp_path):
+    issued = issue(tmp_path, ["matrix.example.org"])
+    cap = run_program({"serverName": "example.org", "nginx": {"tls": True},
+                       "tlsCertificate": issued.fullchain, "tlsKey": issued.key},
+                      secret_keys=("tlsCertificate", "tlsKey"))
+    nginx = uploads(cap.named("nginx-container", CONTAINER))
+    assert reveal(nginx[TLS_CERTIFICATE]["content"]) == issued.fullchain.strip() + "\n"
+    assert reveal(nginx[TLS_KEY]["content"]) == issued.key.strip() + "\n"
+    assert isinstance(nginx[TLS_KEY]["content"], Secret)
+    assert isinstance(nginx[TLS_CERTIFICATE]["content"], Secret)
+    for c in cap.containers:
+        if c.name != "nginx-container":
+            assert not {TLS_CERTIFICATE, TLS_KEY} & set(uploads(c)), c.name
+    assert cap.outputs["nginxUrl"].startswith("https://")
+    ports = {int(p["internal"]) for p in cap.named("nginx-container", CONTAINER).plain["ports"]}
+    assert ports == {8008, 8448, 8009, 8080}

@@ -28,8 +28,9 @@ class Deployed:
     outputs: dict[str, Any]
     containers: dict[str, str]  # process key ("main", "rooms1", "nginx", ...) -> container name
     classes: dict[str, str]  # process key -> class ("main", "rooms", "nginx", "postgres", ...)
-    nginx_url: str  # client listener, e.g. http://127.0.0.1:8008
+    nginx_url: str  # client listener, e.g. http://127.0.0.1:8008 (https with nginx.tls)
     federation_url: str  # federation listener
+    admin_url: str  # the admin listener (loopback), e.g. http://127.0.0.1:8009
     server_name: str
     homeserver: dict[str, Any]  # homeserver.yaml (plain: it holds no secret)
     registration_shared_secret: str
@@ -54,6 +55,9 @@ def describe(cap: Capture, outcome: engine.Outcome | None, overrides: Mapping[st
     containers, classes, secrets = {}, {}, {}
     homeserver: dict[str, Any] = {}
     nginx_ports: dict[int, str] = {}
+    outputs = reveal(cap.outputs)
+    tls = outputs["nginxUrl"].startswith("https:")
+    public = (NGINX_PORTS["client"], NGINX_PORTS["federation"])
     by_path = {f.path: key for key, f in SYNAPSE_SECRETS.items()}
     for res in cap.containers:
         inputs = res.plain
@@ -72,10 +76,10 @@ def describe(cap: Capture, outcome: engine.Outcome | None, overrides: Mapping[st
             for p in inputs.get("ports", []):
                 ip = p.get("ip") or "127.0.0.1"
                 ip = "127.0.0.1" if ip == "0.0.0.0" else ip
-                nginx_ports[int(p["internal"])] = f"http://{ip}:{int(p['external'])}"
+                scheme = "https" if tls and int(p["internal"]) in public else "http"
+                nginx_ports[int(p["internal"])] = f"{scheme}://{ip}:{int(p['external'])}"
     if not homeserver:
         raise ReplayError("no homeserver.yaml upload found in the main container's inputs")
-    outputs = reveal(cap.outputs)
     return Deployed(
         stack=stack,
         config=str(config),
@@ -88,6 +92,7 @@ def describe(cap: Capture, outcome: engine.Outcome | None, overrides: Mapping[st
         classes=classes,
         nginx_url=nginx_ports[NGINX_PORTS["client"]],
         federation_url=nginx_ports[NGINX_PORTS["federation"]],
+        admin_url=nginx_ports[NGINX_PORTS["admin"]],
         server_name=outputs["serverName"],
         homeserver=homeserver,
         registration_shared_secret=secrets["registrationSharedSecret"],
