@@ -20,19 +20,17 @@ import yaml
 
 from components.containers import Deployment, build_deployment
 from components.errors import ConfigError
-from components.settings import SECRET_KEYS, load_settings
-from components.stack_config import apply_overrides, cli_error, from_stack_file, override_arg
+from components.stack_config import cli_error, override_arg, read_stack_file
 from components.synapse_config import PLACEHOLDERS
-from components.topology import Plan, build_plan
+from components.topology import Plan
 
 
 def plan_for(path: Path, overrides: Mapping[str, Any] | None = None,
              stack: str | None = None) -> Plan:
     """The plan of a stack file with `--set` overrides; `stack` names the stack
-    when it is not the file's own (a copy of it)."""
-    file_stack, raw = from_stack_file(path)
-    raw = {k: v for k, v in apply_overrides(raw, overrides).items() if k not in SECRET_KEYS}
-    return build_plan(load_settings(raw, stack or file_stack))
+    when it is not the file's own (a copy of it). Read as the program reads its
+    config (stack_config.read_stack), so it refuses what the program refuses."""
+    return read_stack_file(path, overrides, stack).plan
 
 
 def deployment_for(path: Path, overrides: Mapping[str, Any] | None = None) -> Deployment:
