@@ -6,7 +6,8 @@ which takes config as Pulumi hands it to a program (every value a string) and
 returns the settings, the plan, the secrets and `secretConfig`, or raises one
 ConfigError naming the key. The file readers first do what the Pulumi CLI does with
 a stack file (`load_stack_file`, `pulumi_pairs`), so one file gives one result,
-accepted or refused with the same message, either way. Sources of each rule:
+accepted or refused with the same message, either way. Sources of each rule
+(pulumi/pulumi read at 1b5949891b3c, go-yaml at v3.0.1):
 
 - the stack file is YAML read by gopkg.in/yaml.v3 v3.0.1 (pulumi/pulumi
   sdk/go/common/encoding/marshal.go; sdk/go.mod pins v3.0.1): YAML 1.2 booleans
@@ -23,14 +24,25 @@ accepted or refused with the same message, either way. Sources of each rule:
   secret, decrypted to its plaintext, and its top-level key is listed as secret
   (sdk/go/common/resource/config/object.go MarshalString, unmarshalObject,
   isSecureValue, Secure; value.go Value; go-yaml decode.go prepare: a null never
-  reaches Value.UnmarshalYAML, so it stays the empty string);
-- `pulumi config set` writes a top-level value as a string and `--path` values as
-  bools/integers where they look so; `--type` forces a type (pulumi/pulumi PRs
-  #18285, #18287): all of these arrive as above;
+  reaches Value.UnmarshalYAML, so it stays the empty string, as loaders.go
+  checkForEmptyConfig warns);
+- `pulumi config set` writes a top-level value as a string, `--path` values as
+  bools or integers where they look so (`true`, digits not starting with 0), and
+  `--type string|int|bool|float` as that type (config/map.go Set, object.go
+  coerce; pkg/cmd/pulumi/config/config.go; pulumi/pulumi #18285, #18287): each
+  arrives as above;
 - the Python SDK hands the program that text (pulumi/runtime/config.py; Config.
   get_object is json.loads of it), so the reader decodes a value as JSON unless its
   key holds text (STRING_KEYS): "100" is 100, "false" is False, '{"rooms": 8}' an
   object, "yes" stays "yes".
+
+This program's own rules, the same for every caller: a namespace within two edits
+of `synapse` (or empty) is a typo, refused rather than ignored; other namespaces
+(`docker:host`) are left alone. A dotted top-level name (`synapse:workers.rooms`,
+set without --path) is refused. Only the secret keys and secretConfig may hold a
+`secure:` value, since the render command cannot decrypt one; a secret must be
+one string. Without a decrypter (render, impact) a `secure:` secret goes
+unchecked: only the program sees its plaintext.
 """
 
 from __future__ import annotations
