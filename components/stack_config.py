@@ -102,8 +102,9 @@ def read_stack(pairs: Mapping[str, Any], secret_keys: Collection[str], stack: st
     `secret_keys` the keys Pulumi marks secret) -> its settings, plan and secrets,
     or a ConfigError naming the first bad key (keys in sorted order)."""
     raw = from_pulumi(pairs)
-    for name in raw:
-        if NAMESPACE + name in secret_keys and name not in SECRET_VALUED:
+    for name, value in raw.items():
+        secret = NAMESPACE + name in secret_keys or isinstance(value, Encrypted)
+        if secret and name not in SECRET_VALUED:
             raise ConfigError((name,), "is a secret (`secure:`, pulumi config set --secret), but "
                                        "only the secret keys and secretConfig may be: set it in "
                                        "plain text")

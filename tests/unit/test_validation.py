@@ -462,3 +462,9 @@ def test_set_values_are_typed_as_in_a_stack_file(tmp_path):
     rooms = dict([override_arg("workers.rooms=0x10")])
     assert rooms == {"workers.rooms": 16}
     assert read_stack_file(path, rooms).settings.workers["rooms"] == 16
+
+
+def test_an_encrypted_value_counts_as_secret_even_if_not_listed():
+    from components.stack_config import read_stack
+    with pytest.raises(ConfigError, match="synapse:serverName': is a secret"):
+        read_stack({"synapse:serverName": Encrypted("v1:abc")}, (), "t")
