@@ -2,20 +2,24 @@
 
 Shaped like Synapse's own ConfigError: the message names the key exactly as the
 operator wrote it (`synapse:workers.rooms`), so they can find it in their stack file.
+A key outside the `synapse:` namespace (`synpase:serverName`, the file's `config`
+section) is named with its own `prefix`.
 """
 
 from __future__ import annotations
 
 
 class ConfigError(Exception):
-    def __init__(self, path: tuple[str | int, ...], reason: str) -> None:
+    def __init__(self, path: tuple[str | int, ...], reason: str, *,
+                 prefix: str = "synapse:") -> None:
         self.path = path
         self.reason = reason
+        self.prefix = prefix
         super().__init__(str(self))
 
     @property
     def key(self) -> str:
-        out = "synapse:"
+        out = self.prefix
         for i, part in enumerate(self.path):
             if isinstance(part, int):
                 out += f"[{part}]"

@@ -37,7 +37,7 @@ from components.container_inputs import (
 from components.containers import ContainerSpec, Deployment, build_deployment
 from components.errors import ConfigError
 from components.render import plan_for
-from components.settings import SECRET_KEYS
+from components.settings import ALL_SECRET_KEYS
 from components.stack_config import cli_error, override_arg, secure_values
 from components.synapse_config import PLACEHOLDERS
 from components.topology import Plan
@@ -110,7 +110,7 @@ def load_side(path: Path, overrides: Mapping[str, Any] | None = None,
     plan = plan_for(path, overrides, stack)
     secure = secure_values(path)
     return Side(path, plan, build_deployment(plan),
-                {k: secure.get(k) for k in (*SECRET_KEYS, SECRET_CONFIG)})
+                {k: secure.get(k) for k in (*ALL_SECRET_KEYS, SECRET_CONFIG)})
 
 
 def _secrets_marking(changed: set[str]) -> dict[str, str]:

@@ -20,30 +20,17 @@ import yaml
 
 from components.containers import Deployment, build_deployment
 from components.errors import ConfigError
-from components.settings import SECRET_KEYS, TLS_SECRET_KEYS, check_required_secrets, load_settings
-from components.stack_config import (
-    apply_overrides,
-    cli_error,
-    from_stack_file,
-    override_arg,
-    secure_values,
-)
+from components.stack_config import cli_error, override_arg, read_stack_file
 from components.synapse_config import PLACEHOLDERS
-from components.topology import Plan, build_plan
+from components.topology import Plan
 
 
 def plan_for(path: Path, overrides: Mapping[str, Any] | None = None,
              stack: str | None = None) -> Plan:
     """The plan of a stack file with `--set` overrides; `stack` names the stack
-    when it is not the file's own (a copy of it)."""
-    file_stack, raw = from_stack_file(path)
-    raw = apply_overrides(raw, overrides)
-    secret_keys = (*SECRET_KEYS, *TLS_SECRET_KEYS)
-    given = set(secure_values(path)) | {k for k in secret_keys if raw.get(k) is not None}
-    settings = load_settings({k: v for k, v in raw.items() if k not in secret_keys},
-                             stack or file_stack)
-    check_required_secrets(settings, given)
-    return build_plan(settings)
+    when it is not the file's own (a copy of it). Read as the program reads its
+    config (stack_config.read_stack), so it refuses what the program refuses."""
+    return read_stack_file(path, overrides, stack).plan
 
 
 def deployment_for(path: Path, overrides: Mapping[str, Any] | None = None) -> Deployment:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from components import postgres_conf, provider_model
+from components import postgres_conf, provider_model, validators
 from components.errors import ConfigError
 from components.workers import CLASS_NAMES, DEFAULT_PRESET, PRESETS, WORKER_CLASSES
 
@@ -63,6 +63,7 @@ SECRET_KEYS = (
 # Secrets only the operator can give (never generated): the TLS certificate chain
 # and its private key, PEM, for nginx.tls.
 TLS_SECRET_KEYS = ("tlsCertificate", "tlsKey")
+ALL_SECRET_KEYS = (*SECRET_KEYS, *TLS_SECRET_KEYS)
 
 # homeserver.yaml keys the topology owns; extraConfig may not set them, because a
 # silent override would desynchronise workers, nginx and the containers.
@@ -209,8 +210,8 @@ def _str(value: Any, path: tuple, check: Callable[[str], bool] | None = None,
 
 def _server_name(value: Any) -> str:
     def ok(v: str) -> bool:
-        host, _, port = v.rpartition(":") if v.count(":") == 1 else (v, "", "")
-        if port and not (port.isdigit() and 0 < int(port) < 65536):
+        host, colon, port = v.rpartition(":") if v.count(":") == 1 else (v, "", "")
+        if colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
             return False
         return bool(_HOST.match(host))
 
@@ -218,11 +219,10 @@ def _server_name(value: Any) -> str:
 
 
 def _base_url(value: Any) -> str:
-    def ok(v: str) -> bool:
-        parts = urlsplit(v)
-        return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query
-
-    url = _str(value, ("publicBaseUrl",), ok, "an http(s) URL")
+    url = _str(value, ("publicBaseUrl",), what="an http(s) URL")
+    problem = validators.http_url_problem(url)
+    if problem:
+        raise ConfigError(("publicBaseUrl",), f"must be an http(s) URL: {problem}, got {url!r}")
     return url if url.endswith("/") else url + "/"
 
 
@@ -249,8 +249,16 @@ def _images(raw: Mapping) -> Images:
     value = _mapping(raw, "images")
     _no_unknown(value, tuple(DEFAULT_IMAGES), ("images",))
     merged = {**DEFAULT_IMAGES, **value}
-    return Images(**{k: _str(v, ("images", k), lambda s: " " not in s, "an image reference")
-                     for k, v in merged.items()})
+    for k, v in merged.items():
+        _str(v, ("images", k), what="an image reference")
+        problem = validators.image_reference_problem(v)
+        if problem:
+            raise ConfigError(("images", k), f"{v!r} is not an image reference Docker accepts: "
+                                             f"{problem}")
+        problem = validators.synapse_version_problem(v) if k == "synapse" else None
+        if problem:
+            raise ConfigError(("images", k), problem)
+    return Images(**merged)
 
 
 def _cidr(value: Any, path: tuple) -> str:
@@ -396,7 +404,7 @@ def _secret_config(raw: Mapping, extra: Mapping[str, Any]) -> tuple[str, ...]:
 KNOWN_KEYS = (
     "serverName", "publicBaseUrl", "namePrefix", "preset", "workers", "images", "nginx", "log",
     "sizes", "containerSizes", "maxUploadSizeMb", "trustedKeyServers", "egress",
-    "reportStats", "extraConfig", "secretConfig", "postgres", *SECRET_KEYS, *TLS_SECRET_KEYS,
+    "reportStats", "extraConfig", "secretConfig", "postgres", *ALL_SECRET_KEYS,
 )
 
 

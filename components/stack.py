@@ -18,32 +18,22 @@ from components.docker_container import Host, volume
 from components.errors import ConfigError
 from components.secrets import stack_secrets
 from components.services import Nginx, NginxArgs, Postgres, Redis, ServiceArgs
-from components.settings import (
-    SECRET_KEYS,
-    TLS_SECRET_KEYS,
-    Settings,
-    check_required_secrets,
-    check_secret_overrides,
-    load_settings,
-)
-from components.stack_config import from_pulumi
+from components.stack_config import StackConfig, read_stack
 from components.synapse_process import SynapseArgs, SynapseMain, WorkerClass
-from components.topology import Plan, build_plan
+from components.topology import Plan
 from components.workers import WORKER_CLASSES
 
 
-def read_config() -> tuple[Settings, dict[str, str | None], dict[str, Any]]:
-    """Settings, the secret overrides and `secretConfig`, or a RunError naming the
-    bad key: Pulumi prints it without a traceback, and nothing has been registered
-    yet. Secret values never reach Settings."""
+def read_config() -> StackConfig:
+    """Settings, plan, the secret overrides and `secretConfig` (read_stack, the
+    reader the render command shares), or a RunError naming the bad key: Pulumi
+    prints it without a traceback, and nothing has been registered yet. Secret
+    values never reach Settings."""
     pairs = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    raw = from_pulumi(pairs)
-    overrides = {k: raw.pop(k, None) for k in (*SECRET_KEYS, *TLS_SECRET_KEYS)}
+    secret_keys = {*runtime_config.get_config_secret_keys_env(),
+                   *(k for k in pairs if runtime_config.is_config_secret(k))}
     try:
-        settings = load_settings(raw, stack=pulumi.get_stack())
-        check_secret_overrides(overrides)
-        check_required_secrets(settings, {k for k, v in overrides.items() if v is not None})
-        return settings, overrides, raw.get("secretConfig") or {}
+        return read_stack(pairs, secret_keys, stack=pulumi.get_stack())
     except ConfigError as e:
         raise pulumi.RunError(str(e)) from None
 
@@ -114,12 +104,10 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
 
 
 def main() -> Mapping[str, Any]:
-    settings, overrides, secret_config = read_config()
-    try:
-        plan = build_plan(settings)
-    except ConfigError as e:
-        raise pulumi.RunError(str(e)) from None
-    outputs = deploy(plan, build_deployment(plan), stack_secrets(overrides, secret_config))
+    config = read_config()
+    plan = config.plan
+    outputs = deploy(plan, build_deployment(plan),
+                     stack_secrets(config.secrets, config.secret_config))
     for key, value in outputs.items():
         pulumi.export(key, value)
     return outputs

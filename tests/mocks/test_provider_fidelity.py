@@ -46,12 +46,11 @@ def test_registered_containers_are_exactly_container_inputs(stack, path):
 
     from components.container_inputs import container_inputs
     from components.render import deployment_for
-    from components.settings import load_settings
-    from components.stack_config import from_stack_file
+    from components.stack_config import read_stack_file
 
     cap = STACKS[stack]()
     deployment = deployment_for(Path(path))
-    sizes = load_settings(from_stack_file(Path(path))[1], stack).sizes
+    sizes = read_stack_file(Path(path)).settings.sizes
     registered = {r.plain["name"]: r for r in cap.of_type(pm.CONTAINER)}
     assert set(registered) == {c.name for c in deployment.containers}
     for spec in deployment.containers:

@@ -15,14 +15,20 @@ import secrets
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import pulumi
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import stack as pulumi_stack
 
-from components.stack_config import NAMESPACE, apply_overrides, from_stack_file
+from components.stack_config import (
+    NAMESPACE,
+    Encrypted,
+    load_stack_file,
+    pulumi_pairs,
+    with_overrides,
+)
 
 # How the engine marks a secret value on the wire.
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
@@ -159,6 +165,14 @@ def _encode_config(raw: Mapping[str, Any]) -> dict[str, str]:
 
 def install_mocks(raw: Mapping[str, Any], stack: str = "test",
                   secret_keys: tuple[str, ...] = ()) -> _Monitor:
+    return install_pairs(_encode_config(raw), stack,
+                         secret_keys=[f"{NAMESPACE}{k}" for k in secret_keys])
+
+
+def install_pairs(pairs: Mapping[str, str], stack: str = "test",
+                  secret_keys: Collection[str] = ()) -> _Monitor:
+    """Mocks, with the runtime config exactly `pairs` (`namespace:key` -> text, as
+    the Pulumi CLI hands it over) and `secret_keys` (full keys) marked secret."""
     # Pulumi schedules registrations on the current loop; another test (asyncio.run)
     # may have closed it.
     try:
@@ -170,17 +184,19 @@ def install_mocks(raw: Mapping[str, Any], stack: str = "test",
     monitor = _Monitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="synapse", stack=stack, preview=False,
                              monitor=monitor)
-    pulumi.runtime.set_all_config(_encode_config(raw),
-                                  secret_keys=[f"{NAMESPACE}{k}" for k in secret_keys])
+    pulumi.runtime.set_all_config(dict(pairs), secret_keys=list(secret_keys))
     return monitor
 
 
 def run_program(raw: Mapping[str, Any], stack: str = "test",
                 secret_keys: tuple[str, ...] = ()) -> Capture:
     """Run components.stack.main() under mocks with these `synapse:*` values."""
+    return _run(install_mocks(raw, stack, secret_keys), stack)
+
+
+def _run(monitor: _Monitor, stack: str) -> Capture:
     from components import stack as program
 
-    monitor = install_mocks(raw, stack, secret_keys)
     outputs = program.main()
     loop = asyncio.get_event_loop()
 
@@ -196,6 +212,18 @@ def run_program(raw: Mapping[str, Any], stack: str = "test",
     return Capture(stack=stack, resources=monitor.registered, outputs=resolved)
 
 
+def stack_file_pairs(path: str | Path, overrides: Mapping[str, Any] | None = None,
+                     decrypt: Callable[[str], str] | None = None
+                     ) -> tuple[str, dict[str, str], frozenset[str]]:
+    """(stack, config pairs, secret keys) the Pulumi CLI would hand the program for
+    a stack file, with `--set` overrides applied as `pulumi config set --path`."""
+    stack, config = load_stack_file(Path(path))
+    pairs, secret_keys = pulumi_pairs(with_overrides(config, overrides), decrypt)
+    # Without a decrypter, a `secure:` secret is left out: the program generates it.
+    pairs = {k: v for k, v in pairs.items() if not isinstance(v, Encrypted)}
+    return stack, pairs, secret_keys & set(pairs)
+
+
 def run_stack_file(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Capture:
-    stack, raw = from_stack_file(Path(path))
-    return run_program(apply_overrides(raw, overrides), stack=stack)
+    stack, pairs, secret_keys = stack_file_pairs(path, overrides)
+    return _run(install_pairs(pairs, stack, secret_keys), stack)

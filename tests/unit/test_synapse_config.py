@@ -55,10 +55,9 @@ def test_synapse_accepts_every_process_config(stack, spec, tmp_path):
 
 
 def load_settings_of(stack):
-    from components.stack_config import from_stack_file
+    from components.stack_config import read_stack_file
 
-    name, raw = from_stack_file(Path(stack))
-    return load_settings(raw, name)
+    return read_stack_file(Path(stack)).settings
 
 
 def build_plan_of(stack):
