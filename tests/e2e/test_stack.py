@@ -930,6 +930,7 @@ def test_every_process_logs_to_its_own_rotated_file(stack: World):
     schedules the next rotation for the coming midnight."""
     api = replay.api()
     days = _plan_of(stack).settings.log.days_kept
+    synapse_user = f"{SYNAPSE_UID}:{SYNAPSE_UID}"
     procs = {p["name"]: p for p in stack.deployed.outputs["processes"]}
     for key, cls in stack.deployed.classes.items():
         if key not in procs:
@@ -939,8 +940,9 @@ def test_every_process_logs_to_its_own_rotated_file(stack: World):
         text = _exec(api, name, ["cat", path])
         for sock in procs[key]["sockets"]:
             assert f"Synapse now listening on Unix Socket at: {sock}" in text, (name, sock)
-        # As the process user: root in a container lacks CAP_SYS_PTRACE to read them.
-        fds = _exec(api, name, ["sh", "-c", "ls -l /proc/1/fd"], user=str(SYNAPSE_UID))
+        # As the process user and group: root in a container lacks CAP_SYS_PTRACE
+        # to read another user's, and ptrace access wants uid and gid to match.
+        fds = _exec(api, name, ["sh", "-c", "ls -l /proc/1/fd"], user=synapse_user)
         assert f"-> {path}" in fds, f"{name}: PID 1 does not have {path} open:\n{fds}"
         argv = _exec(api, name, ["cat", "/proc/1/cmdline"]).split("\0")
         configs = [a.split("=", 1)[1] for a in argv if a.startswith("--config-path=")]
@@ -957,7 +959,7 @@ def test_every_process_logs_to_its_own_rotated_file(stack: World):
                  "if hasattr(x, 'target')); "
                  "print(h.when, h.interval, h.backupCount, round(h.rolloverAt - time.time()))")
         when, interval, kept, due = _exec(api, name, ["/opt/synapse/bin/python", "-c", probe],
-                                          user=str(SYNAPSE_UID)).split()
+                                          user=synapse_user).split()
         assert (when, interval, int(kept)) == ("MIDNIGHT", "86400", days), (name, when, kept)
         assert 0 < int(due) <= 86400, f"{name}: next rotation in {due} s"
 
