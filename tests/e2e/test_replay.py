@@ -191,3 +191,20 @@ def test_plan_follows_the_provider_model(prod):
     assert by["gone"].action == replay.DELETE
     assert by["main"].action == replay.SAME
 
+
+def test_a_volume_replaced_first_deletes_the_containers_that_mount_it(prod):
+    """Pulumi's delete-before-replace of a volume deletes its dependents first (they
+    are replaced too: their mounts name it); Docker refuses to remove a volume in use."""
+    st = _stored_state(prod)
+    vol = st["resources"][state_mod.key_of(replay.VOLUME, "nginx-config-volume")]
+    vol["inputs"]["driverOpts"] = {"type": "tmpfs", "device": "tmpfs", "o": "size=1m"}  # not ours
+    plan = engine.make_plan(prod, st, _desired(prod))
+    step = next(s for s in plan.steps if s.name == "nginx-config-volume")
+    assert (step.action, step.delete_before_replace) == (replay.REPLACE, True)
+    key = lambda name: state_mod.key_of(CONTAINER, name)  # noqa: E731
+    assert step.dependents == (key("nginx-container"), key("nginx-config"))  # nginx first
+    by = {s.name: s for s in plan.steps if s.type == CONTAINER}
+    for name in ("nginx-container", "nginx-config"):
+        assert (by[name].action, by[name].replace_keys) == (replay.REPLACE, ("mounts",)), name
+        assert by[name].delete_before_replace
+    assert by["main"].action == replay.SAME
