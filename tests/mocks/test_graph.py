@@ -58,7 +58,7 @@ def test_every_container_has_a_healthcheck_replaced_on_change(prod):
     for c in prod.containers:
         hc = c.plain["healthcheck"]
         assert hc["tests"][0] in ("CMD", "CMD-SHELL"), c.name
-        assert c.options["replaceOnChanges"] == ["healthcheck"], c.name
+        assert c.options["replaceOnChanges"] == ["healthcheck", "tmpfs"], c.name
         # A replacement that only replace_on_changes causes is create-before-delete
         # unless asked otherwise, and the fixed name would clash.
         assert c.options["deleteBeforeReplace"] is True, c.name
@@ -71,8 +71,9 @@ def test_synapse_healthchecks_curl_their_own_socket(prod):
                        ("sender3", "synapse_replication_sender3"),
                        ("tasks1", "synapse_replication_tasks1")]:
         test = prod.named(name, CONTAINER).plain["healthcheck"]["tests"]
-        assert test == ["CMD", "curl", "-fsS", "--unix-socket", f"/sockets/{sock}.sock",
-                        "http://localhost/health"]
+        # As the Synapse user: Docker would run it as root, the container's user.
+        assert test == ["CMD", "gosu", "991:991", "curl", "-fsS", "--unix-socket",
+                        f"/sockets/{sock}.sock", "http://localhost/health"]
     pg = prod.named("postgres-container", CONTAINER).plain["healthcheck"]["tests"]
     assert pg[0] == "CMD-SHELL" and "postmaster.pid" in pg[1]
     assert "pg_isready -q -h /sockets -U synapse -d synapse" in pg[1]
@@ -88,8 +89,12 @@ def test_uploads_carry_the_rendered_files(prod):
     hs = yaml.safe_load(rooms2["/conf/homeserver.yaml"]["content"])  # plain: no reveal
     assert hs["instance_map"]["sender4"] == {"path": "/sockets/synapse_replication_sender4.sock"}
     assert rooms2["/conf/start.sh"]["executable"] is True
-    nginx = uploads(prod.named("nginx-container", CONTAINER))
-    assert set(nginx) == {"/etc/nginx/run.sh"}  # the config is not nginx's own upload
+    # nginx has no file at all (so its root filesystem can be read-only): the config
+    # is nginx-config's upload, its run script an argument of its entrypoint.
+    nginx = prod.named("nginx-container", CONTAINER).plain
+    assert nginx["uploads"] == []
+    assert nginx["entrypoints"][:2] == ["/bin/sh", "-c"]
+    assert "nginx -t -q -c /etc/nginx/live/nginx.conf" in nginx["entrypoints"][2]
     publisher = uploads(prod.named("nginx-config", CONTAINER))
     assert "upstream class_rooms" in publisher["/stage/nginx.conf"]["content"]
 
@@ -202,7 +207,9 @@ def test_networks_and_mounts(prod):
     assert media == {"/sockets": "synapse-prod-sockets", "/data": "synapse-prod-media1-data",
                      "/media": "synapse-prod-media"}
     sockets = prod.named("sockets-volume", VOLUME).plain
-    assert sockets["driverOpts"] == {"type": "tmpfs", "device": "tmpfs", "o": "mode=1777"}
+    # Root's and Synapse's group (991), setgid and sticky, others may only pass.
+    assert sockets["driverOpts"] == {"type": "tmpfs", "device": "tmpfs",
+                                     "o": "mode=3771,uid=0,gid=991"}
 
 
 def test_egress_off_keeps_synapse_on_the_internal_network(dev):
