@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from components import provider_model as pm
-from components.containers import ContainerSpec, Deployment, Secrets
+from components.containers import ContainerSpec, Deployment, File, Secrets
 from components.settings import Size
 from components.synapse_config import PLACEHOLDERS
 
@@ -22,9 +22,9 @@ from components.synapse_config import PLACEHOLDERS
 WAIT_TIMEOUT_S = 300
 
 # Resource options of every container. The provider only records a healthcheck
-# change in state (no update code): replace instead, deleting first since the
-# name is fixed.
-REPLACE_ON_CHANGES = ("healthcheck",)
+# or tmpfs change in state (neither is ForceNew, and Update has no code for them):
+# replace instead, deleting first since the name is fixed.
+REPLACE_ON_CHANGES = ("healthcheck", "tmpfs")
 DELETE_BEFORE_REPLACE = True
 
 
@@ -42,8 +42,7 @@ def container_inputs(spec: ContainerSpec, deployment: Deployment, sizes: Mapping
         "command": list(spec.command),
         "envs": [f"{k}={v}" for k, v in spec.env.items()],
         "labels": [{"label": k, "value": v} for k, v in spec.labels.items()],
-        "uploads": [{"file": f.path, "content": f.render(secrets), "executable": f.executable,
-                     "permissions": f.mode} for f in spec.files],
+        "uploads": [_upload(f, secrets) for f in spec.files],
         "mounts": [{"target": m.target, "type": "volume", "source": volume_names[m.volume],
                     "readOnly": False} for m in spec.mounts],
         "networksAdvanced": [{"name": network_names[n], "aliases": [spec.key]}
@@ -66,10 +65,36 @@ def container_inputs(spec: ContainerSpec, deployment: Deployment, sizes: Mapping
         "wait": True,
         "waitTimeout": WAIT_TIMEOUT_S,
     }
+    inputs.update(privilege_inputs(spec))
     if spec.entrypoint:
         inputs["entrypoints"] = list(spec.entrypoint)
     if spec.ports:
         inputs["ports"] = [{"internal": p.internal, "external": p.external, "ip": p.ip,
                             "protocol": "tcp"}
                            for p in sorted(spec.ports, key=lambda p: p.internal)]
+    return inputs
+
+
+def _upload(f: File, secrets: Secrets) -> dict[str, Any]:
+    upload: dict[str, Any] = {"file": f.path, "content": f.render(secrets),
+                              "executable": f.executable, "permissions": f.mode}
+    if f.owner is not None:  # numeric: the provider would resolve names on the Pulumi host
+        upload["owner"] = upload["group"] = str(f.owner)
+    return upload
+
+
+def privilege_inputs(spec: ContainerSpec) -> dict[str, Any]:
+    """The user, capabilities and the rest of spec.privileges, as inputs."""
+    priv = spec.privileges
+    inputs: dict[str, Any] = {
+        "capabilities": {"adds": sorted(priv.cap_add), "drops": list(priv.cap_drop)},
+        "securityOpts": list(priv.security_opts),
+        "readOnly": priv.read_only,
+    }
+    if priv.user is not None:
+        inputs["user"] = priv.user
+    if priv.groups:
+        inputs["groupAdds"] = list(priv.groups)
+    if priv.tmpfs:
+        inputs["tmpfs"] = dict(priv.tmpfs)
     return inputs

@@ -49,18 +49,32 @@ from components.topology import (
 
 Secrets = Mapping[str, str]
 
-SYNAPSE_UID = 991  # the official image's default user
+SYNAPSE_UID = 991  # the official image's default user (and group)
+POSTGRES_UID = 999  # `postgres` in the official image (and the stand-in)
+NGINX_UID = 101  # `nginx` in the official image (and the stand-in)
+REDIS_USER = "redis"  # by name: 999 in the official image, 998 in the stand-in
+# The sockets volume belongs to Synapse's group: who may create sockets there and
+# connect to Postgres's and Redis's (docs/least-privilege.md).
+SOCKETS_GID = SYNAPSE_UID
 START_SCRIPT = f"{CONFIG_DIR}/start.sh"
 POSTGRES_DATA = "/var/lib/postgresql/data"
 # nginx reads its config from a volume that the nginx-config container fills
 # (_nginx_specs): a routing change replaces that small container, not nginx.
-NGINX_LIVE_DIR = "/etc/nginx/live"
+NGINX_LIVE_DIR = nginx_conf.LIVE_DIR
 NGINX_CONF = f"{NGINX_LIVE_DIR}/nginx.conf"
 NGINX_LOADED = f"{NGINX_LIVE_DIR}/loaded"  # cksum of the config nginx serves
-NGINX_RUN = "/etc/nginx/run.sh"
 NGINX_STAGED = "/stage/nginx.conf"
 NGINX_PUBLISH = "/stage/publish.sh"
 NGINX_PORTS = nginx_conf.PORTS  # inside the nginx container
+# nginx.tls: the certificate chain and key, staged in nginx-config like its config
+# and published next to it, so nginx (read-only, no uploads) reads them from the
+# volume and a renewed certificate is a reload, not a new nginx.
+NGINX_STAGED_TLS = {"/stage/tls/fullchain.pem": nginx_conf.TLS_CERTIFICATE,
+                    "/stage/tls/privkey.pem": nginx_conf.TLS_KEY}
+NGINX_RUN_NAME = "run.sh"  # $0 of nginx's entrypoint script, in its log lines
+NGINX_USER = f"{NGINX_UID}:{NGINX_UID}"
+NGINX_TEMP_DIRS = ("/var/cache/nginx", "/var/lib/nginx")  # official image; Debian's
+NGINX_BODY_BUFFERS = 4  # uploads of the largest size nginx's tmpfs holds at once
 
 LABEL_PREFIX = "org.matrix.synapse-workers"
 
@@ -74,7 +88,7 @@ class Healthcheck:
     start_period_s: int = 60
 
 
-SECRET_FILE_MODE = "0400"  # root-owned as uploaded; start.sh hands them to the process user
+SECRET_FILE_MODE = "0400"  # readable by its owner only
 POSTGRES_PASSWORD_FILE = f"{SECRETS_DIR}/postgres_password"
 
 
@@ -84,6 +98,10 @@ class File:
     render: Callable[[Secrets], str]
     secret: bool = False  # content holds a secret: a secret Output in Pulumi
     executable: bool = False
+    # Uploaded owned by this UID (and its same-numbered group); None: by root.
+    # Synapse's start.sh hands its root-owned secrets to the Synapse user; Postgres
+    # runs as postgres from the start, so its password file is uploaded as its own.
+    owner: int | None = None
 
     @property
     def mode(self) -> str:
@@ -116,6 +134,34 @@ class Port:
     ip: str
 
 
+NO_NEW_PRIVILEGES = "no-new-privileges:true"
+
+
+@dataclass(frozen=True)
+class Privileges:
+    """What a container's processes may do; every container drops all capabilities
+    but `cap_add` and gains none through exec (no-new-privileges). What each one
+    needs, and what did not work, is measured in docs/least-privilege.md."""
+
+    # The first process's "uid:gid" (or user name); None: the image's own (root).
+    user: str | None = None
+    groups: tuple[str, ...] = ()  # supplementary GIDs of the first process (group_add)
+    cap_add: tuple[str, ...] = ()  # in Docker's CAP_ form, as it reads them back
+    # Read-only root filesystem. Docker refuses the provider's uploads into such a
+    # container ("container rootfs is marked read-only": it extracts them at "/"),
+    # so only containers without files can have it.
+    read_only: bool = False
+    tmpfs: Mapping[str, str] = field(default_factory=dict)  # path -> mount options
+
+    @property
+    def cap_drop(self) -> tuple[str, ...]:
+        return ("ALL",)
+
+    @property
+    def security_opts(self) -> tuple[str, ...]:
+        return (NO_NEW_PRIVILEGES,)
+
+
 @dataclass(frozen=True)
 class ContainerSpec:
     key: str  # logical name: process name, or "nginx"/"postgres"/"redis"
@@ -135,6 +181,7 @@ class ContainerSpec:
     size: str
     depends_on: tuple[str, ...]  # container keys that must be healthy first
     destroy_grace_seconds: int
+    privileges: Privileges
     restart: str = "unless-stopped"
 
     def rendered_files(self, secrets: Secrets = PLACEHOLDERS) -> dict[str, str]:
@@ -182,8 +229,19 @@ class Deployment:
         return next(c for c in self.containers if c.name == name)
 
 
-def _curl_health(socket: str) -> Healthcheck:
-    return Healthcheck(("CMD", "curl", "-fsS", "--unix-socket", socket, "http://localhost/health"))
+# What start.sh needs as root: chown fresh volumes and the uploaded secrets, and
+# gosu's setgroups/setgid/setuid. Synapse itself runs with none (its CapEff is 0).
+SYNAPSE_CAPS = ("CAP_CHOWN", "CAP_SETGID", "CAP_SETUID")
+
+
+def _curl_health(socket: str, as_user: str | None = None) -> Healthcheck:
+    """curl the health endpoint on `socket`. Docker runs a healthcheck as the
+    container's user with its capabilities: where that is root (Synapse, for
+    start.sh), gosu drops to `as_user` first, so no root process ever reads what
+    the (possibly compromised) service answers."""
+    drop = ("gosu", as_user) if as_user else ()
+    return Healthcheck(("CMD", *drop, "curl", "-fsS", "--unix-socket", socket,
+                        "http://localhost/health"))
 
 
 # Where a Synapse process mounts each shared volume a class names (workers.py).
@@ -192,21 +250,26 @@ SHARED_MOUNTS = {"media": MEDIA_DIR}
 
 def _start_script(p: Process) -> str:
     """Entrypoint wrapper: clean up what a killed process left, then run the image's
-    own /start.py. Twisted refuses to bind a socket whose `.lock` names a live PID
-    (after a kill -9 it is PID 1 again), so stale sockets and locks must go first;
-    fresh volumes and uploaded secrets are root-owned, so hand /data (and /media)
-    and the secrets to the Synapse user, who alone may read them."""
+    own /start.py, which drops to the Synapse user with gosu. Twisted refuses to
+    bind a socket whose `.lock` names a live PID (after a kill -9 it is PID 1
+    again), so stale sockets and locks must go first (root owns the sockets
+    directory, so it may). Fresh volumes and uploaded secrets are root-owned: hand
+    /data (and /media) and the secrets to the Synapse user, who alone may read them.
+    Root here has only CAP_CHOWN, CAP_SETUID and CAP_SETGID (SYNAPSE_CAPS): what it
+    does not own it cannot read or chmod, so the secrets are chowned only while
+    still root's (uploads happen once, at create: a restart finds them handed over)
+    and everything else is done as the Synapse user."""
     stale = " ".join(shlex.quote(x) for s in p.sockets for x in (s, s + ".lock"))
-    owned = " ".join([DATA_DIR, f"{DATA_DIR}/log"] + [SHARED_MOUNTS[v] for v in p.volumes])
-    user = f'"${{UID:-{SYNAPSE_UID}}}:${{GID:-{SYNAPSE_UID}}}"'
+    owned = " ".join([DATA_DIR] + [SHARED_MOUNTS[v] for v in p.volumes])
+    secrets = shlex.quote(SECRETS_DIR)
     return "\n".join([
         "#!/bin/sh",
         "set -eu",
         f"rm -f {stale}",
-        f"mkdir -p {DATA_DIR}/log",
-        f"chown {user} {owned}",
-        f"chown -R {user} {SECRETS_DIR}",
-        f"chmod 0500 {SECRETS_DIR}",
+        f'user="${{UID:-{SYNAPSE_UID}}}:${{GID:-{SYNAPSE_UID}}}"',
+        f'chown "$user" {owned}',
+        f'[ "$(stat -c %u:%g {secrets})" = "$user" ] || chown -R "$user" {secrets}',
+        f'gosu "$user" sh -c \'mkdir -p {DATA_DIR}/log && chmod 0500 {secrets}\'',
         'exec /start.py "$@"',
         "",
     ])
@@ -255,7 +318,7 @@ def _synapse_spec(plan: Plan, p: Process) -> ContainerSpec:
         # the process behind each database connection.
         env={"SYNAPSE_WORKER": p.app, "UID": str(SYNAPSE_UID), "GID": str(SYNAPSE_UID),
              "PGAPPNAME": p.name},
-        healthcheck=_curl_health(p.health_socket),
+        healthcheck=_curl_health(p.health_socket, as_user=f"{SYNAPSE_UID}:{SYNAPSE_UID}"),
         files=tuple(files),
         mounts=tuple(mounts),
         networks=("backend", "frontend") if s.egress else ("backend",),
@@ -265,6 +328,10 @@ def _synapse_spec(plan: Plan, p: Process) -> ContainerSpec:
         # Workers refuse to start before main has created the schema.
         depends_on=("postgres", "redis") if p.is_main else ("main",),
         destroy_grace_seconds=30,
+        # Root only for start.sh; /start.py then drops to SYNAPSE_UID (gosu, which
+        # resets supplementary groups: Synapse's own group is the sockets group).
+        # Not read-only: its files are uploads.
+        privileges=Privileges(cap_add=SYNAPSE_CAPS),
     )
 
 
@@ -273,8 +340,11 @@ def _run_nginx_script() -> str:
     watch it. A new config that passes `nginx -t` is loaded with SIGHUP: nginx
     keeps its listening sockets, old workers finish their requests, so nothing is
     dropped. A config that fails the test is refused and the old one kept serving.
-    NGINX_LOADED records what is being served; it goes when nginx stops."""
+    NGINX_LOADED records what is being served (a checksum over the config and,
+    with TLS, the certificate and key, so a renewed certificate is reloaded too);
+    it goes when nginx stops."""
     conf, loaded = shlex.quote(NGINX_CONF), shlex.quote(NGINX_LOADED)
+    served_files = " ".join(shlex.quote(f) for f in (NGINX_CONF, *NGINX_STAGED_TLS.values()))
     return "\n".join([
         "#!/bin/sh",
         "set -u",
@@ -282,13 +352,15 @@ def _run_nginx_script() -> str:
         f"rm -f {shlex.quote(nginx_conf.HEALTH_SOCKET)}",  # left by a killed nginx
         f'"$@" -c {conf} &',
         "pid=$!",
-        f"served=$(cksum < {conf})",
+        # What is served: the config, and with TLS the certificate and key.
+        f"state() {{ cat {served_files} 2>/dev/null | cksum; }}",
+        "served=$(state)",
         f'echo "$served" > {loaded}',
         # docker stop sends SIGQUIT (the image's STOPSIGNAL): nginx's graceful stop.
         f'trap \'rm -f {loaded}; kill -QUIT "$pid"; wait "$pid"; exit 0\' TERM QUIT INT',
         'while kill -0 "$pid" 2>/dev/null; do',
         "  sleep 1 & wait $!",
-        f"  now=$(cksum < {conf})",
+        "  now=$(state)",
         '  [ "$now" = "$served" ] && continue',
         '  served=$now',
         f"  if nginx -t -q -c {conf}; then",
@@ -307,29 +379,53 @@ def _run_nginx_script() -> str:
 
 
 def _publish_script() -> str:
-    """The nginx-config container: copy its config into the shared volume (an
-    atomic rename, so nginx never reads half a file), then stay up: the provider
-    starts a stopped container again on every up."""
-    live = shlex.quote(NGINX_CONF)
+    """The nginx-config container: copy its config (and with TLS the certificate
+    and key, before it) into the shared volume (an atomic rename, so nginx never
+    reads half a file), then stay up: the provider starts a stopped container
+    again on every up."""
+    copies = [*NGINX_STAGED_TLS.items(), (NGINX_STAGED, NGINX_CONF)]  # the config last
     return "\n".join([
         "#!/bin/sh",
         "set -eu",
-        f"cp {shlex.quote(NGINX_STAGED)} {live}.new",
-        f"mv {live}.new {live}",
+        f"mkdir -p {shlex.quote(nginx_conf.TLS_DIR)}",
+        *(f"if [ -e {shlex.quote(src)} ]; then cp {shlex.quote(src)} {shlex.quote(dst)}.new"
+          f" && mv {shlex.quote(dst)}.new {shlex.quote(dst)}; fi" for src, dst in copies),
         "trap 'exit 0' TERM INT QUIT",  # QUIT: the nginx image's STOPSIGNAL
         "while :; do sleep 3600 & wait $! || true; done",
         "",
     ])
 
 
-def _tls_files(s) -> list[File]:
-    """nginx.tls: the operator's certificate chain and key, secret files read by
-    nginx's master (as root) at start and reload."""
+def _staged_tls_files(s) -> list[File]:
+    """nginx.tls: the operator's certificate chain and key, secret files of the
+    nginx user (who publishes them and whose nginx reads them)."""
     if not s.nginx.tls:
         return []
-    return [File(nginx_conf.TLS_CERTIFICATE, lambda sec: render_secret("tlsCertificate", sec),
-                 secret=True),
-            File(nginx_conf.TLS_KEY, lambda sec: render_secret("tlsKey", sec), secret=True)]
+    keys = ("tlsCertificate", "tlsKey")
+    return [File(path, lambda sec, k=k: render_secret(k, sec), secret=True, owner=NGINX_UID)
+            for path, k in zip(NGINX_STAGED_TLS, keys)]
+
+
+def _nginx_privileges(plan: Plan) -> Privileges:
+    """nginx runs as its image's user from the start: no root master, so no
+    capabilities (it listens above 1024), on a read-only root filesystem. It writes
+    its pid file and health socket to /run and the request bodies it buffers
+    (uploads) to its temp path: /var/cache/nginx in the official image,
+    /var/lib/nginx in Debian's (the stand-in). Those are tmpfs, so bodies are held
+    in memory, counted against nginx's limit: room for NGINX_BODY_BUFFERS uploads
+    of the largest size at once, beyond which uploads get errors rather than nginx
+    being killed for memory. Sized by the upload limit, not by nginx's memory: a
+    tmpfs change replaces nginx, a memory change is made in place."""
+    body_mb = NGINX_BODY_BUFFERS * plan.settings.max_upload_size_mb
+    owned = f"uid={NGINX_UID},gid={NGINX_UID}"
+    return Privileges(
+        user=NGINX_USER,
+        read_only=True,
+        tmpfs={
+            "/run": f"{owned},mode=0755,size=1m",
+            **{path: f"{owned},mode=0700,size={body_mb}m" for path in NGINX_TEMP_DIRS},
+        },
+    )
 
 
 def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
@@ -340,7 +436,9 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
     turns healthy once nginx serves its config, so the provider's `wait` holds the
     up (and the deletion of workers scaled away, which comes last) until then."""
     s = plan.settings
-    loaded, staged = shlex.quote(NGINX_LOADED), shlex.quote(NGINX_STAGED)
+    loaded = shlex.quote(NGINX_LOADED)
+    # What nginx serves when it serves these files: same order as its run.sh.
+    staged = " ".join(shlex.quote(f) for f in (NGINX_STAGED, *NGINX_STAGED_TLS))
     publisher = ContainerSpec(
         key="nginx-config",
         name=f"{s.name_prefix}-nginx-config",
@@ -353,10 +451,11 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
         # Served by nginx, or no nginx yet (the first up starts nginx after this).
         healthcheck=Healthcheck(("CMD-SHELL",
                                  f"test ! -e {loaded} || "
-                                 f'test "$(cat {loaded})" = "$(cksum < {staged})"'),
+                                 f'test "$(cat {loaded})" = "$(cat {staged} 2>/dev/null | cksum)"'),
                                 interval_s=1, start_period_s=0),
         files=(File(NGINX_STAGED, lambda _sec: nginx_conf.render_nginx_conf(plan)),
-               File(NGINX_PUBLISH, lambda _sec: _publish_script(), executable=True)),
+               File(NGINX_PUBLISH, lambda _sec: _publish_script(), executable=True),
+               *_staged_tls_files(s)),
         mounts=(Mount("nginx-config", NGINX_LIVE_DIR),),
         networks=("backend",),  # none needed; the internal one has no way out
         ports=(),
@@ -365,6 +464,9 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
         # Publish routes only once every process they name is healthy.
         depends_on=tuple(p.name for p in plan.processes if p.inbound_socket),
         destroy_grace_seconds=5,
+        # nginx's user, which owns the nginx-config volume. Not read-only: its
+        # config is an upload.
+        privileges=Privileges(user=NGINX_USER),
     )
     nginx = ContainerSpec(
         key="nginx",
@@ -373,11 +475,12 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
         worker_class=None,
         image=s.images.nginx,
         command=("nginx", "-g", "daemon off;"),
-        entrypoint=("/bin/sh", NGINX_RUN),
+        # The script is an argument, not an upload: Docker refuses uploads into a
+        # read-only container.
+        entrypoint=("/bin/sh", "-c", _run_nginx_script(), NGINX_RUN_NAME),
         env={},
         healthcheck=_curl_health(nginx_conf.HEALTH_SOCKET),
-        files=(File(NGINX_RUN, lambda _sec: _run_nginx_script(), executable=True),
-               *_tls_files(s)),
+        files=(),
         mounts=(Mount("sockets", SOCKET_DIR), Mount("nginx-config", NGINX_LIVE_DIR)),
         networks=("frontend",),
         ports=(
@@ -391,8 +494,16 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
         size=s.container_sizes["nginx"],
         depends_on=("nginx-config",),
         destroy_grace_seconds=10,
+        privileges=_nginx_privileges(plan),
     )
     return publisher, nginx
+
+
+# Postgres's sockets: 0770, so only the sockets group (their group, as the
+# directory is setgid) connects. Local connections are trusted (the image's
+# pg_hba.conf): whoever reaches the socket is the database's superuser.
+POSTGRES_SOCKET_ARGS = ("-c", "unix_socket_permissions=0770")
+SOCKETS_VOLUME_OPTIONS = f"mode=3771,uid=0,gid={SOCKETS_GID}"
 
 
 def build_deployment(plan: Plan) -> Deployment:
@@ -409,6 +520,7 @@ def build_deployment(plan: Plan) -> Deployment:
             "postgres",
             "-c", f"unix_socket_directories={pg_socket_dirs}",
             "-c", "listen_addresses=",  # sockets only
+            *POSTGRES_SOCKET_ARGS,
             # Tuned from the container's size, then synapse:postgres.settings.
             *(a for k, v in sorted(postgres_settings(s).items()) for a in ("-c", f"{k}={v}")),
         ),
@@ -416,7 +528,7 @@ def build_deployment(plan: Plan) -> Deployment:
         env={
             "POSTGRES_USER": POSTGRES_USER,
             "POSTGRES_DB": POSTGRES_DB,
-            # The image reads it (as root, before dropping privileges) on first start.
+            # The image's entrypoint reads it on first start (as postgres: its own file).
             "POSTGRES_PASSWORD_FILE": POSTGRES_PASSWORD_FILE,
             # Synapse refuses databases whose collation is not C.
             "POSTGRES_INITDB_ARGS": "--encoding=UTF8 --locale=C",
@@ -429,7 +541,7 @@ def build_deployment(plan: Plan) -> Deployment:
                                  f" && pg_isready -q -h {POSTGRES_SOCKET_DIR}"
                                  f" -U {POSTGRES_USER} -d {POSTGRES_DB}")),
         files=(File(POSTGRES_PASSWORD_FILE, lambda sec: render_secret("postgresPassword", sec),
-                    secret=True),),
+                    secret=True, owner=POSTGRES_UID),),
         mounts=(Mount("sockets", SOCKET_DIR), Mount("postgres-data", POSTGRES_DATA)),
         networks=("backend",),
         ports=(),
@@ -437,6 +549,10 @@ def build_deployment(plan: Plan) -> Deployment:
         size=s.container_sizes["postgres"],
         depends_on=(),
         destroy_grace_seconds=60,  # a clean shutdown avoids crash recovery
+        # As postgres from the start (the entrypoint then neither chowns nor gosu's),
+        # so it keeps the sockets group that gosu would drop. Not read-only: its
+        # password file is an upload.
+        privileges=Privileges(user=f"{POSTGRES_UID}:{POSTGRES_UID}", groups=(str(SOCKETS_GID),)),
     )
     redis = ContainerSpec(
         key="redis",
@@ -447,8 +563,9 @@ def build_deployment(plan: Plan) -> Deployment:
         # Sockets only; Synapse uses Redis for pub/sub and caches, nothing to persist.
         # A bare `--save` means `save ""` (no snapshots): pulumi-docker refuses an
         # empty command element ("values for command may not be empty").
+        # Its socket is for the sockets group (Synapse) only: 660.
         command=("redis-server", "--port", "0", "--unixsocket", REDIS_SOCKET,
-                 "--unixsocketperm", "666", "--save", "--appendonly", "no"),
+                 "--unixsocketperm", "660", "--save", "--appendonly", "no"),
         entrypoint=None,
         env={},
         healthcheck=Healthcheck(("CMD-SHELL", f"redis-cli -s {REDIS_SOCKET} ping | grep -q PONG")),
@@ -460,21 +577,34 @@ def build_deployment(plan: Plan) -> Deployment:
         size=s.container_sizes["redis"],
         depends_on=(),
         destroy_grace_seconds=10,
+        # As redis from the start, in the sockets group; it writes nothing but its
+        # socket, so read-only with no tmpfs at all.
+        privileges=Privileges(user=REDIS_USER, groups=(str(SOCKETS_GID),), read_only=True),
     )
     synapse = [_synapse_spec(plan, p) for p in plan.processes]
     publisher, nginx = _nginx_specs(plan)
 
     volumes = [
-        # Sockets live in RAM; 1777 because every image runs as a different user.
+        # Sockets live in RAM, in a directory of root and the sockets group: only
+        # its members (Synapse, and Postgres and Redis through group_add) create
+        # sockets; setgid gives every socket that group, so Postgres's (0770) and
+        # Redis's (0660) are theirs alone; sticky keeps each from removing another's;
+        # nginx, outside the group, may only pass through (o+x) to Synapse's 0666
+        # inbound sockets. Root (Synapse's start.sh) owns it, so removes stale ones.
         VolumeSpec("sockets", f"{s.name_prefix}-sockets",
-                   {"type": "tmpfs", "device": "tmpfs", "o": "mode=1777"}, retain=False,
-                   shared=True),
+                   {"type": "tmpfs", "device": "tmpfs", "o": SOCKETS_VOLUME_OPTIONS},
+                   retain=False, shared=True),
         *(VolumeSpec(v, f"{s.name_prefix}-{v}", shared=True) for v in SHARED_MOUNTS),
         VolumeSpec("postgres-data", f"{s.name_prefix}-postgres-data"),
         VolumeSpec("redis-data", f"{s.name_prefix}-redis-data"),
         *(VolumeSpec(f"{p.name}-data", f"{s.name_prefix}-{p.name}-data") for p in plan.processes),
-        # Derived from the stack: rebuilt by the next up, so not kept.
-        VolumeSpec("nginx-config", f"{s.name_prefix}-nginx-config", retain=False),
+        # Derived from the stack: rebuilt by the next up, so not kept. In RAM and
+        # nginx's own (nginx-config and nginx both run as NGINX_UID): nginx-config
+        # copies its upload in on every start, so losing it with the last container
+        # that mounts it loses nothing.
+        VolumeSpec("nginx-config", f"{s.name_prefix}-nginx-config",
+                   {"type": "tmpfs", "device": "tmpfs",
+                    "o": f"uid={NGINX_UID},gid={NGINX_UID},mode=0700"}, retain=False),
     ]
     return Deployment(
         networks={

@@ -26,7 +26,8 @@ def _files(spec: ContainerSpec, plain: list[dict], secrets: pulumi.Output
         content = pulumi.Output.secret(secrets.apply(f.render)) if f.secret else u["content"]
         uploads.append(docker.ContainerUploadArgs(file=u["file"], content=content,
                                                   executable=u["executable"],
-                                                  permissions=u["permissions"]))
+                                                  permissions=u["permissions"],
+                                                  owner=u.get("owner"), group=u.get("group")))
     return uploads
 
 
@@ -73,6 +74,13 @@ def container(
             retries=hc["retries"], start_period=hc["startPeriod"],
             start_interval=hc["startInterval"],
         ),
+        user=i.get("user"),
+        group_adds=i.get("groupAdds"),
+        capabilities=docker.ContainerCapabilitiesArgs(adds=i["capabilities"]["adds"],
+                                                      drops=i["capabilities"]["drops"]),
+        security_opts=i["securityOpts"],
+        read_only=i["readOnly"],
+        tmpfs=i.get("tmpfs"),
         restart=i["restart"],
         memory=i["memory"],
         memory_swap=i["memorySwap"],

@@ -39,7 +39,10 @@ PORTS = {
     "http": 8080,  # with nginx.tls only: plain HTTP, redirected to HTTPS
 }
 LISTEN_PORTS = (PORTS["client"], PORTS["federation"])  # the public listeners
-TLS_DIR = "/etc/nginx/tls"
+# nginx reads its config (and certificate) from a volume the nginx-config
+# container fills (components/containers.py).
+LIVE_DIR = "/etc/nginx/live"
+TLS_DIR = f"{LIVE_DIR}/tls"
 TLS_CERTIFICATE = f"{TLS_DIR}/fullchain.pem"
 TLS_KEY = f"{TLS_DIR}/privkey.pem"
 ACCESS_LOG = "/var/log/nginx/access.log"  # the official image links it to stdout

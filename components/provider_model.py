@@ -13,6 +13,8 @@ v4.5.0's). Sources, abbreviated in the table:
   K/volume     kreuzwerker internal/provider/resource_docker_volume.go
   K/network    kreuzwerker internal/provider/resource_docker_network.go (+ _funcs.go)
   K/image      kreuzwerker internal/provider/resource_docker_remote_image.go (+ _funcs.go)
+  M/container  moby daemon/container.go (validateCapabilities: names checked, kept as sent)
+  M/archive    moby daemon/archive*.go (containerExtractToDir: refuses a read-only rootfs)
   P/resources  pulumi/pulumi-docker provider/resources.go
   B/diff       pulumi/pulumi-terraform-bridge pkg/tfbridge/provider.go (Diff)
 
@@ -198,6 +200,11 @@ def _port_defaults(ports: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{"ip": "0.0.0.0", "protocol": "tcp", **p} for p in ports]
 
 
+def _capability_sets(caps: Mapping[str, Any]) -> dict[str, Any]:
+    """add and drop are sets: empty when unset, compared regardless of order."""
+    return {k: sorted(caps.get(k) or []) for k in ("adds", "drops")}
+
+
 C = "K/container"
 R = "K/read"
 CONTAINER_ATTRS: dict[str, Attr] = {
@@ -214,6 +221,10 @@ CONTAINER_ATTRS: dict[str, Attr] = {
                  read=False, computed=True),
     "labels": Attr(REPLACE, "not read back: state keeps them as sent", f"{C}, {R}", SET,
                    read=False, computed=True),
+    # owner/group: in pulumi-docker 5.2.0's schema ("numeric IDs can be used
+    # directly"; kreuzwerker issue #996), newer than the stored kreuzwerker source:
+    # the file's owner, which CopyToContainer can only carry as the tar header's
+    # uid/gid (measured: Docker applies them; docs/least-privilege.md).
     "uploads": Attr(REPLACE, "not read back; written once between create and start ('The "
                     "container is mutated once, and never updated later'): a changed file "
                     "replaces the container", f"{C}, {R} (create)", SET, read=False),
@@ -235,6 +246,24 @@ CONTAINER_ATTRS: dict[str, Attr] = {
                         "for 60 s), start_interval included ('0s' when unset)", f"{C}, {R}",
                         OBJECT, normal=_norm_healthcheck, computed=True,
                         fill=_healthcheck_defaults),
+    # Least privilege (docs/least-privilege.md). All ForceNew but tmpfs.
+    "user": Attr(REPLACE, "Config.User verbatim; '' (the image's user) when unset, which the "
+                 "schema's DiffSuppressFunc takes for no change", f"{C}, {R}", default=""),
+    "groupAdds": Attr(REPLACE, "HostConfig.GroupAdd verbatim", f"{C}, {R}", SET),
+    # Docker validates capability names but stores them as sent (M/container): "CHOWN"
+    # stays "CHOWN"; the program sends Docker's CAP_ form.
+    "capabilities": Attr(REPLACE, "HostConfig.CapAdd and CapDrop as sent, read only when "
+                         "either is non-empty; add and drop are sets", f"{C}, {R}, M/container",
+                         OBJECT, fill=_capability_sets),
+    "securityOpts": Attr(REPLACE, "HostConfig.SecurityOpt verbatim ('systempaths=unconfined' "
+                         "would be turned into masked/read-only paths at create)", f"{C}, {R}",
+                         SET, computed=True),
+    "readOnly": Attr(REPLACE, "HostConfig.ReadonlyRootfs. Docker then refuses the create's "
+                     "uploads (extracted at '/', not on a volume): 'container rootfs is "
+                     "marked read-only'", f"{C}, {R}, M/archive", default=False),
+    # Not ForceNew, and Update has no code for it: a change only changes state. The
+    # program adds replace_on_changes, as for healthcheck.
+    "tmpfs": Attr(UPDATE, "HostConfig.Tmpfs verbatim (path -> mount options)", f"{C}, {R}", MAP),
     "restart": Attr(UPDATE, "HostConfig.RestartPolicy.Name; updated with ContainerUpdate",
                     f"{C}, {R} resourceDockerContainerUpdate", default="no"),
     "memory": Attr(UPDATE, "HostConfig.Memory / 1 MiB; updated with ContainerUpdate", f"{C}, {R}"),

@@ -44,7 +44,10 @@ def test_every_registered_resource_is_applied(dev, prod):
 
 @pytest.mark.parametrize("change", [
     {"privileged": True},
-    {"user": "0"},
+    {"pidMode": "host"},
+    {"init": True},
+    {"capabilities": {"adds": ["CAP_NET_ADMIN"], "drops": ["ALL"], "x": 1}},
+    {"uploads": [{"file": "/x", "content": "x", "owner": "postgres"}]},
     {"volumes": [{"containerPath": "/x", "hostPath": "/"}]},
     {"uploads": [{"file": "/x", "contentBase64": "eA=="}]},
     {"networksAdvanced": [{"name": "n", "ipv4Address": "10.0.0.2"}]},
@@ -106,6 +109,8 @@ def test_uploads_are_written_like_the_provider():
         {"file": "/conf/start.sh", "content": "#!/bin/sh\n", "executable": True},
         {"file": "/conf/a.yaml", "content": "a: 1\n"},
         {"file": "/conf/secrets/k", "content": "s\n", "permissions": "0400"},
+        {"file": "/conf/secrets/p", "content": "p\n", "permissions": "0400", "owner": "999",
+         "group": "999"},
     ])
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         members = {m.name: m for m in tar.getmembers()}
@@ -113,7 +118,11 @@ def test_uploads_are_written_like_the_provider():
         assert members["/conf/a.yaml"].mode == 0o644
         assert members["/conf/secrets/k"].mode == 0o400
         assert tar.extractfile(members["/conf/a.yaml"]).read() == b"a: 1\n"
-        assert all(m.uid == 0 and m.isfile() for m in members.values())
+        assert all(m.isfile() for m in members.values())
+        # Root's unless the upload names an owner, which the tar header carries.
+        assert {n: (m.uid, m.gid) for n, m in members.items()} == {
+            "/conf/start.sh": (0, 0), "/conf/a.yaml": (0, 0), "/conf/secrets/k": (0, 0),
+            "/conf/secrets/p": (999, 999)}
 
 
 def test_secrets_are_kept_like_pulumi_state():
@@ -181,4 +190,22 @@ def test_plan_follows_the_provider_model(prod):
     assert (by["sender1"].action, by["sender1"].changed) == (replay.UPDATE, ("mustRun",))
     assert by["tasks1"].action == replay.CREATE
     assert by["gone"].action == replay.DELETE
+    assert by["main"].action == replay.SAME
+
+
+def test_a_volume_replaced_first_deletes_the_containers_that_mount_it(prod):
+    """Pulumi's delete-before-replace of a volume deletes its dependents first (they
+    are replaced too: their mounts name it); Docker refuses to remove a volume in use."""
+    st = _stored_state(prod)
+    vol = st["resources"][state_mod.key_of(replay.VOLUME, "nginx-config-volume")]
+    vol["inputs"]["driverOpts"] = {"type": "tmpfs", "device": "tmpfs", "o": "size=1m"}  # not ours
+    plan = engine.make_plan(prod, st, _desired(prod))
+    step = next(s for s in plan.steps if s.name == "nginx-config-volume")
+    assert (step.action, step.delete_before_replace) == (replay.REPLACE, True)
+    key = lambda name: state_mod.key_of(CONTAINER, name)  # noqa: E731
+    assert step.dependents == (key("nginx-container"), key("nginx-config"))  # nginx first
+    by = {s.name: s for s in plan.steps if s.type == CONTAINER}
+    for name in ("nginx-container", "nginx-config"):
+        assert (by[name].action, by[name].replace_keys) == (replay.REPLACE, ("mounts",)), name
+        assert by[name].delete_before_replace
     assert by["main"].action == replay.SAME

@@ -45,7 +45,7 @@ import pytest
 import yaml
 
 from components import impact, postgres_conf, render
-from components.containers import NGINX_PORTS, SYNAPSE_UID
+from components.containers import NGINX_PORTS, POSTGRES_UID, SYNAPSE_UID
 from components.nginx_conf import SERVED_BY_HEADER
 from components.synapse_config import POSTGRES_DB, POSTGRES_USER, log_config_path, log_file_path
 from components.topology import POSTGRES_SOCKET_DIR, postgres_settings
@@ -360,22 +360,141 @@ def test_every_container_healthy_as_registered(stack: World):
 
 def test_secret_files_readable_only_by_their_process(stack: World):
     """Each secret is its own file, 0400 and owned by the process user (Synapse's
-    991; root in Postgres, whose entrypoint reads it before dropping privileges):
-    another user in the same container cannot read it."""
+    991, handed over by start.sh; postgres's 999, uploaded as its own): another
+    user in the same container cannot read it."""
     api = replay.api()
     d = stack.deployed
     for key in ("main", "rooms1", "postgres"):
         name = d.containers[key]
-        owner = "0" if key == "postgres" else "991"
-        out = _exec(api, name, ["sh", "-c", "stat -c '%u %a %n' /conf/secrets/*"])
+        owner = "999" if key == "postgres" else "991"
+        # As the owner: even root cannot list Synapse's 0500 secrets directory
+        # (no CAP_DAC_READ_SEARCH in the container).
+        out = _exec(api, name, ["sh", "-c", "stat -c '%u %a %n' /conf/secrets/*"],
+                    user=f"{owner}:{owner}")
         lines = out.strip().splitlines()
         assert lines and all(l.split()[:2] == [owner, "400"] for l in lines), (name, lines)
         code, text = _exec_rc(api, name, ["cat", lines[0].split()[2]], user="65534")
         assert code != 0 and "Permission denied" in text, (name, code, text)
-    main_files = _exec(api, d.containers["main"], ["ls", "/conf/secrets"]).split()
-    worker_files = _exec(api, d.containers["rooms1"], ["ls", "/conf/secrets"]).split()
+    main_files = _exec(api, d.containers["main"], ["ls", "/conf/secrets"], user="991:991").split()
+    worker_files = _exec(api, d.containers["rooms1"], ["ls", "/conf/secrets"],
+                         user="991:991").split()
     assert "registration_shared_secret" in main_files
     assert "registration_shared_secret" not in worker_files  # only main registers users
+
+
+def test_least_privilege(stack: World):
+    """Every process of every container runs as its non-root user with no
+    effective capabilities and no-new-privileges (read in /proc/<pid>/status);
+    Synapse's bounding set keeps only what start.sh needed as root. The process
+    user cannot write the root filesystem (read-only for Redis and nginx, even for
+    root). Postgres and Redis listen on no TCP port and answer on their sockets to
+    Synapse's group only, not to nginx; only nginx publishes ports."""
+    api = replay.api()
+    d = stack.deployed
+    registered = {reveal(r.inputs)["name"]: reveal(r.inputs) for r in d.capture.containers}
+    redis_uid = _exec(api, d.containers["redis"], ["id", "-u", "redis"]).strip()
+    user = {"postgres": "999:999", "redis": f"{redis_uid}:{redis_uid}",
+            "nginx": "101:101", "nginx-config": "101:101"}
+    # Supplementary groups: Postgres and Redis join Synapse's (group_add); gosu
+    # leaves Synapse none but its own, primary, group.
+    groups = {"postgres": {"999", SYNAPSE_UID}, "redis": {redis_uid, SYNAPSE_UID},
+              "nginx": {"101"}, "nginx-config": {"101"}}
+    for key, name in d.containers.items():
+        inputs = registered[name]
+        uid, gid = user.get(key, f"{SYNAPSE_UID}:{SYNAPSE_UID}").split(":")
+        procs = _processes(api, name)
+        assert procs, name
+        synapse = key not in user
+        for proc in procs:
+            what = f"{name} pid {proc['Pid']} ({proc['Cmd'][:60]})"
+            assert set(proc["Uid"].split()) == {uid}, (what, proc["Uid"])
+            assert set(proc["Gid"].split()) == {gid}, (what, proc["Gid"])
+            assert set(proc["Groups"].split()) == groups.get(key, set()), (what, proc["Groups"])
+            assert int(proc["CapEff"], 16) == 0 and int(proc["CapPrm"], 16) == 0, what
+            assert proc["NoNewPrivs"] == "1", what
+            bounding = CAP_CHOWN_SETGID_SETUID if synapse else 0
+            assert int(proc["CapBnd"], 16) == bounding, (what, proc["CapBnd"])
+        # The process user cannot write the root filesystem; read-only: not even root.
+        code, out = _exec_rc(api, name, ["touch", "/etc/lp-probe"], user=user.get(key, "991:991"))
+        assert code != 0, (name, out)
+        if inputs["readOnly"]:
+            assert "Read-only file system" in out, (name, out)
+            code, out = _exec_rc(api, name, ["touch", "/etc/lp-probe"], user="0")
+            assert code != 0 and "Read-only file system" in out, (name, out)
+        # Only nginx publishes ports.
+        ports = api.inspect_container(name)["HostConfig"]["PortBindings"] or {}
+        assert bool(ports) == (key == "nginx"), (name, ports)
+
+    # Sockets: a directory of root and Synapse's group, setgid and sticky; others pass.
+    main = d.containers["main"]
+    listing = _exec(api, main, ["stat", "-c", "%a %u %g %n", "/sockets",
+                                "/sockets/.s.PGSQL.5432", "/sockets/synapse_redis.sock"])
+    assert listing.split("\n")[:3] == [
+        f"3771 0 {SYNAPSE_UID} /sockets", f"770 999 {SYNAPSE_UID} /sockets/.s.PGSQL.5432",
+        f"660 {redis_uid} {SYNAPSE_UID} /sockets/synapse_redis.sock"], listing
+    # Synapse reaches Postgres and Redis through their sockets, never over TCP.
+    probe = ("import socket\n"
+             "for host, port in (('postgres', 5432), ('redis', 6379)):\n"
+             "    try:\n"
+             "        socket.create_connection((host, port), timeout=5)\n"
+             "        print(host, 'tcp open')\n"
+             "    except OSError as e:\n"
+             "        print(host, 'tcp', type(e).__name__)\n"
+             "for path in ('/sockets/.s.PGSQL.5432', '/sockets/synapse_redis.sock'):\n"
+             "    s = socket.socket(socket.AF_UNIX)\n"
+             "    s.connect(path)\n"
+             "    print(path, 'unix ok')\n")
+    out = _exec(api, main, ["python", "-c", probe], user="991:991")
+    assert out.split("\n")[:4] == [
+        "postgres tcp ConnectionRefusedError", "redis tcp ConnectionRefusedError",
+        "/sockets/.s.PGSQL.5432 unix ok", "/sockets/synapse_redis.sock unix ok"], out
+    # nginx, outside Synapse's group, reaches Synapse's inbound sockets only.
+    nginx = d.containers["nginx"]
+    for path in ("/sockets/.s.PGSQL.5432", "/sockets/synapse_redis.sock"):
+        code, out = _exec_rc(api, nginx, ["curl", "-sv", "--unix-socket", path, "http://x/"],
+                             user="101:101")
+        assert code != 0 and "Permission denied" in out, (path, out)
+    code, out = _exec_rc(api, nginx, ["touch", "/sockets/lp-probe"], user="101:101")
+    assert code != 0 and "Permission denied" in out, out
+    _exec(api, nginx, ["curl", "-fsS", "--unix-socket", "/sockets/synapse_inbound_main.sock",
+                       "http://localhost/health"], user="101:101")
+    # Postgres and Redis are on the internal network alone.
+    internal = {n["Name"]: n["Internal"] for n in api.networks()}
+    for key in ("postgres", "redis"):
+        nets = api.inspect_container(d.containers[key])["NetworkSettings"]["Networks"]
+        assert [internal[n] for n in nets] == [True], (key, list(nets))
+
+
+# Least privilege, as the program asks for it (docs/least-privilege.md): the
+# process user of each role, and the capabilities left in its bounding set.
+SYNAPSE_UID = "991"
+CAP_CHOWN_SETGID_SETUID = 0xC1  # bits 0, 6, 7
+PROBE = "lp-probe"  # marks this test's own exec'd processes
+
+
+def _processes(api, container: str) -> list[dict[str, str]]:
+    """The container's own processes, PID 1 and its descendants, each as its
+    /proc status fields and command line. Exec'd processes (Docker's healthchecks,
+    this probe) have no parent inside the container and are left out."""
+    script = (f": {PROBE}; for d in /proc/[0-9]*; do echo ==; cat $d/status; "
+              "printf 'Cmd:\t%s\n' \"$(tr '\\0' ' ' < $d/cmdline)\"; done 2>/dev/null; true")
+    out = _exec(api, container, ["sh", "-c", script])
+    by_pid = {}
+    for block in out.split("==\n")[1:]:
+        fields = dict(line.split(":\t", 1) for line in block.splitlines() if ":\t" in line)
+        if "Pid" in fields:
+            by_pid[fields["Pid"]] = fields
+
+    def own(pid: str) -> bool:
+        seen = set()
+        while pid in by_pid and pid not in seen:
+            if pid == "1":
+                return True
+            seen.add(pid)
+            pid = by_pid[pid]["PPid"]
+        return False
+
+    return [f for pid, f in by_pid.items() if own(pid) and PROBE not in f.get("Cmd", "")]
 
 
 def _exec_rc(api, container: str, cmd: list[str], user: str = "") -> tuple[int, str]:
@@ -810,7 +929,7 @@ def _psql(stack: World, sql: str) -> str:
     """One query as the database owner over Postgres' socket, unaligned output."""
     return _exec(replay.api(), stack.deployed.containers["postgres"],
                  ["psql", "-h", POSTGRES_SOCKET_DIR, "-U", POSTGRES_USER, "-d", POSTGRES_DB,
-                  "-AtX", "-F", "|", "-c", sql], user="postgres")
+                  "-AtX", "-F", "|", "-c", sql], user=f"{POSTGRES_UID}:{POSTGRES_UID}")
 
 
 def _plan_of(stack: World):
@@ -937,7 +1056,7 @@ def test_every_process_logs_to_its_own_rotated_file(stack: World):
             continue
         name = stack.deployed.containers[key]
         path = log_file_path(cls)
-        text = _exec(api, name, ["cat", path])
+        text = _exec(api, name, ["cat", path], user=synapse_user)
         for sock in procs[key]["sockets"]:
             assert f"Synapse now listening on Unix Socket at: {sock}" in text, (name, sock)
         # As the process user and group: root in a container lacks CAP_SYS_PTRACE

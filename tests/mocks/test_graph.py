@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from components import stack as program
+from components.containers import NGINX_STAGED_TLS, NGINX_UID
 from components.nginx_conf import TLS_CERTIFICATE, TLS_KEY
 from tests.support.capture import Secret, install_mocks, reveal, run_program, run_stack_file
 from tests.support.tls import issue
@@ -60,7 +61,7 @@ def test_every_container_has_a_healthcheck_replaced_on_change(prod):
     for c in prod.containers:
         hc = c.plain["healthcheck"]
         assert hc["tests"][0] in ("CMD", "CMD-SHELL"), c.name
-        assert c.options["replaceOnChanges"] == ["healthcheck"], c.name
+        assert c.options["replaceOnChanges"] == ["healthcheck", "tmpfs"], c.name
         # A replacement that only replace_on_changes causes is create-before-delete
         # unless asked otherwise, and the fixed name would clash.
         assert c.options["deleteBeforeReplace"] is True, c.name
@@ -73,8 +74,9 @@ def test_synapse_healthchecks_curl_their_own_socket(prod):
                        ("sender3", "synapse_replication_sender3"),
                        ("tasks1", "synapse_replication_tasks1")]:
         test = prod.named(name, CONTAINER).plain["healthcheck"]["tests"]
-        assert test == ["CMD", "curl", "-fsS", "--unix-socket", f"/sockets/{sock}.sock",
-                        "http://localhost/health"]
+        # As the Synapse user: Docker would run it as root, the container's user.
+        assert test == ["CMD", "gosu", "991:991", "curl", "-fsS", "--unix-socket",
+                        f"/sockets/{sock}.sock", "http://localhost/health"]
     pg = prod.named("postgres-container", CONTAINER).plain["healthcheck"]["tests"]
     assert pg[0] == "CMD-SHELL" and "postmaster.pid" in pg[1]
     assert "pg_isready -q -h /sockets -U synapse -d synapse" in pg[1]
@@ -90,8 +92,12 @@ def test_uploads_carry_the_rendered_files(prod):
     hs = yaml.safe_load(rooms2["/conf/homeserver.yaml"]["content"])  # plain: no reveal
     assert hs["instance_map"]["sender4"] == {"path": "/sockets/synapse_replication_sender4.sock"}
     assert rooms2["/conf/start.sh"]["executable"] is True
-    nginx = uploads(prod.named("nginx-container", CONTAINER))
-    assert set(nginx) == {"/etc/nginx/run.sh"}  # the config is not nginx's own upload
+    # nginx has no file at all (so its root filesystem can be read-only): the config
+    # is nginx-config's upload, its run script an argument of its entrypoint.
+    nginx = prod.named("nginx-container", CONTAINER).plain
+    assert nginx["uploads"] == []
+    assert nginx["entrypoints"][:2] == ["/bin/sh", "-c"]
+    assert "nginx -t -q -c /etc/nginx/live/nginx.conf" in nginx["entrypoints"][2]
     publisher = uploads(prod.named("nginx-config", CONTAINER))
     assert "upstream class_rooms" in publisher["/stage/nginx.conf"]["content"]
 
@@ -208,7 +214,9 @@ def test_networks_and_mounts(prod):
     assert media == {"/sockets": "synapse-prod-sockets", "/data": "synapse-prod-media1-data",
                      "/media": "synapse-prod-media"}
     sockets = prod.named("sockets-volume", VOLUME).plain
-    assert sockets["driverOpts"] == {"type": "tmpfs", "device": "tmpfs", "o": "mode=1777"}
+    # Root's and Synapse's group (991), setgid and sticky, others may only pass.
+    assert sockets["driverOpts"] == {"type": "tmpfs", "device": "tmpfs",
+                                     "o": "mode=3771,uid=0,gid=991"}
 
 
 def test_egress_off_keeps_synapse_on_the_internal_network(dev):
@@ -278,19 +286,26 @@ def test_operator_secret_config_lands_only_in_a_secret_file():
     assert plain and not any("turn-secret-value-1" in t for t in plain)
 
 
-def test_tls_certificate_and_key_are_secret_files_of_nginx_only(tmp_path):
+def test_tls_certificate_and_key_are_secret_files_staged_for_nginx_only(tmp_path):
+    """Staged in nginx-config, owned by nginx's user, published into the volume
+    nginx reads (read-only nginx takes no uploads) at the paths nginx.conf names."""
     issued = issue(tmp_path, ["matrix.example.org"])
     cap = run_program({"serverName": "example.org", "nginx": {"tls": True},
                        "tlsCertificate": issued.fullchain, "tlsKey": issued.key},
                       secret_keys=("tlsCertificate", "tlsKey"))
-    nginx = uploads(cap.named("nginx-container", CONTAINER))
-    assert reveal(nginx[TLS_CERTIFICATE]["content"]) == issued.fullchain.strip() + "\n"
-    assert reveal(nginx[TLS_KEY]["content"]) == issued.key.strip() + "\n"
-    assert isinstance(nginx[TLS_KEY]["content"], Secret)
-    assert isinstance(nginx[TLS_CERTIFICATE]["content"], Secret)
+    staged = uploads(cap.named("nginx-config", CONTAINER))
+    assert sorted(NGINX_STAGED_TLS.values()) == sorted([TLS_CERTIFICATE, TLS_KEY])
+    want = {TLS_CERTIFICATE: issued.fullchain, TLS_KEY: issued.key}
+    for src, dst in NGINX_STAGED_TLS.items():
+        up = staged[src]
+        assert isinstance(up["content"], Secret), src
+        assert reveal(up["content"]) == want[dst].strip() + "\n", src
+        assert (up["permissions"], up["owner"]) == ("0400", str(NGINX_UID)), up
+    conf = reveal(staged["/stage/nginx.conf"]["content"])
+    assert f"ssl_certificate {TLS_CERTIFICATE};" in conf and f"ssl_certificate_key {TLS_KEY};" in conf
     for c in cap.containers:
-        if c.name != "nginx-container":
-            assert not {TLS_CERTIFICATE, TLS_KEY} & set(uploads(c)), c.name
+        if c.name != "nginx-config":
+            assert not set(NGINX_STAGED_TLS) & set(uploads(c)), c.name
     assert cap.outputs["nginxUrl"].startswith("https://")
     ports = {int(p["internal"]) for p in cap.named("nginx-container", CONTAINER).plain["ports"]}
     assert ports == {8008, 8448, 8009, 8080}

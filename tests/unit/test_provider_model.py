@@ -84,3 +84,31 @@ def test_every_row_cites_the_provider_source():
     for row in pm.rows():
         assert row.attr.source.startswith("K/"), (row.type, row.key)
         assert row.attr.read_back, (row.type, row.key)
+
+
+def test_least_privilege_inputs_as_the_provider_reads_them_back():
+    base = {**BASE, "user": "999:999", "groupAdds": ["991"], "readOnly": True,
+            "securityOpts": ["no-new-privileges:true"],
+            "capabilities": {"adds": ["CAP_SETUID", "CAP_CHOWN"], "drops": ["ALL"]}}
+    keys = ("user", "groupAdds", "readOnly", "securityOpts", "capabilities")
+    assert pm.not_normal(pm.CONTAINER, {k: base[k] for k in keys}) == []
+    # add and drop are sets; an empty add reads back as none at all.
+    assert pm.diff(pm.CONTAINER, base, {**base, "capabilities": {
+        "adds": ["CAP_CHOWN", "CAP_SETUID"], "drops": ["ALL"]}}).same
+    assert pm.diff(pm.CONTAINER, {**base, "capabilities": {"drops": ["ALL"]}},
+                   {**base, "capabilities": {"adds": [], "drops": ["ALL"]}}).same
+    # Unset user: Docker's "" (the image's), which the schema takes for no change.
+    assert pm.diff(pm.CONTAINER, {**BASE, "user": ""}, BASE).same
+    for key, value in (("user", "0"), ("groupAdds", []), ("readOnly", False),
+                       ("securityOpts", []), ("capabilities", {"drops": []})):
+        d = pm.diff(pm.CONTAINER, base, {**base, key: value})
+        assert (d.action, d.replace_keys) == ("replace", (key,)), key
+
+
+def test_a_tmpfs_change_replaces_only_through_the_resource_options():
+    old = {**BASE, "tmpfs": {"/run": "size=1m"}}
+    new = {**BASE, "tmpfs": {"/run": "size=2m"}}
+    assert pm.diff(pm.CONTAINER, old, new).action == "update"  # the provider: state only
+    assert pm.diff(pm.CONTAINER, old, {**BASE, "tmpfs": {"/run": "size=1m"}}).same
+    d = pm.diff(pm.CONTAINER, old, new, ["healthcheck", "tmpfs"], delete_before_replace=True)
+    assert d.action == "replace" and d.delete_before_replace

@@ -52,6 +52,9 @@ class Step:
     replace_keys: tuple[str, ...] = ()
     delete_before_replace: bool = False
     docker_name: str = ""
+    # State keys of the containers a delete-before-replace of this volume or network
+    # deletes first (dependent_replacements), in deletion order.
+    dependents: tuple[str, ...] = ()
 
     def line(self) -> str:
         kind = self.type.split(":")[-1]
@@ -197,7 +200,45 @@ def make_plan(cap: Capture, st: Mapping[str, Any], desired: Mapping[str, dict[st
         if key not in registered:
             steps.append(Step(key, entry["type"], key.split("::", 1)[1], DELETE,
                               docker_name=entry["inputs"]["name"]))
-    return Plan(steps)
+    return Plan(dependent_replacements(steps, cap, desired))
+
+
+# Where a container names a volume or network: inputs that are ForceNew.
+_NAMED_BY = {VOLUME: ("mounts", "source"), NETWORK: ("networksAdvanced", "name")}
+
+
+def dependent_replacements(steps: list[Step], cap: Capture,
+                           desired: Mapping[str, dict[str, Any]]) -> list[Step]:
+    """The Pulumi engine's answer to a delete-before-replace (pkg/resource/deploy/
+    step_generator.go, calculateDependentReplacements): before deleting the
+    resource it first deletes every resource whose inputs depend on it and would be
+    replaced by that, and replaces them too. A container naming the volume in its
+    mounts (or the network in its networks) is such a one (both inputs ForceNew):
+    Docker would refuse to remove a volume or network still in use. Deletion runs
+    dependents first: nginx, workers, main, then the rest."""
+    by_key = {s.key: s for s in steps}
+    urn_of = {state_mod.key_of(r.type, r.name): r.urn for r in cap.resources}
+    for step in steps:
+        if not (step.action == REPLACE and step.delete_before_replace
+                and step.type in _NAMED_BY):
+            continue
+        field_, attr = _NAMED_BY[step.type]
+        name = desired[urn_of[step.key]]["name"]
+        found = []
+        for res in cap.of_type(CONTAINER):
+            inputs = desired[res.urn]
+            if not any(x.get(attr) == name for x in inputs.get(field_, [])):
+                continue
+            dep = by_key[state_mod.key_of(CONTAINER, res.name)]
+            if dep.action == CREATE:
+                continue  # nothing old to delete
+            if dep.action != REPLACE or not dep.delete_before_replace:
+                dep.action, dep.delete_before_replace = REPLACE, True
+                dep.changed = tuple(sorted(set(dep.changed) | {field_}))
+                dep.replace_keys = tuple(sorted(set(dep.replace_keys) | {field_}))
+            found.append((_container_rank({"inputs": inputs}), dep.key))
+        step.dependents = tuple(k for _, k in sorted(found))
+    return steps
 
 
 # --- applying -------------------------------------------------------------------
@@ -280,6 +321,7 @@ def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
     state_mod.save(stack, st)  # the secrets, before anything is written with them
 
     lock = threading.Lock()
+    dbr_lock = threading.Lock()
     steps = {s.key: s for s in plan.steps}
     by_urn = {r.urn: r for r in cap.resources}
 
@@ -311,10 +353,21 @@ def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
             return note
         note = ""
         if step.action == REPLACE and step.delete_before_replace:
-            note = "replaced (deleted first: " + _delete(old) + "); "
-            with lock:
-                del st["resources"][step.key]
-            save()
+            # Volumes and networks one at a time: two may share a dependent, and
+            # neither may go before that dependent has.
+            with dbr_lock if step.type in _NAMED_BY else contextlib.nullcontext():
+                for dep_key in step.dependents:
+                    with lock:
+                        dep = st["resources"].pop(dep_key, None)
+                    if dep is not None:
+                        note += (f"{dep['inputs']['name']} deleted first (it depends on this): "
+                                 + _delete(dep) + "; ")
+                        save()
+                with lock:
+                    old = st["resources"].pop(step.key, None)
+                if old is not None:  # else deleted first by a volume or network it named
+                    note += "replaced (deleted first: " + _delete(old) + "); "
+                save()
         rid, created = _CREATE[res.type](new)
         if step.action == REPLACE and not step.delete_before_replace:
             note += "created beside the old one, then old deleted: " + _delete(old) + "; "

@@ -33,6 +33,12 @@ CONTAINER_SCHEMA: dict[str, Any] = {
     "ports": [{"internal": float, "external": float, "ip": str, "protocol": str}],
     "healthcheck": {"tests": [str], "interval": str, "timeout": str, "retries": float,
                     "startPeriod": str, "startInterval": str},
+    "user": str,
+    "groupAdds": [str],
+    "capabilities": {"adds": [str], "drops": [str]},
+    "securityOpts": [str],
+    "readOnly": bool,
+    "tmpfs": {"*": str},
     "restart": str,
     "memory": float,
     "memorySwap": float,
@@ -73,6 +79,13 @@ def check_inputs(res: Registered) -> dict[str, Any]:
                                    "modelled by the replay")
     plain = res.plain
     _check(plain, schema, where)
+    for up in plain.get("uploads", []) if res.type == CONTAINER else []:
+        for key in ("owner", "group"):
+            # The provider resolves names in the Pulumi host's user database, which
+            # says nothing about the container's: only numeric IDs mean one thing.
+            if key in up and not str(up[key]).isdigit():
+                raise UnsupportedInput(f"{where}: upload {up['file']} {key} {up[key]!r} is a "
+                                       "name; the replay applies numeric IDs only")
     return plain
 
 

@@ -69,6 +69,9 @@ def _create_args(inputs: Mapping[str, Any]) -> dict[str, Any]:
 
     memory = int(inputs["memory"]) * MIB if inputs.get("memory") else None
     swap = inputs.get("memorySwap")
+    # K/read create: capabilities' add and drop, security_opts, group_add and tmpfs
+    # are sent when set, read_only always (false by default), as given.
+    caps = inputs.get("capabilities") or {}
     host_config = client.create_host_config(
         mounts=mounts or None,
         port_bindings=bindings or None,
@@ -79,7 +82,13 @@ def _create_args(inputs: Mapping[str, Any]) -> dict[str, Any]:
         log_config=docker.types.LogConfig(type=inputs.get("logDriver", "json-file"),
                                           config=dict(inputs.get("logOpts") or {})),
         network_mode="bridge",  # the schema default; networks_advanced are joined after create
-        init=False,
+        init=False,  # K/read create: always sent, false when unset
+        cap_add=list(caps.get("adds") or []) or None,
+        cap_drop=list(caps.get("drops") or []) or None,
+        security_opt=list(inputs.get("securityOpts") or []) or None,
+        group_add=list(inputs.get("groupAdds") or []) or None,
+        read_only=bool(inputs.get("readOnly", False)),
+        tmpfs=dict(inputs.get("tmpfs") or {}) or None,
     )
     command = inputs.get("command")
     if command and any(c == "" for c in command):
@@ -89,6 +98,7 @@ def _create_args(inputs: Mapping[str, Any]) -> dict[str, Any]:
         name=name,
         command=command or None,
         entrypoint=inputs.get("entrypoints") or None,
+        user=inputs.get("user") or None,
         environment=list(inputs.get("envs", [])) or None,
         labels={lab["label"]: lab["value"] for lab in inputs.get("labels", [])} or None,
         ports=[(port, proto) if proto != "tcp" else port for port, proto in exposed] or None,
@@ -151,6 +161,7 @@ def read_container(name: str) -> tuple[str, dict[str, Any]] | None:
         "logDriver": host["LogConfig"]["Type"],
         "logOpts": dict(host["LogConfig"].get("Config") or {}),
     }
+    out.update(_read_privileges(cfg, host))
     if host.get("NanoCpus"):
         out["cpus"] = pm.cpus_read_back(host["NanoCpus"])
     hc = cfg.get("Healthcheck")
@@ -166,6 +177,22 @@ def read_container(name: str) -> tuple[str, dict[str, Any]] | None:
     if not info["State"]["Running"]:
         out["mustRun"] = False  # K/read: a stopped container is stored with must_run false
     return info["Id"], out
+
+
+def _read_privileges(cfg: Mapping[str, Any], host: Mapping[str, Any]) -> dict[str, Any]:
+    """K/read: user, read_only, security_opts, tmpfs and group_add as Docker reports
+    them; capabilities only when CapAdd or CapDrop is non-empty."""
+    out: dict[str, Any] = {
+        "user": cfg.get("User") or "",
+        "readOnly": bool(host.get("ReadonlyRootfs")),
+        "securityOpts": list(host.get("SecurityOpt") or []),
+        "tmpfs": dict(host.get("Tmpfs") or {}),
+        "groupAdds": list(host.get("GroupAdd") or []),
+    }
+    if host.get("CapAdd") or host.get("CapDrop"):
+        out["capabilities"] = {"adds": list(host.get("CapAdd") or []),
+                               "drops": list(host.get("CapDrop") or [])}
+    return out
 
 
 def update_container(name: str, changed: Mapping[str, Any]) -> str:
