@@ -41,6 +41,7 @@ from components.synapse_config import log_config_path
 from tests.e2e import replay
 from tests.e2e.images.build import SYNAPSE_NEXT
 from tests.e2e.live import Traffic
+from tests.e2e.stacks import STACKS
 from tests.e2e.timings import record
 from tests.e2e.matrix_client import (
     Recorder,
@@ -62,26 +63,6 @@ from components import provider_model as pm
 from tests.support.capture import reveal
 
 pytestmark = pytest.mark.e2e
-
-# Synapse lets nobody publish a room to the directory unless
-# room_list_publication_rules allows it (an empty list denies everyone, admins
-# included); the directory scenario needs one rule, set the way an operator would.
-PUBLISH_RULES = {"room_list_publication_rules": [
-    {"user_id": "*", "alias": "*", "room_id": "*", "action": "allow"}]}
-
-# Test stacks: no outbound traffic and no outside key servers (dev has both in its
-# stack file); prod binds loopback on its own ports so both can never clash, and
-# names the serving process in a header like dev.
-STACKS: dict[str, tuple[str, dict[str, Any]]] = {
-    "dev": ("config/Pulumi.dev.yaml", {"extraConfig": PUBLISH_RULES}),
-    "prod": ("config/Pulumi.prod.yaml", {
-        "egress": False,
-        "trustedKeyServers": [],
-        "nginx": {"bindAddress": "127.0.0.1", "clientPort": 18008, "federationPort": 18448,
-                  "servedByHeader": True},
-        "extraConfig": PUBLISH_RULES,
-    }),
-}
 
 MESSAGES = 100
 WRITER = "writer"  # expected: the process writing `stream` (homeserver.yaml stream_writers)
