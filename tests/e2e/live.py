@@ -21,6 +21,9 @@ import nio
 
 PROBE_INTERVAL_S = 0.25
 SEND_DEADLINE_S = 240  # a message is retried (same txn id) until acknowledged
+# Bob's sync: the largest timeline Synapse allows by default, so a backlog after
+# an outage arrives whole rather than as a limited (gapped) timeline.
+SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
 
 
 @dataclass
@@ -32,8 +35,11 @@ class Traffic:
     federation_url: str
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     acked: dict[str, tuple[str, str]] = field(default_factory=dict)  # txn -> (body, event id)
+    acked_at: dict[str, float] = field(default_factory=dict)  # txn -> time.monotonic()
     failed_sends: int = 0
     read: int = 0  # messages bob saw through /sync
+    seen: dict[str, float] = field(default_factory=dict)  # body -> when bob's /sync had it
+    gaps: int = 0  # limited timelines in bob's incremental syncs (events skipped)
     samples: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
@@ -69,6 +75,7 @@ class Traffic:
                     resp = e
                 if isinstance(resp, nio.RoomSendResponse):
                     self.acked[txn] = (body, resp.event_id)
+                    self.acked_at[txn] = time.monotonic()
                     break
                 self.failed_sends += 1
                 if time.monotonic() > deadline:
@@ -81,16 +88,20 @@ class Traffic:
         since = None
         while not self._stop.is_set():
             try:
-                resp = await self.bob.sync(timeout=1000, since=since)
+                resp = await self.bob.sync(timeout=1000, since=since, sync_filter=SYNC_FILTER)
             except Exception:  # noqa: BLE001
                 resp = None
             if isinstance(resp, nio.SyncResponse):
-                since = resp.next_batch
                 room = resp.rooms.join.get(self.room_id)
                 if room:
-                    self.read += sum(1 for e in room.timeline.events
-                                     if isinstance(e, nio.RoomMessageText)
-                                     and e.body.startswith(self.prefix))
+                    if room.timeline.limited and since is not None:
+                        self.gaps += 1
+                    now = time.monotonic()
+                    for e in room.timeline.events:
+                        if isinstance(e, nio.RoomMessageText) and e.body.startswith(self.prefix):
+                            self.read += 1
+                            self.seen.setdefault(e.body, now)
+                since = resp.next_batch
             else:
                 await asyncio.sleep(0.2)
 
@@ -127,10 +138,17 @@ class Traffic:
             assert time.monotonic() < end, f"only {len(self.acked)} messages acknowledged"
             await asyncio.sleep(0.05)
 
-    async def stop(self) -> None:
+    async def stop(self, abandon: bool = False) -> None:
+        """Stop sending, reading and probing. A message still being retried is
+        waited for (until acknowledged, or its deadline fails the send task), unless
+        `abandon` (the caller has failed already): then every task is cancelled, so
+        the caller's own error is what gets reported."""
         self._stop.set()
+        if abandon:
+            for t in self._tasks:
+                t.cancel()
         try:
-            await asyncio.gather(*self._tasks)
+            await asyncio.gather(*self._tasks, return_exceptions=abandon)
         finally:
             await self._session.close()
 
