@@ -22,6 +22,9 @@ import nio
 
 PROBE_INTERVAL_S = 0.25
 SEND_DEADLINE_S = 240  # a message is retried (same txn id) until acknowledged
+# Bob's sync: the largest timeline Synapse allows by default, so a backlog after
+# an outage arrives whole rather than as a limited (gapped) timeline.
+SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
 
 
 @dataclass
@@ -31,11 +34,14 @@ class Traffic:
     room_id: str
     client_url: str
     federation_url: str
-    ssl: ssl.SSLContext | None = None  # with nginx.tls: trusts the stack's CA
+    ssl_context: ssl.SSLContext | None = None  # with nginx.tls: trusts the stack's CA
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     acked: dict[str, tuple[str, str]] = field(default_factory=dict)  # txn -> (body, event id)
+    acked_at: dict[str, float] = field(default_factory=dict)  # txn -> time.monotonic()
     failed_sends: int = 0
     read: int = 0  # messages bob saw through /sync
+    seen: dict[str, float] = field(default_factory=dict)  # body -> when bob's /sync had it
+    gaps: int = 0  # limited timelines in bob's incremental syncs (events skipped)
     samples: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
@@ -71,6 +77,7 @@ class Traffic:
                     resp = e
                 if isinstance(resp, nio.RoomSendResponse):
                     self.acked[txn] = (body, resp.event_id)
+                    self.acked_at[txn] = time.monotonic()
                     break
                 self.failed_sends += 1
                 if time.monotonic() > deadline:
@@ -83,16 +90,20 @@ class Traffic:
         since = None
         while not self._stop.is_set():
             try:
-                resp = await self.bob.sync(timeout=1000, since=since)
+                resp = await self.bob.sync(timeout=1000, since=since, sync_filter=SYNC_FILTER)
             except Exception:  # noqa: BLE001
                 resp = None
             if isinstance(resp, nio.SyncResponse):
-                since = resp.next_batch
                 room = resp.rooms.join.get(self.room_id)
                 if room:
-                    self.read += sum(1 for e in room.timeline.events
-                                     if isinstance(e, nio.RoomMessageText)
-                                     and e.body.startswith(self.prefix))
+                    if room.timeline.limited and since is not None:
+                        self.gaps += 1
+                    now = time.monotonic()
+                    for e in room.timeline.events:
+                        if isinstance(e, nio.RoomMessageText) and e.body.startswith(self.prefix):
+                            self.read += 1
+                            self.seen.setdefault(e.body, now)
+                since = resp.next_batch
             else:
                 await asyncio.sleep(0.2)
 
@@ -112,7 +123,7 @@ class Traffic:
             await asyncio.sleep(max(0.0, PROBE_INTERVAL_S - (time.monotonic() - t)))
 
     async def start(self) -> None:
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ssl or True))
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ssl_context or True))
         self._session = session
         tokens = {"": "", "bob": self.bob.access_token}
         self._tasks = [asyncio.create_task(self._send()), asyncio.create_task(self._read())]
@@ -129,10 +140,17 @@ class Traffic:
             assert time.monotonic() < end, f"only {len(self.acked)} messages acknowledged"
             await asyncio.sleep(0.05)
 
-    async def stop(self) -> None:
+    async def stop(self, abandon: bool = False) -> None:
+        """Stop sending, reading and probing. A message still being retried is
+        waited for (until acknowledged, or its deadline fails the send task), unless
+        `abandon` (the caller has failed already): then every task is cancelled, so
+        the caller's own error is what gets reported."""
         self._stop.set()
+        if abandon:
+            for t in self._tasks:
+                t.cancel()
         try:
-            await asyncio.gather(*self._tasks)
+            await asyncio.gather(*self._tasks, return_exceptions=abandon)
         finally:
             await self._session.close()
 

@@ -30,7 +30,6 @@ import secrets
 import signal
 import socket
 import ssl
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -45,13 +44,14 @@ import pytest
 import yaml
 
 from components import impact, postgres_conf, render
-from components.containers import NGINX_PORTS, POSTGRES_UID, SYNAPSE_UID
+from components.containers import NGINX_PORTS, POSTGRES_UID
 from components.nginx_conf import SERVED_BY_HEADER
 from components.synapse_config import POSTGRES_DB, POSTGRES_USER, log_config_path, log_file_path
 from components.topology import POSTGRES_SOCKET_DIR, postgres_settings
 from tests.e2e import replay
 from tests.e2e.images.build import SYNAPSE_NEXT
 from tests.e2e.live import Traffic
+from tests.e2e.stacks import STACKS, prepare
 from tests.e2e.timings import record
 from tests.e2e.matrix_client import (
     Recorder,
@@ -71,37 +71,8 @@ from tests.e2e.matrix_client import (
 )
 from components import provider_model as pm
 from tests.support.capture import reveal
-from tests.support.tls import issue
 
 pytestmark = pytest.mark.e2e
-
-# Synapse lets nobody publish a room to the directory unless
-# room_list_publication_rules allows it (an empty list denies everyone, admins
-# included); the directory scenario needs one rule, set the way an operator would.
-PUBLISH_RULES = {"room_list_publication_rules": [
-    {"user_id": "*", "alias": "*", "room_id": "*", "action": "allow"}]}
-
-# Test stacks: no outbound traffic and no outside key servers (dev has both in its
-# stack file); prod binds loopback on its own ports so both can never clash, and
-# names the serving process in a header like dev. dev faces its clients with TLS
-# (nginx.tls), a certificate from a CA the fixture makes: every dev scenario runs
-# over HTTPS, verifying the chain.
-STACKS: dict[str, tuple[str, dict[str, Any]]] = {
-    "dev": ("config/Pulumi.dev.yaml", {
-        "extraConfig": PUBLISH_RULES,
-        "publicBaseUrl": "https://127.0.0.1:8008/",
-        "nginx.tls": True,
-        "nginx.httpPort": 8080,
-    }),
-    "prod": ("config/Pulumi.prod.yaml", {
-        "egress": False,
-        "trustedKeyServers": [],
-        "nginx": {"bindAddress": "127.0.0.1", "clientPort": 18008, "federationPort": 18448,
-                  "adminPort": 18009, "servedByHeader": True},
-        "extraConfig": PUBLISH_RULES,
-    }),
-}
-TLS_NAMES = ["127.0.0.1", "localhost"]  # what the dev certificate is for
 
 MESSAGES = 100
 # Concurrent load for the connection-pool test: per round, sends and /messages at once.
@@ -267,12 +238,7 @@ def dump_logs(deployed: replay.Deployed) -> None:
 @pytest.fixture(scope="module", params=list(STACKS))
 def stack(request, docker_engine):
     name = request.param
-    config, overrides = STACKS[name]
-    ca = None
-    if overrides.get("nginx.tls"):
-        issued = issue(Path(tempfile.mkdtemp(prefix=f"e2e-ca-{name}-")), TLS_NAMES)
-        overrides = {**overrides, "tlsCertificate": issued.fullchain, "tlsKey": issued.key}
-        ca = issued.ca_cert
+    config, overrides, ca = prepare(name)
     replay.down(config, delete_data=True)  # from empty
     t0 = time.monotonic()
     deployed = replay.up(config, overrides)
@@ -1268,7 +1234,8 @@ def _live_change(stack: World, title: str, change: dict[str, Any], cheap: bool) 
                            impact.load_side(path, new_overrides))
     ids_before = dict(stack.deployed.ids)
     traffic = Traffic(stack.client("alice"), stack.client("bob"), stack.room_id,
-                      stack.url, stack.deployed.federation_url, ssl=stack.recorder.ssl)
+                      stack.url, stack.deployed.federation_url,
+                      ssl_context=stack.recorder.ssl)
 
     async def go() -> replay.Deployed:
         await traffic.start()

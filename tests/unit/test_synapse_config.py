@@ -9,7 +9,7 @@ from components.containers import build_deployment
 from components.errors import ConfigError
 from components.render import deployment_for
 from components.settings import load_settings
-from components.synapse_config import PLACEHOLDERS, render_homeserver, render_log_config
+from components.synapse_config import render_homeserver, render_log_config
 from components.topology import build_plan
 from components.workers import PRESETS
 from tests.support.synapse_parser import TEST_SECRETS, parse
