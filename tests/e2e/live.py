@@ -123,7 +123,8 @@ class Traffic:
             await asyncio.sleep(max(0.0, PROBE_INTERVAL_S - (time.monotonic() - t)))
 
     async def start(self) -> None:
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ssl_context or True))
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self.ssl_context or True))
         self._session = session
         tokens = {"": "", "bob": self.bob.access_token}
         self._tasks = [asyncio.create_task(self._send()), asyncio.create_task(self._read())]
