@@ -12,14 +12,16 @@ provider model (provider_model.py) applied to the inputs the program registers
 plan. It also warns where Synapse's rules make processes restart together.
 
 Limits: a secret counts as changed when its `secure:` value in the stack file
-differs; an image counts as changed when its reference does (the report does not
-resolve references to image IDs, as the provider does). No Pulumi import.
+differs (or, given with --set, a digest of its value); an image counts as changed
+when its reference does (the report does not resolve references to image IDs, as
+the provider does). No Pulumi import.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -109,8 +111,11 @@ def load_side(path: Path, overrides: Mapping[str, Any] | None = None,
     name is a copy's."""
     plan = plan_for(path, overrides, stack)
     secure = secure_values(path)
+    # A secret given with --set is compared by a digest of its value, never the value.
+    given = {k: "sha256:" + hashlib.sha256(str(v).encode()).hexdigest()
+             for k, v in (overrides or {}).items() if k in (*ALL_SECRET_KEYS, SECRET_CONFIG)}
     return Side(path, plan, build_deployment(plan),
-                {k: secure.get(k) for k in (*ALL_SECRET_KEYS, SECRET_CONFIG)})
+                {k: given.get(k, secure.get(k)) for k in (*ALL_SECRET_KEYS, SECRET_CONFIG)})
 
 
 def _secrets_marking(changed: set[str]) -> dict[str, str]:

@@ -51,7 +51,7 @@ from components.topology import POSTGRES_SOCKET_DIR, postgres_settings
 from tests.e2e import replay
 from tests.e2e.images.build import SYNAPSE_NEXT
 from tests.e2e.live import Traffic
-from tests.e2e.stacks import STACKS, prepare
+from tests.e2e.stacks import STACKS, TLS_NAMES, prepare
 from tests.e2e.timings import record
 from tests.e2e.matrix_client import (
     Recorder,
@@ -71,6 +71,7 @@ from tests.e2e.matrix_client import (
 )
 from components import provider_model as pm
 from tests.support.capture import reveal
+from tests.support.tls import renew
 
 pytestmark = pytest.mark.e2e
 
@@ -1306,3 +1307,31 @@ def test_live_changes_lose_nothing_and_keep_what_the_report_calls_same(stack: Wo
             assert "level: WARNING" in conf, conf
     if stack.name == "dev":
         assert stack.deployed.by_class("rooms") == [] and stack.deployed.by_class("main") == ["main"]
+
+
+def _served_certificate(url: str, cafile: Path) -> bytes:
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(cafile))
+    with socket.create_connection((host, int(port)), timeout=10) as raw_sock:
+        with context.wrap_socket(raw_sock, server_hostname=host) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def test_a_renewed_certificate_is_reloaded_not_restarted(stack: World):
+    """A renewal (a new key and certificate from the same CA, set as the stack's
+    TLS secrets): the impact report and the plan replace nginx-config only, nginx
+    keeps its container and serves the new certificate after a reload, and no
+    request fails while it happens."""
+    if stack.ca_file is None:
+        pytest.skip(f"{stack.name} has no nginx.tls")
+    d = stack.deployed
+    before = _served_certificate(d.nginx_url, stack.ca_file)
+    renewed = renew(stack.ca_file.parent, TLS_NAMES)
+    nginx_id = d.ids[d.containers["nginx"]]
+    _live_change(stack, "TLS certificate renewed",
+                 {"tlsCertificate": renewed.fullchain, "tlsKey": renewed.key}, cheap=True)
+    after = _served_certificate(stack.deployed.nginx_url, stack.ca_file)
+    end = "-----END CERTIFICATE-----"
+    server_pem = renewed.fullchain.split(end)[0] + end + "\n"  # the chain's first
+    assert after != before and after == ssl.PEM_cert_to_DER_cert(server_pem)
+    assert stack.deployed.ids[stack.deployed.containers["nginx"]] == nginx_id

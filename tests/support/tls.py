@@ -31,6 +31,13 @@ def issue(where: Path, names: list[str], days: int = 2) -> Issued:
              "-subj", "/CN=synapse-workers test CA",
              "-addext", "basicConstraints=critical,CA:TRUE",
              "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    return renew(where, names, days)
+
+
+def renew(where: Path, names: list[str], days: int = 2) -> Issued:
+    """A new key and server certificate from the CA `issue` made in `where` (as a
+    renewal would give): clients that trust the CA trust it too."""
+    ca_key, ca_cert = where / "ca.key", where / "ca.pem"
     key, csr, cert = where / "server.key", where / "server.csr", where / "server.pem"
     _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
              "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={names[0]}")

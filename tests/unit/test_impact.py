@@ -120,6 +120,25 @@ def test_a_changed_secret_names_its_files_without_their_content(tmp_path):
     assert "synapse-prod-postgres" not in r.actions()  # it never reads the form secret
 
 
+def test_a_renewed_tls_certificate_replaces_only_nginx_config(tmp_path):
+    """nginx reads the certificate from the volume nginx-config fills: a renewal
+    is a reload, like a routing change, not a new nginx."""
+    old, new = tmp_path / "old" / "Pulumi.prod.yaml", tmp_path / "new" / "Pulumi.prod.yaml"
+    for path, cipher in ((old, "v1"), (new, "v2")):
+        path.parent.mkdir()
+        doc = yaml.safe_load(PROD.read_text())
+        doc["config"]["synapse:nginx"]["tls"] = True
+        doc["config"]["synapse:tlsCertificate"] = {"secure": f"AAABAcert{cipher}"}
+        doc["config"]["synapse:tlsKey"] = {"secure": f"AAABAkey{cipher}"}
+        path.write_text(yaml.safe_dump(doc))
+    r = impact.impact(load_side(old), load_side(new))
+    assert r.actions() == {"synapse-prod-nginx-config": "replace"}
+    (change,) = r.changed()
+    assert [c["path"] for c in change.causes if c["kind"] == "secret_file"] == [
+        "/stage/tls/fullchain.pem", "/stage/tls/privkey.pem"]
+    assert any("reloads" in c["summary"] for c in change.causes)
+
+
 def test_json_lists_only_changed_containers(capsys):
     assert impact.main(["--config", str(PROD), "--against", str(PROD), "--set", "workers.rooms=5",
                         "--json"]) == 0
