@@ -76,8 +76,12 @@ from tests.support.tls import renew
 pytestmark = pytest.mark.e2e
 
 MESSAGES = 100
-# Concurrent load for the connection-pool test: per round, sends and /messages at once.
-LOAD_SENDS, LOAD_READS, LOAD_ROUNDS = 30, 40, 3
+# Concurrent load for the connection-pool test: per round, sends and /messages at
+# once, all to the room's one rooms worker. At most 45 at once: Synapse listens on
+# its UNIX sockets with a fixed backlog of 50 (synapse/app/_base.py listen_unix),
+# and beyond that a busy process's socket refuses new connections (EAGAIN) and
+# nginx answers 502 (README, Operating notes).
+LOAD_SENDS, LOAD_READS, LOAD_ROUNDS = 20, 25, 4
 WRITER = "writer"  # expected: the process writing `stream` (homeserver.yaml stream_writers)
 _V = "(?:r0|v3)"
 
