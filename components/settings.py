@@ -289,16 +289,16 @@ def _nginx(raw: Mapping, base_url: str) -> NginxSettings:
     if tls and urlsplit(base_url).scheme != "https":
         raise ConfigError(path + ("tls",), f"needs an https publicBaseUrl (got {base_url}): "
                           "plain HTTP is redirected there")
-    # Every published port once: Docker refuses a host port bound twice.
-    ports: dict[int, str] = {}
-    for key, default, used in (("clientPort", 8008, True), ("federationPort", 8448, True),
-                               ("adminPort", 8009, True), ("httpPort", 80, tls)):
-        port = _port(value.get(key, default), path + (key,))
-        if used:
-            if port in ports:
-                raise ConfigError(path + (key,), f"{port} is already nginx.{ports[port]}")
-            ports[port] = key
-        value = {**value, key: port}
+    port = {key: _port(value.get(key, default), path + (key,))
+            for key, default in (("clientPort", 8008), ("federationPort", 8448),
+                                 ("adminPort", 8009), ("httpPort", 80))}
+    # Every published port once: Docker refuses a host port bound twice. The
+    # plain-HTTP redirect is published only with TLS.
+    published: dict[int, str] = {}
+    for key in ("clientPort", "federationPort", "adminPort", *(("httpPort",) if tls else ())):
+        if port[key] in published:
+            raise ConfigError(path + (key,), f"{port[key]} is already nginx.{published[port[key]]}")
+        published[port[key]] = key
     allow = value.get("adminAllow", list(DEFAULT_ADMIN_ALLOW))
     _expect(allow, list, path + ("adminAllow",), "a list of networks")
     served_by = _expect(value.get("servedByHeader", False), bool,
@@ -307,15 +307,15 @@ def _nginx(raw: Mapping, base_url: str) -> NginxSettings:
     _expect(proxies, list, path + ("trustedProxies",), "a list of networks")
     return NginxSettings(
         bind_address=bind,
-        client_port=value["clientPort"],
-        federation_port=value["federationPort"],
+        client_port=port["clientPort"],
+        federation_port=port["federationPort"],
         admin_allow=tuple(_cidr(n, path + ("adminAllow", i)) for i, n in enumerate(allow)),
         served_by_header=served_by,
         trusted_proxies=tuple(_cidr(n, path + ("trustedProxies", i)) for i, n in enumerate(proxies)),
-        admin_port=value["adminPort"],
+        admin_port=port["adminPort"],
         admin_bind_address=admin_bind,
         tls=tls,
-        http_port=value["httpPort"],
+        http_port=port["httpPort"],
     )
 
 
