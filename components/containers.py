@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from components import nginx_conf
+from components.settings import TLS_SECRET_KEYS
 from components.synapse_config import (
     CONFIG_DIR,
     DATA_DIR,
@@ -401,9 +402,8 @@ def _staged_tls_files(s) -> list[File]:
     nginx user (who publishes them and whose nginx reads them)."""
     if not s.nginx.tls:
         return []
-    keys = ("tlsCertificate", "tlsKey")
     return [File(path, lambda sec, k=k: render_secret(k, sec), secret=True, owner=NGINX_UID)
-            for path, k in zip(NGINX_STAGED_TLS, keys)]
+            for path, k in zip(NGINX_STAGED_TLS, TLS_SECRET_KEYS)]
 
 
 def _nginx_privileges(plan: Plan) -> Privileges:

@@ -9,7 +9,8 @@ from typing import Any, Mapping
 import pulumi
 import pulumi_random as random
 
-from components.synapse_config import ALL_SECRETS, OPERATOR_SECRETS
+from components.settings import TLS_SECRET_KEYS
+from components.synapse_config import ALL_SECRETS
 
 SECRET_LENGTH = 48
 
@@ -47,7 +48,7 @@ def stack_secrets(overrides: Mapping[str, str | None],
         else:
             values[key] = random.RandomPassword(_kebab(key), length=SECRET_LENGTH,
                                                 special=False, opts=KEEP).result
-    for key in OPERATOR_SECRETS:  # never generated; settings require them where used
+    for key in TLS_SECRET_KEYS:  # never generated; settings require them where used
         if overrides.get(key) is not None:
             values[key] = pulumi.Output.secret(overrides[key])
     return pulumi.Output.secret(pulumi.Output.all(**values))

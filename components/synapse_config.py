@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import yaml
 
 from components.postgres_conf import DB_POOL_MIN
+from components.settings import TLS_SECRET_KEYS
 from components.topology import (
     DB_POOL_MAX,
     POSTGRES_SOCKET_DIR,
@@ -61,11 +62,9 @@ SYNAPSE_SECRETS: Mapping[str, SecretFile] = {
                                            "registration_shared_secret_path", main_only=True),
 }
 ALL_SECRETS = (*SYNAPSE_SECRETS, "postgresPassword")
-# Given by the operator only (settings.TLS_SECRET_KEYS): nginx's certificate chain and key.
-OPERATOR_SECRETS = ("tlsCertificate", "tlsKey")
 # What the render command and the config hash see instead of the real values.
 PLACEHOLDERS: Mapping[str, str] = {k: f"${{secret:{k}}}"
-                                   for k in (*ALL_SECRETS, *OPERATOR_SECRETS, "secretConfig")}
+                                   for k in (*ALL_SECRETS, *TLS_SECRET_KEYS, "secretConfig")}
 
 
 DEFAULTS: Mapping[str, Any] = {
