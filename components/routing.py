@@ -257,6 +257,11 @@ ROUTES: tuple[Route, ...] = (
         "process when MAS is enabled (not in rest/__init__.py's main-only list); "
         "unauthenticated: one process",
         "GET /_matrix/client/v1/auth_metadata"),
+    _to("client_sync", "rtc_transports",
+        r"^/_matrix/client/unstable/org\.matrix\.msc4143/rtc/transports$",
+        "rest/client/matrixrtc.py MatrixRTCRestServlet (MSC4143, Element Call's "
+        "MatrixRTC transports): registered on every process when msc4143 is enabled",
+        "GET /_matrix/client/unstable/org.matrix.msc4143/rtc/transports"),
     _to("client_sync", "events", rf"^/_matrix/client/{_V1}/events$",
         "docs: sync requests (the legacy event stream)", "GET /_matrix/client/v3/events"),
     _to("client_sync", "initial_sync",
