@@ -99,6 +99,28 @@ ROUTES: tuple[Route, ...] = (
           "reporting servlets are in the main-only list of rest/__init__.py",
           "POST /_matrix/client/v3/rooms/!a:example.org/report/$e",
           "POST /_matrix/client/v3/rooms/!a:example.org/report"),
+    # Delayed events (MSC4140): the update, cancel and send actions are main-only
+    # (rest/client/delayed_events.py register_servlets: Update-, Cancel- and
+    # SendDelayedEventServlet only when worker_app is None; DelayedEventsHandler
+    # .cancel/.send assert _is_master, handlers/delayed_events.py).
+    _main("delayed_events_main",
+          r"^/_matrix/client/unstable/org\.matrix\.msc4140/delayed_events/[^/]+"
+          r"(?:/(?:cancel|send))?$",
+          "rest/client/delayed_events.py register_servlets: Update/Cancel/"
+          "SendDelayedEventServlet are registered on main only",
+          "POST /_matrix/client/unstable/org.matrix.msc4140/delayed_events/d1/send",
+          "POST /_matrix/client/unstable/org.matrix.msc4140/delayed_events/d1",
+          methods=("POST",)),
+    # Registration's 3PID steps: rest/client/register.py register_servlets registers
+    # Email-/MsisdnRegisterRequestTokenRestServlet and RegistrationSubmitTokenServlet
+    # only when worker_app is None.
+    _main("register_3pid",
+          rf"^/_matrix/client/(?:{_V}/register/(?:email|msisdn)/requestToken"
+          rf"|unstable/registration/[^/]+/submit_token)$",
+          "rest/client/register.py register_servlets: the requestToken and "
+          "submit_token servlets are main-only",
+          "POST /_matrix/client/v3/register/email/requestToken",
+          "GET /_matrix/client/unstable/registration/email/submit_token"),
     _main("directory_list", rf"^/_matrix/client/{_V1}/directory/list/",
           "room directory visibility (list/room, list/appservice) is main-only "
           "(rest/client/directory.py)",
@@ -119,13 +141,31 @@ ROUTES: tuple[Route, ...] = (
     _to("media", "media_federation", r"^/_matrix/federation/v1/media/",
         "docs: media_repository handles /_matrix/federation/v1/media/",
         "GET /_matrix/federation/v1/media/download/abc"),
+    # The quarantine admin APIs that change a quarantine record the change in the
+    # quarantined_media_changes stream: storage/databases/main/room.py
+    # _insert_quarantine_changes_txn asserts _can_write_quarantined_media_changes
+    # (the process is in stream_writers.quarantined_media_changes). They are only
+    # registered where the media repository loads (rest/admin/media.py
+    # register_servlets_for_media_repo: main without a media worker, else the media
+    # workers), so that stream's writer must be such a process.
+    _writer("quarantined_media_changes", "media_quarantine",
+            r"^/_synapse/admin/v1/(?:room/[^/]+/media/quarantine|quarantine_media/[^/]+"
+            r"|user/[^/]+/media/quarantine|media/(?:un)?quarantine/[^/]+/[^/]+)$",
+            "rest/admin/media.py QuarantineMediaInRoom/-ByUser/-ByID, "
+            "UnquarantineMediaByID: writes to the quarantined_media_changes stream",
+            "POST /_synapse/admin/v1/media/quarantine/example.org/abc",
+            "POST /_synapse/admin/v1/room/!a:example.org/media/quarantine",
+            methods=("POST",)),
     _to("media", "media_admin",
         r"^/_synapse/admin/v1/(?:purge_media_cache$|room/[^/]+/media(?:/|$)"
         r"|user/[^/]+/media(?:/|$)|media/|quarantine_media/|users/[^/]+/media$)",
         "docs: media_repository, the media-specific administration APIs; with "
-        "enable_media_repo false main no longer registers them",
+        "enable_media_repo false main no longer registers them (rest/admin/"
+        "__init__.py register_servlets_for_client_rest_resource); reads such as "
+        "GET media/quarantine_changes (ListQuarantineChanges) too",
         "POST /_synapse/admin/v1/purge_media_cache",
-        "GET /_synapse/admin/v1/users/@u:example.org/media"),
+        "GET /_synapse/admin/v1/users/@u:example.org/media",
+        "GET /_synapse/admin/v1/media/quarantine_changes"),
 
     # --- 3. Stream writers -------------------------------------------------------
     # docs: "Stream writers": these endpoints go to the process writing the stream,
@@ -165,8 +205,10 @@ ROUTES: tuple[Route, ...] = (
             "DELETE /_matrix/client/v3/devices/ABCDEF"),
     _writer("thread_subscriptions", "thread_subscriptions",
             r"^/_matrix/client/unstable/io\.element\.msc4306/",
-            "the thread_subscriptions stream (configure_workers_and_start.py routes "
-            "MSC4306 to its writer); room-scoped, so before the rooms rules",
+            "the thread_subscriptions stream: storage/databases/main/"
+            "thread_subscriptions.py subscribe_/unsubscribe_user_from_thread assert "
+            "_can_write_to_thread_subscriptions (PUT, DELETE); GET follows so a read "
+            "sees the write; room-scoped, so before the rooms rules",
             "PUT /_matrix/client/unstable/io.element.msc4306/rooms/!a:example.org/thread/$t/subscription"),
 
     # --- 4. client_sync: sync and user directory ---------------------------------
@@ -174,8 +216,52 @@ ROUTES: tuple[Route, ...] = (
         "docs: sync requests", "GET /_matrix/client/v3/sync"),
     _to("client_sync", "sliding_sync",
         r"^/_matrix/client/unstable/org\.matrix\.simplified_msc3575/sync$",
-        "sliding sync (SlidingSyncRestServlet, rest/client/sync.py)",
+        "sliding sync: rest/client/sync.py register_servlets registers "
+        "SlidingSyncRestServlet on every process; user-hashed like /sync",
         "POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync"),
+    _to("client_sync", "thread_subscriptions_list",
+        r"^/_matrix/client/unstable/io\.element\.msc4308/thread_subscriptions$",
+        "rest/client/thread_subscriptions.py ThreadSubscriptionsPaginationRestServlet "
+        "(MSC4308), registered on every process; a read that takes sliding sync "
+        "`pos` tokens, so it goes with sliding sync",
+        "GET /_matrix/client/unstable/io.element.msc4308/thread_subscriptions"),
+    _to("client_sync", "delayed_events_read",
+        r"^/_matrix/client/unstable/org\.matrix\.msc4140/delayed_events(?:/[^/]+)?$",
+        "rest/client/delayed_events.py register_servlets: DelayedEventsServlet and "
+        "DelayedEventServlet (GET) are registered on every process",
+        "GET /_matrix/client/unstable/org.matrix.msc4140/delayed_events",
+        "GET /_matrix/client/unstable/org.matrix.msc4140/delayed_events/d1",
+        methods=READ),
+    _to("client_sync", "delayed_events_restart",
+        r"^/_matrix/client/unstable/org\.matrix\.msc4140/delayed_events/[^/]+/restart$",
+        "rest/client/delayed_events.py register_servlets: RestartDelayedEventServlet "
+        "is registered on every process (DelayedEventsHandler.restart updates the "
+        "database; only main schedules sending); Element Call's heartbeat",
+        "POST /_matrix/client/unstable/org.matrix.msc4140/delayed_events/d1/restart",
+        methods=("POST",)),
+    _to("client_sync", "register",
+        rf"^/_matrix/client/(?:{_V}/register(?:/available)?"
+        rf"|(?:v1|unstable)/register/m\.login\.registration_token/validity)$",
+        "rest/client/register.py register_servlets: RegisterRestServlet (or, with "
+        "MAS, RegisterAppServiceOnlyRestServlet), UsernameAvailabilityRestServlet and "
+        "RegistrationTokenValidityRestServlet on every process (a worker registers "
+        "through replication: handlers/register.py); docs: generic_worker "
+        "registration requests. Usually no token: one process",
+        "POST /_matrix/client/v3/register",
+        "GET /_matrix/client/v3/register/available",
+        "GET /_matrix/client/v1/register/m.login.registration_token/validity"),
+    _to("client_sync", "auth_metadata",
+        r"^/_matrix/client/(?:(?:v1|unstable)/auth_metadata"
+        r"|unstable/org\.matrix\.msc2965/auth_metadata)$",
+        "rest/client/auth_metadata.py AuthMetadataServlet: registered on every "
+        "process when MAS is enabled (not in rest/__init__.py's main-only list); "
+        "unauthenticated: one process",
+        "GET /_matrix/client/v1/auth_metadata"),
+    _to("client_sync", "rtc_transports",
+        r"^/_matrix/client/unstable/org\.matrix\.msc4143/rtc/transports$",
+        "rest/client/matrixrtc.py MatrixRTCRestServlet (MSC4143, Element Call's "
+        "MatrixRTC transports): registered on every process when msc4143 is enabled",
+        "GET /_matrix/client/unstable/org.matrix.msc4143/rtc/transports"),
     _to("client_sync", "events", rf"^/_matrix/client/{_V1}/events$",
         "docs: sync requests (the legacy event stream)", "GET /_matrix/client/v3/events"),
     _to("client_sync", "initial_sync",
@@ -193,10 +279,17 @@ ROUTES: tuple[Route, ...] = (
     # where the room goes; anything else falls through to main.
     _to("rooms", "room_send",
         rf"^/_matrix/client/{_V1}/rooms/{_ROOM}/(?:send|redact)/",
-        "docs: event sending requests (rooms/.*/send, rooms/.*/redact)",
+        "docs: event sending requests (rooms/.*/send, rooms/.*/redact). Delayed sends "
+        "(?org.matrix.msc4140.delay=, MSC4140) too: RoomSendEventRestServlet is "
+        "registered on every process and DelayedEventsHandler.add works on a worker, "
+        "telling main through ReplicationAddedDelayedEventRestServlet "
+        "(handlers/delayed_events.py), so the query string changes nothing",
         "PUT /_matrix/client/v3/rooms/!a:example.org/send/m.room.message/t1"),
     _to("rooms", "room_state", rf"^/_matrix/client/{_V1}/rooms/{_ROOM}/state(?:/|$)",
-        "docs: client API (rooms/.*/state$) and event sending (rooms/.*/state/)",
+        "docs: client API (rooms/.*/state$) and event sending (rooms/.*/state/); "
+        "delayed state PUTs (?org.matrix.msc4140.delay=, Element Call's call "
+        "membership) as well: RoomStateEventRestServlet.on_PUT hands them to "
+        "DelayedEventsHandler.add, which works on a worker",
         "GET /_matrix/client/v3/rooms/!a:example.org/state/m.room.member/@u:example.org"),
     _to("rooms", "room_membership",
         rf"^/_matrix/client/{_V1}/rooms/{_ROOM}/(?:join|invite|leave|ban|unban|kick)(?:/{_ANY})?$",
@@ -245,14 +338,17 @@ ROUTES: tuple[Route, ...] = (
     # --- 7. federation_reader: the rest of federation, and the key server --------
     _to("federation_reader", "federation", r"^/_matrix/federation/",
         "docs: federation requests without a room (send, event, query, publicRooms, "
-        "user/devices, version, ...)", "PUT /_matrix/federation/v1/send/1234"),
+        "user/devices, version, ...). /v1/version: FederationVersionServlet is in "
+        "federation/transport/server/federation.py FEDERATION_SERVLET_CLASSES, which "
+        "every federation listener registers (__init__.py register_servlets)",
+        "PUT /_matrix/federation/v1/send/1234", "GET /_matrix/federation/v1/version"),
     _to("federation_reader", "key_server", r"^/_matrix/key/v2/",
         "the key resource comes with a worker's federation listener (generic_worker.py)",
         "POST /_matrix/key/v2/query"),
 
     # --- 8. Everything else ------------------------------------------------------
     _main("fallback", r"^/",
-          "main serves everything; login, registration, keys, devices, profile, "
+          "main serves everything; login, registration's 3PID steps, keys, profile, "
           "createRoom, admin, SSO and /_synapse/client stay there",
           "POST /_matrix/client/v3/login", "GET /_synapse/admin/v1/server_version"),
 )
