@@ -43,7 +43,7 @@ from components.settings import ALL_SECRET_KEYS
 from components.stack_config import cli_error, override_arg, secure_values
 from components.synapse_config import PLACEHOLDERS
 from components.topology import Plan
-from components.workers import BY_NAME, MAIN
+from components.workers import BY_NAME, MAIN, STREAMS
 
 CREATE, REPLACE, UPDATE, DELETE, SAME = "create", "replace", "update", "delete", "same"
 SECRET_CONFIG = "secretConfig"
@@ -191,9 +191,8 @@ def _diff(name: str, old: Side, new: Side, changed_secrets: set[str]) -> Change:
 
 
 def _writers(plan: Plan) -> dict[str, tuple[str, ...]]:
-    return {s: plan.stream_writers.get(s, (MAIN,))
-            for s in {*plan.stream_writers, "events", "typing", "to_device", "account_data",
-                      "presence", "receipts"}}
+    # Every stream Synapse knows; one not in stream_writers is main's.
+    return {s: plan.stream_writers.get(s, (MAIN,)) for s in STREAMS}
 
 
 def _duty(plan: Plan, key: str, default: Any) -> Any:

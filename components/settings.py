@@ -11,13 +11,16 @@ from __future__ import annotations
 import ipaddress
 import re
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from components import postgres_conf, provider_model, validators
 from components.errors import ConfigError
-from components.workers import CLASS_NAMES, DEFAULT_PRESET, PRESETS, WORKER_CLASSES
+from components.workers import (
+    CLASS_NAMES, DEFAULT_PRESET, MAIN, MAIN_KEEPS_WRITING, PRESETS, ROUTED_STREAMS,
+    SINGLE_WRITER_STREAMS, STREAMS, WORKER_CLASSES, process_names, serves_client,
+)
 
 # Default images: pinned official tags. Synapse >= 1.89 is needed for
 # replication over UNIX sockets.
@@ -160,6 +163,10 @@ class Settings:
     # Top-level keys of `synapse:secretConfig` (a Pulumi secret): only the names are
     # settings; the values stay secret Outputs (stack.py) and go to a secret file.
     secret_config_keys: tuple[str, ...] = ()
+    # `synapse:streamWriters`: stream -> the processes that write it, in order,
+    # replacing the table's and the preset's writers for that stream.
+    stream_writers: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: types.MappingProxyType({}))
 
 
 # --- small typed readers; each names the key path on error ---------------------
@@ -401,10 +408,59 @@ def _secret_config(raw: Mapping, extra: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _stream_writers(raw: Mapping, workers: Mapping[str, int]) -> Mapping[str, tuple[str, ...]]:
+    """`synapse:streamWriters.<stream>`: a process name or a list of them ("main",
+    "client_sync2", ...), checked against Synapse 1.163's rules."""
+    value = _mapping(raw, "streamWriters")
+    _no_unknown(value, STREAMS, ("streamWriters",))
+    names = process_names(workers)
+    class_of = {MAIN: MAIN, **{n: c for c, ns in names.items() for n in ns}}
+    out: dict[str, tuple[str, ...]] = {}
+    for stream, given in value.items():
+        path = ("streamWriters", stream)
+        listed = [given] if isinstance(given, str) else given
+        _expect(listed, list, path, "a process name or a list of them")
+        if not listed:
+            # WorkerConfig.read_config: "Must specify at least one instance to handle ..."
+            raise ConfigError(path, "needs at least one writer")
+        if stream in SINGLE_WRITER_STREAMS and len(listed) != 1:
+            # WorkerConfig.read_config: "Must only specify one instance to handle ..."
+            raise ConfigError(path, f"Synapse allows exactly one writer of {stream}, "
+                                    f"got {len(listed)}")
+        seen: list[str] = []
+        for i, name in enumerate(listed):
+            at = path + (i,)
+            _str(name, at)
+            if name not in class_of:
+                raise ConfigError(at, f"no process {name!r} in this stack; processes: "
+                                      + ", ".join(class_of))
+            if name in seen:
+                raise ConfigError(at, f"{name} is listed twice")
+            if stream in ROUTED_STREAMS and not serves_client(class_of[name]):
+                # nginx sends the stream's client endpoints (routing.py) to its writers.
+                raise ConfigError(at, f"{name} does not serve the client API, which "
+                                      f"nginx sends {stream}'s endpoints to; pick main "
+                                      "or a client_sync, rooms or media process")
+            seen.append(name)
+        if stream in MAIN_KEEPS_WRITING:
+            # RoomWorkerStore._insert_quarantine_changes_txn asserts the process
+            # writes the stream: main runs the background update that calls it, and
+            # whoever serves the quarantine admin APIs (main, every media process).
+            needed = [MAIN, *names["media"]]
+            missing = [n for n in needed if n not in seen]
+            if missing:
+                raise ConfigError(path, f"must include {', '.join(missing)}: main's "
+                                        "background update and the quarantine admin "
+                                        "APIs (main or the media workers) write it")
+        out[stream] = tuple(seen)
+    return _freeze(out)
+
+
 KNOWN_KEYS = (
     "serverName", "publicBaseUrl", "namePrefix", "preset", "workers", "images", "nginx", "log",
     "sizes", "containerSizes", "maxUploadSizeMb", "trustedKeyServers", "egress",
-    "reportStats", "extraConfig", "secretConfig", "postgres", *ALL_SECRET_KEYS,
+    "reportStats", "extraConfig", "secretConfig", "postgres", "streamWriters",
+    *ALL_SECRET_KEYS,
 )
 
 
@@ -422,13 +478,14 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
     preset = _preset(raw)
     keys = raw.get("trustedKeyServers", ["matrix.org"])
     _expect(keys, list, ("trustedKeyServers",), "a list of server names")
+    workers = _workers(raw, preset)
     return Settings(
         stack=stack,
         server_name=server_name,
         public_base_url=base_url,
         name_prefix=prefix,
         preset=preset,
-        workers=_workers(raw, preset),
+        workers=workers,
         images=_images(raw),
         nginx=_nginx(raw, base_url),
         log=_log(raw),
@@ -444,6 +501,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         extra_config=_extra_config(raw),
         postgres=_postgres(raw),
         secret_config_keys=_secret_config(raw, raw.get("extraConfig") or {}),
+        stream_writers=_stream_writers(raw, workers),
     )
 
 

@@ -31,6 +31,7 @@ SECRETS_DIR = f"{CONFIG_DIR}/secrets"  # one file per secret, 0400, owned by the
 DATA_DIR = "/data"  # per-process volume: logs
 MEDIA_DIR = "/media"  # shared media store volume
 HOMESERVER_PATH = f"{CONFIG_DIR}/homeserver.yaml"
+SYNAPSE_MAIN_INSTANCE = "master"  # main's instance name inside Synapse
 MAIN_CONFIG_PATH = f"{CONFIG_DIR}/main.yaml"  # what only main reads
 SECRET_CONFIG_PATH = f"{SECRETS_DIR}/config.yaml"  # the operator's synapse:secretConfig
 SIGNING_KEY_PATH = f"{SECRETS_DIR}/signing.key"
@@ -159,7 +160,11 @@ def homeserver_dict(plan: Plan) -> dict[str, Any]:
         "redis": {"enabled": True, "path": REDIS_SOCKET},
         "listeners": _listeners(plan.main),
         "instance_map": {name: {"path": path} for name, path in plan.instance_map.items()},
-        "stream_writers": {k: list(v) for k, v in plan.stream_writers.items()},
+        # Main is "main" in instance_map but its instance name is "master"
+        # (MAIN_PROCESS_INSTANCE_NAME, synapse/config/workers.py), which is what
+        # stream_writers compares with hs.get_instance_name().
+        "stream_writers": {k: [SYNAPSE_MAIN_INSTANCE if n == MAIN else n for n in v]
+                           for k, v in plan.stream_writers.items()},
         **{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in plan.duties.items()},
         **plan.shared,
         **{f.option: f.path for f in SYNAPSE_SECRETS.values() if not f.main_only},

@@ -16,7 +16,11 @@ from components import postgres_conf
 from components.errors import ConfigError
 from components.postgres_conf import DB_POOL_MAX, RESERVED_CONNECTIONS
 from components.settings import Settings
-from components.workers import ALL, MAIN, SINGLE_WRITER_STREAMS, WORKER_CLASSES, slot_processes
+from components.workers import (
+    ALL, MAIN, MAIN_KEEPS_WRITING, PRESET_STREAMS, ROUTED_STREAMS,
+    SINGLE_WRITER_STREAMS, STREAMS, WORKER_CLASSES, process_names, serves_client,
+    slot_processes,
+)
 
 SOCKET_DIR = "/sockets"
 POSTGRES_SOCKET_DIR = SOCKET_DIR  # libpq wants the directory, not the socket file
@@ -96,10 +100,7 @@ class PlanError(Exception):
 
 
 def build_plan(settings: Settings) -> Plan:
-    names = {
-        c.name: [f"{c.name}{i}" for i in range(1, settings.workers[c.name] + 1)]
-        for c in WORKER_CLASSES
-    }
+    names = process_names(settings.workers)
 
     writers: dict[str, list[str]] = {}
     duties: dict[str, Any] = {}
@@ -120,6 +121,19 @@ def build_plan(settings: Settings) -> Plan:
             named = slot_processes(names[c.name], slot)
             duties[key] = named if slot == ALL else named[0]
         shared.update(c.from_main.config)
+    # The preset's writers replace the table's, stream by stream.
+    for stream, (cls, slots) in PRESET_STREAMS.get(settings.preset, {}).items():
+        procs = names[cls]
+        if procs:
+            picked = procs if slots == ALL else [
+                n for slot in slots for n in slot_processes(procs, slot)]
+            writers[stream] = list(dict.fromkeys(picked))
+    for stream in MAIN_KEEPS_WRITING:
+        if stream in writers and MAIN not in writers[stream]:
+            writers[stream].insert(0, MAIN)
+    # synapse:streamWriters replaces both (settings.py checked it).
+    for stream, named in settings.stream_writers.items():
+        writers[stream] = list(named)
 
     needs_replication = {n for ws in writers.values() for n in ws}
     needs_replication |= {
@@ -177,9 +191,19 @@ def check_plan(plan: Plan) -> None:
             raise PlanError(f"stream {stream!r} has no writer")
         if stream in SINGLE_WRITER_STREAMS and len(names) != 1:
             raise PlanError(f"stream {stream!r} allows one writer, got {names}")
+        if stream not in STREAMS:
+            raise PlanError(f"Synapse has no stream_writers.{stream}")
         for n in names:
             if n != MAIN and n not in plan.instance_map:
                 raise PlanError(f"{n} writes {stream!r} but is not in instance_map")
+            wc = plan.process(n).worker_class
+            if stream in ROUTED_STREAMS and not serves_client(wc):
+                raise PlanError(f"{n} writes {stream!r} but nginx cannot send it "
+                                "the stream's client endpoints")
+        if stream in MAIN_KEEPS_WRITING:
+            needed = [MAIN, *(p.name for p in plan.by_class("media"))]
+            if any(n not in names for n in needed):
+                raise PlanError(f"{stream!r} writers {names} must include {needed}")
     for p in plan.processes:
         if not p.sockets:
             raise PlanError(f"{p.name} has no socket to health-check")

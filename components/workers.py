@@ -32,10 +32,40 @@ MAIN = "main"  # Synapse's name for the main process in instance_map
 GENERIC_WORKER = "synapse.app.generic_worker"
 MEDIA_REPOSITORY = "synapse.app.media_repository"
 
-# Streams Synapse lets only one instance write (synapse/config/workers.py).
+# Every stream Synapse 1.163 hands to workers: the attributes of WriterLocations in
+# synapse/config/workers.py, which WorkerConfig.read_config checks one by one (each
+# writer in instance_map, "master" excepted; at least one writer each).
+STREAMS: tuple[str, ...] = (
+    "events",  # also backfill, sticky_events, profile_updates (WriterLocations doc)
+    "typing",
+    "to_device",
+    "account_data",
+    "receipts",
+    "presence",
+    "push_rules",
+    "device_lists",
+    "thread_subscriptions",
+    "quarantined_media_changes",
+)
+
+# Streams Synapse lets only one instance write: WorkerConfig.read_config raises
+# "Must only specify one instance to handle ..." unless len(writers.<stream>) == 1.
+# The others (events, receipts, device_lists, thread_subscriptions,
+# quarantined_media_changes) only need at least one writer there, and each is a
+# MultiWriterIdGenerator over writers=<that list> in synapse/storage/databases/main/
+# (events_worker.py, receipts.py, devices.py, thread_subscriptions.py, room.py).
 SINGLE_WRITER_STREAMS = frozenset(
     {"typing", "to_device", "account_data", "presence", "push_rules"}
 )
+
+# Streams main keeps writing while workers write them too.
+# quarantined_media_changes: the only rows come from RoomWorkerStore.
+# _insert_quarantine_changes_txn (synapse/storage/databases/main/room.py), which
+# asserts the process is a writer; its callers are the quarantine admin APIs
+# (served where the media admin APIs are: main, or the media workers) and the
+# background update RoomWorkerStore registers to flag already-quarantined media,
+# which runs on main only (background updates start in synapse/app/homeserver.py).
+MAIN_KEEPS_WRITING = frozenset({"quarantined_media_changes"})
 
 ALL = "all"
 Slot = Union[int, str]  # a 1-based process slot, or ALL
@@ -119,6 +149,9 @@ WORKER_CLASSES: tuple[WorkerClass, ...] = (
         inbound_resources=("client", "federation", "media"),
         # The processes share one media store: any of them serves any request.
         balance=Key.NONE,
+        # Every media process serves the quarantine admin APIs (routing: media_admin),
+        # which write quarantined_media_changes (see MAIN_KEEPS_WRITING).
+        streams=_frozen({"quarantined_media_changes": ALL}),
         duties=_frozen({"media_instance_running_background_jobs": 1}),
         # docs/workers.md synapse.app.media_repository: "you should also set
         # enable_media_repo: False in the shared configuration file to stop the main
@@ -179,6 +212,39 @@ def slot_processes(names: list[str], slot: Slot) -> list[str]:
     return list(names) if slot == ALL else [names[(int(slot) - 1) % len(names)]]
 
 
+def process_names(counts: Mapping[str, int]) -> dict[str, list[str]]:
+    """Each class's process names ("rooms1", "rooms2", ...) for the given counts."""
+    return {c.name: [f"{c.name}{i}" for i in range(1, counts.get(c.name, 0) + 1)]
+            for c in WORKER_CLASSES}
+
+
+# Streams with client endpoints nginx sends to the stream's writers (routing.py rules
+# with target WRITER): their writers must serve the client API.
+ROUTED_STREAMS = frozenset(r.stream for r in routing.ROUTES if r.target == routing.WRITER)
+
+
+def serves_client(worker_class: str) -> bool:
+    """Main, or a class whose inbound listener carries the client API."""
+    return worker_class == MAIN or "client" in BY_NAME[worker_class].inbound_resources
+
+
+# Stream writers a preset places on top of the table's, as (class, slots): slots wrap
+# round like the table's; ALL is every process. Ignored while the class is empty.
+# `synapse:streamWriters` overrides both, stream by stream.
+PRESET_STREAMS: Mapping[str, Mapping[str, tuple[str, Union[tuple[int, ...], str]]]] = _frozen({
+    "large": _frozen({
+        # Per-user settings, light traffic: beside account_data and typing.
+        "push_rules": ("client_sync", (3,)),
+        "thread_subscriptions": ("client_sync", (1,)),
+        # Several writers where Synapse allows. device_lists[0] alone runs the
+        # DeviceListUpdater and signing-key EDUs (handlers/device.py, e2e_keys.py):
+        # slot 2, beside to_device.
+        "receipts": ("client_sync", (5, 6)),
+        "device_lists": ("client_sync", (2, 6)),
+    }),
+})
+
+
 # Named worker counts (`synapse:preset`); `synapse:workers` overrides any of them.
 PRESETS: Mapping[str, Mapping[str, int]] = _frozen({
     # Main does everything: Synapse's defaults with no worker at all.
@@ -187,8 +253,9 @@ PRESETS: Mapping[str, Mapping[str, int]] = _frozen({
     # The guide's layout.
     "specialized": _frozen({"client_sync": 1, "federation_reader": 1, "media": 1,
                             "rooms": 4, "sender": 4, "tasks": 1}),
-    # Thousands of users: the five client_sync streams on five processes, one more
-    # for /sync alone; four event persisters (which also run the pushers); rooms
+    # Thousands of users: the client_sync streams spread over six processes (the
+    # sixth a second receipts and device_lists writer, PRESET_STREAMS); four event
+    # persisters (which also run the pushers); rooms
     # and senders doubled. 31 processes x DB_POOL_MAX fits Postgres' limit.
     "large": _frozen({"client_sync": 6, "federation_reader": 2, "media": 2,
                       "rooms": 8, "sender": 8, "tasks": 4}),

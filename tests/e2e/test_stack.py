@@ -183,7 +183,9 @@ class World:
         return c
 
     def writers(self, stream: str) -> list[str]:
-        return list(self.deployed.homeserver.get("stream_writers", {}).get(stream, ["main"]))
+        # homeserver.yaml names main "master" (its instance name inside Synapse).
+        named = self.deployed.homeserver.get("stream_writers", {}).get(stream, ["main"])
+        return ["main" if n == "master" else n for n in named]
 
 
 def assert_routed(world: World, mark: int, *, failover_ok: bool = False) -> None:

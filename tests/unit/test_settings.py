@@ -143,3 +143,71 @@ def test_pulumi_values_are_json_decoded_except_string_keys():
     })
     assert raw == {"serverName": "1234", "workers": {"rooms": 4}, "egress": False,
                    "maxUploadSizeMb": 100}
+
+
+# --- synapse:streamWriters -----------------------------------------------------------
+
+
+def test_stream_writers_take_a_name_or_a_list_and_replace_the_defaults():
+    s = load(streamWriters={"typing": "rooms1", "receipts": ["client_sync1", "rooms1"]})
+    assert dict(s.stream_writers) == {"typing": ("rooms1",), "receipts": ("client_sync1", "rooms1")}
+    plan = build_plan(s)
+    assert plan.stream_writers["typing"] == ("rooms1",)
+    assert plan.stream_writers["receipts"] == ("client_sync1", "rooms1")
+    # A writer needs replication, so it joins instance_map; the table's others stay.
+    assert "rooms1" in plan.instance_map
+    assert plan.stream_writers["to_device"] == ("client_sync1",)
+
+
+def test_stream_writers_may_name_main():
+    plan = build_plan(load(streamWriters={"events": ["main", "tasks1"], "typing": "main"}))
+    assert plan.stream_writers["events"] == ("main", "tasks1")
+    assert plan.stream_writers["typing"] == ("main",)
+
+
+@pytest.mark.parametrize("raw, key, reason", [
+    ({"stream": ["main"]}, "synapse:streamWriters.stream", "unknown key"),
+    ({"events": []}, "synapse:streamWriters.events", "at least one writer"),
+    ({"device_lists": 3}, "synapse:streamWriters.device_lists", "process name"),
+    ({"typing": ["client_sync1", "rooms1"]}, "synapse:streamWriters.typing", "exactly one writer"),
+    ({"to_device": ["main", "rooms1"]}, "synapse:streamWriters.to_device", "exactly one writer"),
+    ({"account_data": ["main", "rooms1"]}, "synapse:streamWriters.account_data", "exactly one"),
+    ({"presence": ["main", "rooms1"]}, "synapse:streamWriters.presence", "exactly one writer"),
+    ({"push_rules": ["main", "rooms1"]}, "synapse:streamWriters.push_rules", "exactly one writer"),
+    ({"events": ["tasks1", "tasks9"]}, "synapse:streamWriters.events[1]", "no process 'tasks9'"),
+    ({"receipts": ["rooms1", "rooms1"]}, "synapse:streamWriters.receipts[1]", "listed twice"),
+    ({"receipts": [""]}, "synapse:streamWriters.receipts[0]", "non-empty string"),
+    ({"device_lists": ["sender1"]}, "synapse:streamWriters.device_lists[0]", "client API"),
+    ({"typing": "tasks1"}, "synapse:streamWriters.typing[0]", "client API"),
+    ({"thread_subscriptions": ["federation_reader1"]},
+     "synapse:streamWriters.thread_subscriptions[0]", "client API"),
+    ({"quarantined_media_changes": ["media1"]},
+     "synapse:streamWriters.quarantined_media_changes", "must include main"),
+    ({"quarantined_media_changes": ["main"]},
+     "synapse:streamWriters.quarantined_media_changes", "must include media1"),
+])
+def test_stream_writers_refusals_name_the_key(raw, key, reason):
+    with pytest.raises(ConfigError) as err:
+        load(streamWriters=raw)
+    assert err.value.key == key and reason in err.value.reason, str(err.value)
+
+
+def test_stream_writers_follow_the_worker_counts():
+    # client_sync2 exists only when synapse:workers says so.
+    with pytest.raises(ConfigError, match="no process 'client_sync2'"):
+        load(streamWriters={"receipts": ["client_sync2"]})
+    s = load(workers={"client_sync": 2}, streamWriters={"receipts": ["client_sync2"]})
+    assert s.stream_writers["receipts"] == ("client_sync2",)
+    # Without media workers main alone may write quarantined_media_changes.
+    load(workers={"media": 0}, streamWriters={"quarantined_media_changes": "main"})
+
+
+def test_stream_writers_is_a_known_top_level_key():
+    with pytest.raises(ConfigError, match="synapse:streamWriters"):
+        load(streamWriters=["events"])
+
+
+def test_stream_writers_arrive_from_pulumi_as_json():
+    raw = from_pulumi({"synapse:serverName": "example.org",
+                       "synapse:streamWriters": '{"receipts": ["client_sync1", "main"]}'})
+    assert load_settings(raw, "t").stream_writers["receipts"] == ("client_sync1", "main")

@@ -11,6 +11,7 @@ from components.render import deployment_for
 from components.settings import load_settings
 from components.synapse_config import render_homeserver, render_log_config
 from components.topology import build_plan
+from components import workers
 from components.workers import PRESETS
 from tests.support.synapse_parser import TEST_SECRETS, parse
 
@@ -180,9 +181,28 @@ def test_synapse_accepts_every_preset_and_places_the_writers_as_planned(preset, 
     plan = build_plan(load_settings({"serverName": "dev.localhost", "preset": preset}, "dev"))
     writers = cfg.worker.writers
     for stream, names in plan.stream_writers.items():
-        assert list(getattr(writers, stream)) == list(names), stream
-    unmoved = {"typing", "to_device", "account_data", "presence", "receipts", "events"} - set(plan.stream_writers)
+        # Synapse knows main as "master" in stream_writers.
+        assert list(getattr(writers, stream)) == [
+            "master" if n == "main" else n for n in names], stream
+    unmoved = set(workers.STREAMS) - set(plan.stream_writers)
     for stream in unmoved:
         assert list(getattr(writers, stream)) == ["master"], stream
     assert cfg.worker.federation_shard_config.instances == list(
         plan.duties.get("federation_sender_instances", ["master"]))
+
+
+def test_synapse_accepts_writers_from_the_stream_writers_setting(tmp_path):
+    # Main named as a writer is rendered "master", Synapse's instance name for it;
+    # every other writer is in instance_map (WorkerConfig.read_config checks both).
+    overrides = {"streamWriters": {"events": ["main", "tasks1"], "typing": "rooms1",
+                                   "device_lists": ["client_sync1", "rooms1"],
+                                   "thread_subscriptions": ["rooms1", "main"]}}
+    d = deployment_for(Path("config/Pulumi.dev.yaml"), overrides)
+    specs = {c.key: c for c in d.containers if c.role in ("main", "worker")}
+    for key in ("main", "rooms1", "tasks1"):
+        writers = parse(specs[key], tmp_path / key).worker.writers
+        assert writers.events == ["master", "tasks1"]
+        assert writers.typing == ["rooms1"]
+        assert writers.device_lists == ["client_sync1", "rooms1"]
+        assert writers.thread_subscriptions == ["rooms1", "master"]
+        assert writers.quarantined_media_changes == ["master", "media1"]

@@ -30,6 +30,8 @@ def test_guide_instance_map_and_writers():
         "typing": ("client_sync1",), "to_device": ("client_sync1",),
         "account_data": ("client_sync1",), "presence": ("client_sync1",),
         "receipts": ("client_sync1",), "events": ("tasks1",),
+        # main's background update and media1's quarantine admin APIs write it.
+        "quarantined_media_changes": ("main", "media1"),
     }
     assert plan.duties["federation_sender_instances"] == ["sender1", "sender2", "sender3", "sender4"]
     assert plan.duties["media_instance_running_background_jobs"] == "media1"
@@ -63,9 +65,9 @@ def test_sockets_follow_the_roles():
 
 
 def test_second_instances_are_not_writers_and_not_in_instance_map():
-    plan = plan_for(client_sync=1, media=2, tasks=2)
+    plan = plan_for(client_sync=1, rooms=2, tasks=2)
     assert plan.stream_writers["typing"] == ("client_sync1",)
-    assert "media2" not in plan.instance_map
+    assert "rooms2" not in plan.instance_map
     # Events are sharded over every tasks worker; background jobs run once.
     assert plan.stream_writers["events"] == ("tasks1", "tasks2")
     assert plan.duties["run_background_tasks_on"] == "tasks1"
@@ -131,3 +133,69 @@ def test_table_invariants():
                 assert slot != workers.ALL, (c.name, stream)
         # A class nginx routes to must say which endpoints; one it never reaches must not.
         assert bool(c.inbound_resources) == bool(c.routes), c.name
+
+
+def test_every_media_process_and_main_write_quarantined_media_changes():
+    # RoomWorkerStore._insert_quarantine_changes_txn asserts its caller is a writer:
+    # main's background update, and the quarantine admin APIs on the media workers.
+    assert plan_for(media=3).stream_writers["quarantined_media_changes"] == (
+        "main", "media1", "media2", "media3")
+    assert "media3" in plan_for(media=3).instance_map
+    # No media worker: main serves the admin APIs and keeps Synapse's default.
+    assert "quarantined_media_changes" not in plan_for(media=0).stream_writers
+
+
+def test_large_preset_hands_every_stream_to_workers():
+    plan = build_plan(load_settings({"serverName": "example.org", "preset": "large"}, "t"))
+    assert dict(plan.stream_writers) == {
+        "events": ("tasks1", "tasks2", "tasks3", "tasks4"),
+        "typing": ("client_sync1",),
+        "to_device": ("client_sync2",),
+        "account_data": ("client_sync3",),
+        "presence": ("client_sync4",),
+        "receipts": ("client_sync5", "client_sync6"),
+        "push_rules": ("client_sync3",),
+        "device_lists": ("client_sync2", "client_sync6"),
+        "thread_subscriptions": ("client_sync1",),
+        "quarantined_media_changes": ("main", "media1", "media2"),
+    }
+    assert set(plan.stream_writers) == set(workers.STREAMS)
+    for names in plan.stream_writers.values():
+        assert all(n in plan.instance_map for n in names)
+
+
+def test_large_preset_writers_wrap_round_when_counts_shrink():
+    s = load_settings({"serverName": "example.org", "preset": "large",
+                       "workers": {"client_sync": 2}}, "t")
+    plan = build_plan(s)
+    assert plan.stream_writers["receipts"] == ("client_sync1", "client_sync2")
+    assert plan.stream_writers["device_lists"] == ("client_sync2",)
+    # With no client_sync, its streams stay with main.
+    s = load_settings({"serverName": "example.org", "preset": "large",
+                       "workers": {"client_sync": 0}}, "t")
+    assert "device_lists" not in build_plan(s).stream_writers
+
+
+def test_stream_writers_setting_overrides_the_preset():
+    s = load_settings({"serverName": "example.org", "preset": "large",
+                       "streamWriters": {"device_lists": ["client_sync4"]}}, "t")
+    assert build_plan(s).stream_writers["device_lists"] == ("client_sync4",)
+
+
+def test_check_plan_rejects_a_routed_stream_on_a_process_nginx_cannot_reach(monkeypatch):
+    broken = dataclasses.replace(workers.BY_NAME["sender"], streams={"typing": 1})
+    table = tuple(broken if c.name == "sender" else c for c in workers.WORKER_CLASSES)
+    monkeypatch.setattr(topology, "WORKER_CLASSES", table)
+    with pytest.raises(PlanError, match="sender1 writes 'typing'"):
+        plan_for(client_sync=0, sender=1)
+
+
+def test_table_and_presets_name_only_synapse_streams():
+    for c in workers.WORKER_CLASSES:
+        assert set(c.streams) <= set(workers.STREAMS), c.name
+    for preset, streams in workers.PRESET_STREAMS.items():
+        assert preset in workers.PRESETS and set(streams) <= set(workers.STREAMS)
+        for stream, (cls, slots) in streams.items():
+            assert cls in workers.BY_NAME
+            if stream in workers.SINGLE_WRITER_STREAMS:
+                assert slots != workers.ALL and len(slots) == 1, stream
