@@ -147,8 +147,9 @@ ROUTES: tuple[Route, ...] = (
     # (the process is in stream_writers.quarantined_media_changes). They are only
     # registered where the media repository loads (rest/admin/media.py
     # register_servlets_for_media_repo: main without a media worker, else the media
-    # workers), so that stream's writer must be such a process.
-    _writer("quarantined_media_changes", "media_quarantine",
+    # workers), so they go to the media class, every process of which writes that
+    # stream (workers.py; main writes it too, for a background update of its own).
+    _to("media", "media_quarantine",
             r"^/_synapse/admin/v1/(?:room/[^/]+/media/quarantine|quarantine_media/[^/]+"
             r"|user/[^/]+/media/quarantine|media/(?:un)?quarantine/[^/]+/[^/]+)$",
             "rest/admin/media.py QuarantineMediaInRoom/-ByUser/-ByID, "

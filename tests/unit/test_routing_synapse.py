@@ -17,6 +17,7 @@ from unittest import mock
 
 import pytest
 
+from components import routing
 from components.routing import MAIN, ROUTES
 from tests.nginx.corpus import CORPUS
 
@@ -139,7 +140,12 @@ def test_the_corpus_has_main_only_lines_to_check():
 
 
 QUARANTINE_WRITES = [line for line in CORPUS
-                     if line.expected == "writer:quarantined_media_changes"]
+                     if line.method == "POST" and "quarantine" in line.target
+                     and "quarantine_changes" not in line.target]
+
+
+def test_the_corpus_has_quarantine_writes():
+    assert len(QUARANTINE_WRITES) >= 5 and {l.expected for l in QUARANTINE_WRITES} == {"media"}
 
 
 @pytest.mark.parametrize("line", QUARANTINE_WRITES, ids=str)
@@ -160,22 +166,27 @@ def _plan(media: int):
 
 
 def _quarantine_writer_check(media: int):
+    """Where nginx sends quarantine writes, the process both registers the
+    quarantine admin APIs and may write the quarantined_media_changes stream."""
     plan = _plan(media)
+    route = next(r for r in routing.ROUTES if r.name == "media_quarantine")
+    served_by = ({p.name for p in plan.by_class(route.target)} or {"main"}
+                 if route.target != routing.WRITER else
+                 set(plan.stream_writers.get(route.stream, ("main",))))
     writers = set(plan.stream_writers.get("quarantined_media_changes", ("main",)))
     loads_media_repo = {p.name for p in plan.by_class("media")} or {"main"}
-    assert writers <= loads_media_repo, (
-        f"quarantine writes go to {sorted(writers)}, but only {sorted(loads_media_repo)} "
+    assert served_by <= loads_media_repo, (
+        f"quarantine writes go to {sorted(served_by)}, but only {sorted(loads_media_repo)} "
         "register the quarantine admin APIs")
+    assert served_by <= writers, (
+        f"quarantine writes go to {sorted(served_by)}, but only {sorted(writers)} may write "
+        "the quarantined_media_changes stream")
 
 
 def test_without_media_workers_main_writes_and_serves_quarantine_changes():
     _quarantine_writer_check(0)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "components/workers.py (stream writers, another branch) does not yet give the media "
-    "class the quarantined_media_changes stream: with a media worker, quarantine writes "
-    "then reach main, which no longer registers them"))
 @pytest.mark.parametrize("media", [1, 2])
 def test_with_media_workers_the_quarantine_writer_is_a_media_worker(media):
     _quarantine_writer_check(media)
