@@ -560,7 +560,10 @@ def test_fault_one_worker_crash_looping(stack: Stack):
         logs = replay.container_logs(name, tail=20)
         _put_file(name, path, upload["content"])  # the operator reverts the edit
         t1 = time.monotonic()
-        _wait_healthy(stack, {key: looping}, [key])
+        # Healthy is enough: a start already under way when the file was put back
+        # reads the good file and never crashes (a race seen once), and a start
+        # that read the broken file never turns healthy.
+        _wait_healthy(stack, {key: looping}, [])
         return time.monotonic(), {
             "crash_loop_s": CRASH_LOOP_S, "restarts_while_looping":
                 looping["restarts"] - before[key]["restarts"],
