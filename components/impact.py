@@ -39,14 +39,12 @@ from components.container_inputs import (
 from components.containers import ContainerSpec, Deployment, build_deployment
 from components.errors import ConfigError
 from components.render import plan_for
-from components.settings import ALL_SECRET_KEYS
-from components.stack_config import cli_error, override_arg, secure_values
+from components.stack_config import SECRET_VALUED, cli_error, override_arg, secure_values
 from components.synapse_config import PLACEHOLDERS
 from components.topology import Plan
 from components.workers import BY_NAME, MAIN, STREAMS
 
 CREATE, REPLACE, UPDATE, DELETE, SAME = "create", "replace", "update", "delete", "same"
-SECRET_CONFIG = "secretConfig"
 
 # Synapse's rules, quoted from its docs (element-hq/synapse).
 DOCS_SENDERS = ("docs/usage/configuration/config_documentation.md, federation_sender_instances: "
@@ -113,9 +111,9 @@ def load_side(path: Path, overrides: Mapping[str, Any] | None = None,
     secure = secure_values(path)
     # A secret given with --set is compared by a digest of its value, never the value.
     given = {k: "sha256:" + hashlib.sha256(str(v).encode()).hexdigest()
-             for k, v in (overrides or {}).items() if k in (*ALL_SECRET_KEYS, SECRET_CONFIG)}
+             for k, v in (overrides or {}).items() if k in SECRET_VALUED}
     return Side(path, plan, build_deployment(plan),
-                {k: given.get(k, secure.get(k)) for k in (*ALL_SECRET_KEYS, SECRET_CONFIG)})
+                {k: given.get(k, secure.get(k)) for k in SECRET_VALUED})
 
 
 def _secrets_marking(changed: set[str]) -> dict[str, str]:

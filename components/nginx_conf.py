@@ -283,6 +283,13 @@ def _tls() -> list[Node]:
     ]
 
 
+def _served_by(plan: Plan) -> list[Node]:
+    """nginx.servedByHeader: the response header naming the process that served."""
+    if not plan.settings.nginx.served_by_header:
+        return []
+    return [D("add_header", (SERVED_BY_HEADER, "$served_by", "always"))]
+
+
 def _listen(port: int, tls: bool) -> D:
     # nginx 1.22 (the default image) spells HTTP/2 as a listen parameter.
     return D("listen", (str(port), "ssl", "http2") if tls else (str(port),))
@@ -294,9 +301,7 @@ def _main_server(plan: Plan) -> D:
     body.append(D("server_name", ("_",)))
     # A location with its own add_header loses the server's (nginx does not merge
     # them), so every such location repeats these.
-    headers = [*([_HSTS] if s.nginx.tls else []),
-               *([D("add_header", (SERVED_BY_HEADER, "$served_by", "always"))]
-                 if s.nginx.served_by_header else [])]
+    headers = [*([_HSTS] if s.nginx.tls else []), *_served_by(plan)]
     if s.nginx.tls:
         body += _tls()
     body += headers
@@ -337,8 +342,7 @@ def _admin_server(plan: Plan) -> D:
     return D("server", (), (
         D("listen", (str(PORTS["admin"]),)),
         D("server_name", ("_",)),
-        *([D("add_header", (SERVED_BY_HEADER, "$served_by", "always"))]
-          if plan.settings.nginx.served_by_header else []),
+        *_served_by(plan),
         D("location", ("/_synapse/admin",), (D("proxy_pass", ("http://$synapse_upstream",)),)),
         D("location", ("/",), (D("return", ("404",)),)),
     ))

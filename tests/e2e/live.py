@@ -20,6 +20,8 @@ from urllib.parse import quote
 import aiohttp
 import nio
 
+from tests.e2e.matrix_client import connector
+
 PROBE_INTERVAL_S = 0.25
 SEND_DEADLINE_S = 240  # a message is retried (same txn id) until acknowledged
 # Bob's sync: the largest timeline Synapse allows by default, so a backlog after
@@ -123,8 +125,7 @@ class Traffic:
             await asyncio.sleep(max(0.0, PROBE_INTERVAL_S - (time.monotonic() - t)))
 
     async def start(self) -> None:
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=self.ssl_context or True))
+        session = aiohttp.ClientSession(connector=connector(self.ssl_context))
         self._session = session
         tokens = {"": "", "bob": self.bob.access_token}
         self._tasks = [asyncio.create_task(self._send()), asyncio.create_task(self._read())]

@@ -70,7 +70,13 @@ class Recorder:
                                      connector=self.connector())
 
     def connector(self) -> aiohttp.TCPConnector:
-        return aiohttp.TCPConnector(ssl=self.ssl if self.ssl else True)
+        return connector(self.ssl)
+
+
+def connector(ssl_context: ssl.SSLContext | None) -> aiohttp.TCPConnector:
+    """A new session's connector: verifying with `ssl_context` when given (a stack
+    with nginx.tls: trusts its CA), else with the system's CAs."""
+    return aiohttp.TCPConnector(ssl=ssl_context or True)
 
 
 def process_of(served_by: str | None, processes: Iterable[str]) -> str | None:
