@@ -38,8 +38,14 @@ from components.container_inputs import (
 )
 from components.containers import ContainerSpec, Deployment, build_deployment
 from components.errors import ConfigError
-from components.render import plan_for
-from components.stack_config import SECRET_VALUED, cli_error, override_arg, secure_values
+from components.stack_config import (
+    SECRET_CONFIG,
+    SECRET_VALUED,
+    Encrypted,
+    cli_error,
+    override_arg,
+    read_stack_file,
+)
 from components.synapse_config import PLACEHOLDERS
 from components.topology import Plan
 from components.workers import BY_NAME, MAIN, STREAMS
@@ -107,12 +113,13 @@ def load_side(path: Path, overrides: Mapping[str, Any] | None = None,
     """A stack file (with `--set` overrides) as the program would deploy it.
     `stack` names the stack (Docker names derive from it) when the file's own
     name is a copy's."""
-    plan = plan_for(path, overrides, stack)
-    secure = secure_values(path)
+    config = read_stack_file(path, overrides, stack)  # the file is read once per side
+    values = {**config.secrets, SECRET_CONFIG: config.secret_config}
+    secure = {k: v.ciphertext for k, v in values.items() if isinstance(v, Encrypted)}
     # A secret given with --set is compared by a digest of its value, never the value.
     given = {k: "sha256:" + hashlib.sha256(str(v).encode()).hexdigest()
              for k, v in (overrides or {}).items() if k in SECRET_VALUED}
-    return Side(path, plan, build_deployment(plan),
+    return Side(path, config.plan, build_deployment(config.plan),
                 {k: given.get(k, secure.get(k)) for k in SECRET_VALUED})
 
 

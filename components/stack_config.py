@@ -292,13 +292,6 @@ def pulumi_pairs(config: Mapping[str, Any], decrypt: Callable[[str], str] | None
     return pairs, frozenset(secret)
 
 
-def secure_values(path: Path) -> dict[str, str]:
-    """The encrypted (`secure:`) synapse:* values of a stack file, by key: two
-    files hold the same secret where these are equal."""
-    return {k[len(NAMESPACE):]: v.ciphertext for k, v in load_stack_file(path)[1].items()
-            if k.startswith(NAMESPACE) and isinstance(v, Encrypted)}
-
-
 def _holds_secret(value: Any) -> bool:
     if isinstance(value, Encrypted):
         return True
