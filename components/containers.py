@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from components import nginx_conf
+from components import nginx_conf, prometheus_conf
 from components.settings import TLS_SECRET_KEYS
 from components.synapse_config import (
     CONFIG_DIR,
@@ -54,6 +54,7 @@ SYNAPSE_UID = 991  # the official image's default user (and group)
 POSTGRES_UID = 999  # `postgres` in the official image (and the stand-in)
 NGINX_UID = 101  # `nginx` in the official image (and the stand-in)
 REDIS_USER = "redis"  # by name: 999 in the official image, 998 in the stand-in
+PROMETHEUS_UID = 65534  # `nobody` in the official image (and the stand-in)
 # The sockets volume belongs to Synapse's group: who may create sockets there and
 # connect to Postgres's and Redis's (docs/least-privilege.md).
 SOCKETS_GID = SYNAPSE_UID
@@ -499,6 +500,46 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
     return publisher, nginx
 
 
+def _prometheus_spec(plan: Plan, synapse: list[ContainerSpec]) -> ContainerSpec:
+    """Prometheus scraping every Synapse process's metrics listener on the backend
+    network; its UI and API published on loopback only (it has no authentication),
+    which takes the frontend network: Docker publishes no port of a container on
+    internal networks alone. Its config is an upload, so a new target list (a
+    worker added or removed) replaces the container; its data volume is kept, so
+    only a few seconds of samples are missed."""
+    s = plan.settings
+    hosts = {c.key: c.name for c in synapse}
+    ready = f"http://127.0.0.1:{prometheus_conf.PORT}/-/ready"
+    return ContainerSpec(
+        key="prometheus",
+        name=f"{s.name_prefix}-prometheus",
+        role="prometheus",
+        worker_class=None,
+        image=s.images.prometheus,
+        # The image's entrypoint is /bin/prometheus; its CMD, plus retention.
+        command=(f"--config.file={prometheus_conf.CONFIG_PATH}",
+                 f"--storage.tsdb.path={prometheus_conf.DATA_DIR}",
+                 f"--storage.tsdb.retention.time={s.metrics.retention_days}d"),
+        entrypoint=None,
+        env={},
+        # The official image is busybox: wget, no curl (the stand-in has both).
+        healthcheck=Healthcheck(("CMD", "wget", "-q", "-O", "/dev/null", ready)),
+        files=(File(prometheus_conf.CONFIG_PATH,
+                    lambda _sec: prometheus_conf.render_prometheus_conf(plan, hosts),
+                    owner=PROMETHEUS_UID),),
+        mounts=(Mount("prometheus-data", prometheus_conf.DATA_DIR),),
+        networks=("backend", "frontend"),
+        ports=(Port(prometheus_conf.PORT, s.metrics.port, "127.0.0.1"),),
+        sockets=(),
+        size=s.container_sizes["prometheus"],
+        depends_on=(),
+        destroy_grace_seconds=10,
+        # The image's user from the start, no capabilities. Not read-only: its
+        # config is an upload.
+        privileges=Privileges(user=f"{PROMETHEUS_UID}:{PROMETHEUS_UID}"),
+    )
+
+
 # Postgres's sockets: 0770, so only the sockets group (their group, as the
 # directory is setgid) connects. Local connections are trusted (the image's
 # pg_hba.conf): whoever reaches the socket is the database's superuser.
@@ -583,6 +624,7 @@ def build_deployment(plan: Plan) -> Deployment:
     )
     synapse = [_synapse_spec(plan, p) for p in plan.processes]
     publisher, nginx = _nginx_specs(plan)
+    metrics = [_prometheus_spec(plan, synapse)] if s.metrics.enabled else []
 
     volumes = [
         # Sockets live in RAM, in a directory of root and the sockets group: only
@@ -605,14 +647,17 @@ def build_deployment(plan: Plan) -> Deployment:
         VolumeSpec("nginx-config", f"{s.name_prefix}-nginx-config",
                    {"type": "tmpfs", "device": "tmpfs",
                     "o": f"uid={NGINX_UID},gid={NGINX_UID},mode=0700"}, retain=False),
+        # Metrics history: kept like the other data volumes.
+        *(VolumeSpec("prometheus-data", f"{s.name_prefix}-prometheus-data") for _ in metrics),
     ]
     return Deployment(
         networks={
             # Postgres and Redis only speak over sockets: no way out at all.
             "backend": (f"{s.name_prefix}-backend", True),
-            # nginx's published ports, and Synapse's outbound federation if egress.
+            # nginx's and Prometheus's published ports, and Synapse's outbound
+            # federation if egress.
             "frontend": (f"{s.name_prefix}-frontend", False),
         },
         volumes=tuple(volumes),
-        containers=(postgres, redis, *synapse, publisher, nginx),
+        containers=(postgres, redis, *synapse, publisher, nginx, *metrics),
     )

@@ -262,6 +262,11 @@ def impact(old: Side, new: Side) -> Report:
         by_name[publisher].causes.append({
             "kind": "note", "summary": "nginx tests the new config and reloads it (SIGHUP): "
                                        "nginx keeps running, no request is dropped"})
+    prometheus = next((c.name for c in new.deployment.containers if c.role == "prometheus"), None)
+    if prometheus in by_name and by_name[prometheus].action == REPLACE:
+        by_name[prometheus].causes.append({
+            "kind": "note", "summary": "Prometheus restarts with the new targets: a few seconds "
+                                       "without scrapes; its data volume (history) is kept"})
     synapse = {c.name for c in new.deployment.containers if c.role in ("main", "worker")}
     restarted = [c.container for c in changes
                  if c.container in synapse and c.action in (REPLACE, DELETE)]

@@ -1,4 +1,5 @@
-"""The services around Synapse: Postgres, Redis and nginx, one container each."""
+"""The services around Synapse: Postgres, Redis, nginx and Prometheus, one
+container each (nginx with its config publisher)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ class Postgres(_Service):
 class Redis(_Service):
     def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("synapse:index:Redis", name, args, opts)
+
+
+class Prometheus(_Service):
+    """Scrapes every Synapse process (synapse:metrics.enabled)."""
+
+    def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("synapse:index:Prometheus", name, args, opts)
 
 
 @dataclass

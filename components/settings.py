@@ -29,6 +29,8 @@ DEFAULT_IMAGES = {
     "postgres": "postgres:15-bookworm",
     "redis": "redis:7.0-bookworm",
     "nginx": "nginx:1.22.1",
+    # Debian bookworm's Prometheus (2.42), the one the stand-in image is built from.
+    "prometheus": "prom/prometheus:v2.42.0",
 }
 
 # The guide's container size classes.
@@ -38,12 +40,13 @@ DEFAULT_SIZES = {
     "large": {"cpus": 4, "memoryMb": 8192},
 }
 
-SERVICE_ROLES = ("main", "postgres", "redis", "nginx")
+SERVICE_ROLES = ("main", "postgres", "redis", "nginx", "prometheus")
 DEFAULT_CONTAINER_SIZES = {
     "main": "medium",
     "postgres": "medium",
     "redis": "small",
     "nginx": "small",
+    "prometheus": "small",
     **{c.name: c.size for c in WORKER_CLASSES},
 }
 
@@ -104,6 +107,7 @@ class Images:
     postgres: str
     redis: str
     nginx: str
+    prometheus: str
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,15 @@ class NginxSettings:
     admin_bind_address: str = "127.0.0.1"
     tls: bool = False  # TLS on the client and federation listeners
     http_port: int = 80  # with tls: plain HTTP, redirected to HTTPS
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """`synapse:metrics`: Prometheus scraping every Synapse process."""
+    enabled: bool = True
+    port: int = 9090  # host port of Prometheus's web UI and API, on loopback only
+    scrape_interval_s: int = 15  # Synapse's Grafana dashboard's own (metrics-howto.md)
+    retention_days: int = 15  # Prometheus's default
 
 
 @dataclass(frozen=True)
@@ -160,6 +173,7 @@ class Settings:
     report_stats: bool
     extra_config: Mapping[str, Any]
     postgres: PostgresSettings = PostgresSettings(types.MappingProxyType({}))
+    metrics: MetricsSettings = MetricsSettings()
     # Top-level keys of `synapse:secretConfig` (a Pulumi secret): only the names are
     # settings; the values stay secret Outputs (stack.py) and go to a secret file.
     secret_config_keys: tuple[str, ...] = ()
@@ -326,6 +340,29 @@ def _nginx(raw: Mapping, base_url: str) -> NginxSettings:
     )
 
 
+def _metrics(raw: Mapping, nginx: NginxSettings) -> MetricsSettings:
+    value = _mapping(raw, "metrics")
+    path = ("metrics",)
+    _no_unknown(value, ("enabled", "port", "scrapeIntervalSeconds", "retentionDays"), path)
+    enabled = _expect(value.get("enabled", True), bool, path + ("enabled",), "true or false")
+    port = _port(value.get("port", MetricsSettings.port), path + ("port",))
+    # Prometheus publishes on loopback; nginx's ports on 0.0.0.0 (or loopback) would
+    # take the same host port, which Docker refuses at start.
+    nginx_ports = {"clientPort": nginx.client_port, "federationPort": nginx.federation_port,
+                   "adminPort": nginx.admin_port, **({"httpPort": nginx.http_port} if nginx.tls else {})}
+    for key, taken in nginx_ports.items():
+        if enabled and port == taken:
+            raise ConfigError(path + ("port",), f"{port} is already nginx.{key}")
+    return MetricsSettings(
+        enabled=enabled,
+        port=port,
+        scrape_interval_s=_int(value.get("scrapeIntervalSeconds", MetricsSettings.scrape_interval_s),
+                               path + ("scrapeIntervalSeconds",), 1, 3600),
+        retention_days=_int(value.get("retentionDays", MetricsSettings.retention_days),
+                            path + ("retentionDays",), 1, 3650),
+    )
+
+
 def _log(raw: Mapping) -> LogSettings:
     value = _mapping(raw, "log")
     _no_unknown(value, ("level", "daysKept"), ("log",))
@@ -460,7 +497,7 @@ KNOWN_KEYS = (
     "serverName", "publicBaseUrl", "namePrefix", "preset", "workers", "images", "nginx", "log",
     "sizes", "containerSizes", "maxUploadSizeMb", "trustedKeyServers", "egress",
     "reportStats", "extraConfig", "secretConfig", "postgres", "streamWriters",
-    *ALL_SECRET_KEYS,
+    "metrics", *ALL_SECRET_KEYS,
 )
 
 
@@ -479,6 +516,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
     keys = raw.get("trustedKeyServers", ["matrix.org"])
     _expect(keys, list, ("trustedKeyServers",), "a list of server names")
     workers = _workers(raw, preset)
+    nginx = _nginx(raw, base_url)
     return Settings(
         stack=stack,
         server_name=server_name,
@@ -487,7 +525,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         preset=preset,
         workers=workers,
         images=_images(raw),
-        nginx=_nginx(raw, base_url),
+        nginx=nginx,
         log=_log(raw),
         sizes=sizes,
         container_sizes=_container_sizes(raw, sizes),
@@ -500,6 +538,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         report_stats=_expect(raw.get("reportStats", False), bool, ("reportStats",), "true or false"),
         extra_config=_extra_config(raw),
         postgres=_postgres(raw),
+        metrics=_metrics(raw, nginx),
         secret_config_keys=_secret_config(raw, raw.get("extraConfig") or {}),
         stream_writers=_stream_writers(raw, workers),
     )

@@ -17,7 +17,7 @@ from components.containers import Deployment, build_deployment
 from components.docker_container import Host, volume
 from components.errors import ConfigError
 from components.secrets import stack_secrets
-from components.services import Nginx, NginxArgs, Postgres, Redis, ServiceArgs
+from components.services import Nginx, NginxArgs, Postgres, Prometheus, Redis, ServiceArgs
 from components.stack_config import StackConfig, read_stack
 from components.synapse_process import SynapseArgs, SynapseMain, WorkerClass
 from components.topology import Plan
@@ -47,9 +47,11 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
     }
     volume_specs = {v.key: v for v in deployment.volumes}
     shared_volumes = {v.key: volume(f"{v.key}-volume", v) for v in deployment.volumes if v.shared}
+    # The images some container uses (Prometheus's only with metrics enabled).
+    used = {c.image for c in deployment.containers}
     images = {
         ref: docker.RemoteImage(f"{role}-image", name=ref, keep_locally=True)
-        for role, ref in vars(s.images).items()
+        for role, ref in vars(s.images).items() if ref in used
     }
     host = Host(networks=networks, volumes=shared_volumes, images=images,
                 sizes=s.sizes, secrets=secrets, deployment=deployment)
@@ -84,6 +86,9 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
                                      publisher=deployment.container("nginx-config"),
                                      config_volume=volume_specs["nginx-config"],
                                      host=host, depends_on=routed))
+    if s.metrics.enabled:
+        Prometheus("prometheus", ServiceArgs(spec=deployment.container("prometheus"), host=host,
+                                             data_volume=volume_specs["prometheus-data"]))
 
     return {
         "serverName": s.server_name,
@@ -92,6 +97,8 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
         # The operator's way to /_synapse/admin (refused on the public listeners).
         "adminUrl": f"http://{s.nginx.admin_bind_address}:{s.nginx.admin_port}/_synapse/admin/",
         "nginxContainer": nginx.container.name,
+        # Prometheus's UI and HTTP API (loopback only): every process's metrics.
+        **({"prometheusUrl": f"http://127.0.0.1:{s.metrics.port}/"} if s.metrics.enabled else {}),
         "processes": [
             {"name": p.name, "class": p.worker_class, "sockets": list(p.sockets)}
             for p in plan.processes

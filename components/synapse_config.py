@@ -36,7 +36,6 @@ MAIN_CONFIG_PATH = f"{CONFIG_DIR}/main.yaml"  # what only main reads
 SECRET_CONFIG_PATH = f"{SECRETS_DIR}/config.yaml"  # the operator's synapse:secretConfig
 SIGNING_KEY_PATH = f"{SECRETS_DIR}/signing.key"
 PGPASS_PATH = f"{SECRETS_DIR}/pgpass"
-METRICS_PORT = 9000
 
 POSTGRES_DB = "synapse"
 POSTGRES_USER = "synapse"
@@ -128,7 +127,12 @@ def _listeners(p: Process) -> list[dict[str, Any]]:
             "x_forwarded": True,  # nginx sets X-Forwarded-For
             "resources": [{"names": list(p.inbound_resources), "compress": False}],
         })
-    out.append({"type": "metrics", "port": METRICS_PORT, "bind_addresses": ["0.0.0.0"]})
+    if p.metrics_port:
+        # TCP: Synapse refuses a metrics listener on a UNIX socket ("Can not use a
+        # unix socket for metrics at this time": synapse/app/homeserver.py,
+        # generic_worker.py). On the backend network, internal and never
+        # published: Prometheus scrapes it there by container name.
+        out.append({"type": "metrics", "port": p.metrics_port, "bind_addresses": ["0.0.0.0"]})
     return out
 
 
@@ -143,7 +147,7 @@ def homeserver_dict(plan: Plan) -> dict[str, Any]:
         "log_config": log_config_path(MAIN),
         "media_store_path": MEDIA_DIR,
         "max_upload_size": f"{s.max_upload_size_mb}M",
-        "enable_metrics": True,
+        "enable_metrics": s.metrics.enabled,
         "trusted_key_servers": [{"server_name": k} for k in s.trusted_key_servers],
         "database": {
             "name": "psycopg2",

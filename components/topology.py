@@ -26,7 +26,9 @@ SOCKET_DIR = "/sockets"
 POSTGRES_SOCKET_DIR = SOCKET_DIR  # libpq wants the directory, not the socket file
 REDIS_SOCKET = f"{SOCKET_DIR}/synapse_redis.sock"
 MAIN_APP = "synapse.app.homeserver"
-
+# Every process's metrics listener (TCP: Synapse has no metrics listener on a UNIX
+# socket), on the internal backend network; Prometheus scrapes it there.
+METRICS_PORT = 9000
 
 
 def postgres_settings(settings: Settings) -> dict[str, str]:
@@ -55,6 +57,7 @@ class Process:
     inbound_socket: str | None  # set iff nginx routes requests to it
     inbound_resources: tuple[str, ...]
     volumes: tuple[str, ...] = ()  # shared volumes it mounts besides the sockets
+    metrics_port: int | None = None  # its metrics listener (TCP), with synapse:metrics.enabled
 
     @property
     def is_main(self) -> bool:
@@ -101,6 +104,7 @@ class PlanError(Exception):
 
 def build_plan(settings: Settings) -> Plan:
     names = process_names(settings.workers)
+    metrics_port = METRICS_PORT if settings.metrics.enabled else None
 
     writers: dict[str, list[str]] = {}
     duties: dict[str, Any] = {}
@@ -150,6 +154,7 @@ def build_plan(settings: Settings) -> Plan:
             inbound_socket=inbound_socket(MAIN),
             inbound_resources=tuple(main_resources),
             volumes=tuple(main_volumes),
+            metrics_port=metrics_port,
         )
     ]
     for c in WORKER_CLASSES:
@@ -166,6 +171,7 @@ def build_plan(settings: Settings) -> Plan:
                     inbound_socket=inbound_socket(name) if c.inbound_resources else None,
                     inbound_resources=c.inbound_resources,
                     volumes=c.volumes,
+                    metrics_port=metrics_port,
                 )
             )
 

@@ -19,19 +19,22 @@ PUBLISH_RULES = {"room_list_publication_rules": [
 # stack file); prod binds loopback on its own ports so both can never clash, and
 # names the serving process in a header like dev. dev faces its clients with TLS
 # (nginx.tls), a certificate from a CA made for the run (prepare): every dev
-# scenario runs over HTTPS, verifying the chain.
+# scenario runs over HTTPS, verifying the chain. Both scrape metrics every 2 s,
+# so the metrics tests wait seconds, not the default 15, for a scrape.
 STACKS: dict[str, tuple[str, dict[str, Any]]] = {
     "dev": ("config/Pulumi.dev.yaml", {
         "extraConfig": PUBLISH_RULES,
         "publicBaseUrl": "https://127.0.0.1:8008/",
         "nginx.tls": True,
         "nginx.httpPort": 8080,
+        "metrics": {"scrapeIntervalSeconds": 2},  # the metrics tests wait for scrapes
     }),
     "prod": ("config/Pulumi.prod.yaml", {
         "egress": False,
         "trustedKeyServers": [],
         "nginx": {"bindAddress": "127.0.0.1", "clientPort": 18008, "federationPort": 18448,
                   "adminPort": 18009, "servedByHeader": True},
+        "metrics": {"port": 19090, "scrapeIntervalSeconds": 2},
         "extraConfig": PUBLISH_RULES,
     }),
 }

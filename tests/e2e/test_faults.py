@@ -73,12 +73,12 @@ pytestmark = pytest.mark.e2e
 
 def on(*stacks: str):
     """The stacks (tests/e2e/stacks.py) a test runs on: every fault on dev, the
-    Postgres and Redis restarts on prod too (17 containers, four rooms workers)."""
+    Postgres and Redis restarts on prod too (18 containers, four rooms workers)."""
     return pytest.mark.parametrize("stack", stacks, indirect=True)
 
 
 HOST_SETUP = Path(__file__).with_name("host_setup.sh")
-SERVICES = ("postgres", "redis", "nginx", "nginx-config")  # classes that are not Synapse
+SERVICES = ("postgres", "redis", "nginx", "nginx-config", "prometheus")  # classes that are not Synapse
 BEFORE = 10  # messages acknowledged before the fault
 AFTER = 20  # ... and after the stack is back
 SEEN_WITHIN_S = 60  # a message sent after the recovery reaches Bob's /sync within this

@@ -27,6 +27,7 @@ SYNAPSE = "matrixdotorg/synapse:v1.163.2"
 POSTGRES = "postgres:15-bookworm"
 REDIS = "redis:7.0-bookworm"
 NGINX = "nginx:1.22.1"
+PROMETHEUS = "prom/prometheus:v2.42.0"
 PG_ENV = {
     "POSTGRES_USER": "synapse",
     "POSTGRES_PASSWORD": "imgtest-password",
@@ -227,6 +228,33 @@ def test_nginx_serves_uploaded_config_and_logs_to_stdout(client, images):
     assert '"GET / HTTP/1.1" 200' in nginx.logs(stdout=True, stderr=False).decode()
     nginx.stop(timeout=10)  # SIGQUIT: graceful shutdown
     assert nginx.wait()["StatusCode"] == 0
+
+
+def test_prometheus_runs_as_nobody_on_its_volume_and_accepts_the_rendered_config(
+        client, images, volume):
+    """prom/prometheus's contract: /bin/prometheus as nobody (65534), its data in
+    the /prometheus volume (a fresh volume takes the image's owner), the config at
+    /etc/prometheus/prometheus.yml; promtool accepts what the program renders, and
+    /-/ready answers to the healthcheck's wget."""
+    from components.containers import PROMETHEUS_UID, build_deployment
+    from components.prometheus_conf import CONFIG_PATH
+    from components.settings import load_settings
+    from components.topology import build_plan
+
+    spec = build_deployment(build_plan(load_settings({"serverName": "example.org"}, "img"))
+                            ).container("prometheus")
+    conf = spec.rendered_files()[CONFIG_PATH].encode()
+    data = volume("prometheus")
+    prom = start(client, PROMETHEUS, "prometheus", volumes={data: {"bind": "/prometheus"}},
+                 files={CONFIG_PATH: (conf, 0o644, PROMETHEUS_UID)})
+    assert prom.attrs["Config"]["Entrypoint"] == ["/bin/prometheus"]
+    wait_until("prometheus", lambda: prom.exec_run(list(spec.healthcheck.test[1:])).exit_code == 0,
+               prom)
+    assert proc_ids(prom) == (PROMETHEUS_UID, PROMETHEUS_UID)
+    assert "SUCCESS" in run_ok(prom, ["promtool", "check", "config", CONFIG_PATH])
+    assert run_ok(prom, ["stat", "-c", "%u", "/prometheus/wal"]) == str(PROMETHEUS_UID)
+    prom.stop(timeout=10)
+    assert prom.wait()["StatusCode"] == 0
 
 
 # A module that reports how start.py launched it, in place of a Synapse app.

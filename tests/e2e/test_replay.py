@@ -82,7 +82,9 @@ def test_dependency_order(prod):
     by_urn = {r.urn: r for r in prod.resources}
     stages = graph.depth(g, lambda u: by_urn[u].type == CONTAINER)
     by_name = {by_urn[u].name: s for u, s in stages.items()}
+    # Prometheus waits for nothing: a target not up yet is scraped as down.
     assert by_name["postgres-container"] == by_name["redis-container"] == 1
+    assert by_name["prometheus-container"] == 1
     assert by_name["main"] == 2
     workers = [n for n in by_name if n[-1].isdigit()]
     assert len(workers) == 12 and all(by_name[w] == 3 for w in workers)

@@ -32,6 +32,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -316,17 +317,17 @@ def test_every_container_healthy_as_registered(stack: World):
                 content = tar.extractfile(member).read().decode()
             assert content == up["content"], f"{name}:{up['file']} differs from the registered upload"
             assert member.mode & 0o111 == (0o100 if up.get("executable") else 0), (name, up["file"])
-    # Isolation: Synapse only on internal networks, nginx published on loopback only,
-    # no outside key servers.
+    # Isolation: Synapse only on internal networks, nginx and Prometheus published
+    # on loopback only, no outside key servers.
     internal = {n["Name"]: n["Internal"] for n in api.networks()}
     for key, cls in d.classes.items():
-        if cls in ("nginx",):
+        if cls in ("nginx", "prometheus"):
             continue
         nets = api.inspect_container(d.containers[key])["NetworkSettings"]["Networks"]
         assert all(internal[n] for n in nets), f"{key} is on a network with a way out: {list(nets)}"
-    nginx = api.inspect_container(d.containers["nginx"])
-    for bindings in nginx["HostConfig"]["PortBindings"].values():
-        assert all(b["HostIp"] == "127.0.0.1" for b in bindings), bindings
+    for key in ("nginx", "prometheus"):
+        for bindings in api.inspect_container(d.containers[key])["HostConfig"]["PortBindings"].values():
+            assert all(b["HostIp"] == "127.0.0.1" for b in bindings), (key, bindings)
     assert d.homeserver["trusted_key_servers"] == []
     replay.check_isolation()
 
@@ -361,17 +362,17 @@ def test_least_privilege(stack: World):
     Synapse's bounding set keeps only what start.sh needed as root. The process
     user cannot write the root filesystem (read-only for Redis and nginx, even for
     root). Postgres and Redis listen on no TCP port and answer on their sockets to
-    Synapse's group only, not to nginx; only nginx publishes ports."""
+    Synapse's group only, not to nginx; only nginx and Prometheus publish ports."""
     api = replay.api()
     d = stack.deployed
     registered = {reveal(r.inputs)["name"]: reveal(r.inputs) for r in d.capture.containers}
     redis_uid = _exec(api, d.containers["redis"], ["id", "-u", "redis"]).strip()
     user = {"postgres": "999:999", "redis": f"{redis_uid}:{redis_uid}",
-            "nginx": "101:101", "nginx-config": "101:101"}
+            "nginx": "101:101", "nginx-config": "101:101", "prometheus": "65534:65534"}
     # Supplementary groups: Postgres and Redis join Synapse's (group_add); gosu
     # leaves Synapse none but its own, primary, group.
     groups = {"postgres": {"999", SYNAPSE_UID}, "redis": {redis_uid, SYNAPSE_UID},
-              "nginx": {"101"}, "nginx-config": {"101"}}
+              "nginx": {"101"}, "nginx-config": {"101"}, "prometheus": {"65534"}}
     for key, name in d.containers.items():
         inputs = registered[name]
         uid, gid = user.get(key, f"{SYNAPSE_UID}:{SYNAPSE_UID}").split(":")
@@ -394,9 +395,9 @@ def test_least_privilege(stack: World):
             assert "Read-only file system" in out, (name, out)
             code, out = _exec_rc(api, name, ["touch", "/etc/lp-probe"], user="0")
             assert code != 0 and "Read-only file system" in out, (name, out)
-        # Only nginx publishes ports.
+        # Only nginx and Prometheus publish ports.
         ports = api.inspect_container(name)["HostConfig"]["PortBindings"] or {}
-        assert bool(ports) == (key == "nginx"), (name, ports)
+        assert bool(ports) == (key in ("nginx", "prometheus")), (name, ports)
 
     # Sockets: a directory of root and Synapse's group, setgid and sticky; others pass.
     main = d.containers["main"]
@@ -893,6 +894,94 @@ def test_federation_version_and_key_server(stack: World):
 
     stack.run(go())
     assert_routed(stack, mark)
+
+
+# --- metrics ---------------------------------------------------------------------
+
+
+def _prometheus(stack: World, query: str) -> list[dict[str, Any]]:
+    """An instant query to the stack's Prometheus (its URL output, on loopback)."""
+    url = f"{stack.deployed.outputs['prometheusUrl']}api/v1/query?query={quote(query)}"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        body = json.load(r)
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def _scraped_since(stack: World, t: float, timeout_s: float = 60) -> None:
+    """Wait until every target has been scraped after `t` (unix time)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        last = _prometheus(stack, 'min(timestamp(up{job="synapse"}))')
+        if last and float(last[0]["value"][1]) > t:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"Prometheus scraped not every process within {timeout_s} s")
+
+
+# The client scenario's requests, by the servlet that counts them and the class
+# nginx must have sent them to (the routing table); media by name, its servlets
+# differ between Synapse's media APIs.
+COUNTED = {"sync": ("client_sync", re.compile(r"^SyncRestServlet$")),
+           "room send": ("rooms", re.compile(r"^RoomSendEventRestServlet$")),
+           "media": ("media", re.compile(r"Upload|Download|Thumbnail"))}
+
+
+def _requests_by_class(stack: World) -> dict[tuple[str, str], float]:
+    rows = _prometheus(stack, "sum by (worker_class, servlet) "
+                              '(synapse_http_server_requests_received_total{job="synapse"})')
+    return {(r["metric"]["worker_class"], r["metric"]["servlet"]): float(r["value"][1])
+            for r in rows}
+
+
+def test_prometheus_scrapes_every_process_with_the_dashboard_labels(stack: World):
+    """up is 1 for every Synapse process, each its own instance and index, its
+    class in worker_class, and Synapse's server_name label, all of which Synapse's
+    Grafana dashboard selects on."""
+    d = stack.deployed
+    synapse = {k: c for k, c in d.classes.items() if k in {p.name for p in _plan_of(stack).processes}}
+    _scraped_since(stack, time.time())
+    up = _prometheus(stack, 'up{job="synapse"}')
+    got = {r["metric"]["instance"]: (r["metric"]["index"], r["metric"]["worker_class"],
+                                     r["value"][1]) for r in up}
+    assert got == {k: (k, c, "1") for k, c in synapse.items()}, got
+    names = _prometheus(stack, "synapse_server_name_info")
+    assert {r["metric"]["instance"]: r["metric"]["server_name"] for r in names} == {
+        k: d.server_name for k in synapse}
+
+
+def test_request_counters_grow_on_the_classes_that_serve_them(stack: World):
+    """While the client syncs, sends and fetches media, Prometheus sees the
+    requests counted by the processes of the class nginx routes each to, and by
+    no other class."""
+    alice, bob = stack.client("alice"), stack.client("bob")
+    sends = 5
+    _scraped_since(stack, time.time())
+    before = _requests_by_class(stack)
+
+    async def go():
+        await sync_once(bob, SyncLog())
+        for i in range(sends):
+            resp = await alice.room_send(stack.room_id, "m.room.message",
+                                         {"msgtype": "m.text", "body": f"counted {i}"})
+            assert isinstance(resp, nio.RoomSendResponse), resp
+        png = make_png(40, 30)
+        resp, _ = await alice.upload(io.BytesIO(png), content_type="image/png",
+                                     filename="counted.png", filesize=len(png))
+        assert isinstance(resp, nio.UploadResponse), resp
+        assert isinstance(await bob.download(resp.content_uri), nio.MemoryDownloadResponse)
+
+    stack.run(go())
+    _scraped_since(stack, time.time())
+    after = _requests_by_class(stack)
+    grew: dict[str, dict[str, float]] = {}
+    for (cls, servlet), n in after.items():
+        for what, (_, pattern) in COUNTED.items():
+            if pattern.search(servlet) and n > before.get((cls, servlet), 0):
+                grew.setdefault(what, {})[cls] = grew[what].get(cls, 0) + n - before.get((cls, servlet), 0)
+    for what, (cls, _) in COUNTED.items():
+        assert set(grew.get(what, {})) == {cls}, f"{what}: counted by {grew.get(what)}, expected {cls}"
+    assert grew["room send"]["rooms"] >= sends, grew
 
 
 # --- Postgres, capacity and logs ------------------------------------------------

@@ -38,8 +38,8 @@ def uploads(r):
 def test_one_container_per_process_and_service(stack, synapse, request):
     cap = request.getfixturevalue(stack)
     names = sorted(c.plain["name"] for c in cap.containers)
-    assert len(names) == synapse + 4
-    for service in ("nginx", "nginx-config", "postgres", "redis", "main"):
+    assert len(names) == synapse + 5
+    for service in ("nginx", "nginx-config", "postgres", "redis", "prometheus", "main"):
         assert f"synapse-{stack}-{service}" in names
 
 
@@ -47,7 +47,8 @@ def test_components_parent_their_containers(prod):
     expected = {"main": "synapse:index:SynapseMain", "rooms3": "synapse:index:WorkerClass",
                 "sender4": "synapse:index:WorkerClass", "nginx-container": "synapse:index:Nginx",
                 "postgres-container": "synapse:index:Postgres",
-                "redis-container": "synapse:index:Redis"}
+                "redis-container": "synapse:index:Redis",
+                "prometheus-container": "synapse:index:Prometheus"}
     for name, component in expected.items():
         parent = parent_of(prod, prod.named(name, CONTAINER))
         assert parent.type == component, name
@@ -209,7 +210,8 @@ def test_networks_and_mounts(prod):
     assert {(p["external"], p["ip"]) for p in nginx["ports"]} == {
         (8008, "0.0.0.0"), (8448, "0.0.0.0"), (8009, "127.0.0.1")}
     published = [c.plain["name"] for c in prod.of_type(CONTAINER) if c.plain.get("ports")]
-    assert published == ["synapse-prod-nginx"], published
+    # Prometheus too, on loopback only (tests/mocks/test_least_privilege.py).
+    assert sorted(published) == ["synapse-prod-nginx", "synapse-prod-prometheus"], published
     media = {m["target"]: m["source"] for m in prod.named("media1", CONTAINER).plain["mounts"]}
     assert media == {"/sockets": "synapse-prod-sockets", "/data": "synapse-prod-media1-data",
                      "/media": "synapse-prod-media"}

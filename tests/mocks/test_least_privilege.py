@@ -20,6 +20,7 @@ EXPECTED = {
     "worker": (None, None, SYNAPSE_CAPS, False),
     "nginx-config": ("101:101", None, [], False),
     "nginx": ("101:101", None, [], True),
+    "prometheus": ("65534:65534", None, [], False),
 }
 
 
@@ -104,10 +105,13 @@ def test_nginx_temp_paths_are_bounded_tmpfs():
     assert all("tmpfs" not in c.plain for c in cap.containers if c.name != "nginx-container")
 
 
-def test_only_nginx_publishes_and_services_stay_internal(cap):
+def test_only_nginx_and_prometheus_publish_and_services_stay_internal(cap):
     internal = {n.plain["name"]: n.plain.get("internal", False) for n in cap.of_type(NETWORK)}
     for c in cap.containers:
         p, r = c.plain, role(c)
-        assert bool(p.get("ports")) == (r == "nginx"), c.name
+        assert bool(p.get("ports")) == (r in ("nginx", "prometheus")), c.name
+        if r == "prometheus":  # no authentication: loopback only
+            assert [(q["internal"], q["ip"]) for q in p["ports"]] == [(9090, "127.0.0.1")]
+            assert sorted(internal[n["name"]] for n in p["networksAdvanced"]) == [False, True]
         if r in ("postgres", "redis", "nginx-config"):
             assert [internal[n["name"]] for n in p["networksAdvanced"]] == [True], c.name

@@ -24,19 +24,26 @@ def report(path, new, old=None):
 def synapse_names(side_report, prefix):
     return {c.container for c in side_report.changes
             if c.container.startswith(prefix) and c.container.rsplit("-", 1)[-1] not in
-            ("postgres", "redis", "nginx", "config")}
+            ("postgres", "redis", "nginx", "config", "prometheus")}
 
 
 def test_adding_rooms_replaces_no_synapse_container_and_nginx_reloads():
     r = report(PROD, {"workers.rooms": 8})
     assert r.actions() == {**{f"synapse-prod-rooms{i}": "create" for i in range(5, 9)},
-                           "synapse-prod-nginx-config": "replace"}
+                           "synapse-prod-nginx-config": "replace",
+                           "synapse-prod-prometheus": "replace"}
     publisher = next(c for c in r.changes if c.container == "synapse-prod-nginx-config")
     (conf,) = [c for c in publisher.causes if c["kind"] == "file"]
     assert conf["path"] == "/stage/nginx.conf"
     assert "+        server unix:/sockets/synapse_inbound_rooms8.sock max_fails=0;" in conf["diff"]
     assert any("reloads" in c["summary"] for c in publisher.causes)
     assert r.warnings == [] and r.volumes_created == [f"synapse-prod-rooms{i}-data" for i in range(5, 9)]
+    # Prometheus scrapes the new workers: its target list is its upload.
+    prom = next(c for c in r.changes if c.container == "synapse-prod-prometheus")
+    (targets,) = [c for c in prom.causes if c["kind"] == "file"]
+    assert targets["path"] == "/etc/prometheus/prometheus.yml"
+    assert "+    - synapse-prod-rooms8:9000" in targets["diff"]
+    assert any("data volume (history) is kept" in c["summary"] for c in prom.causes)
 
 
 @pytest.mark.parametrize("old, new", [
@@ -48,7 +55,8 @@ def test_cheap_scaling_touches_only_the_new_or_removed_workers_and_nginx_config(
     r = report(PROD, new, old)
     for c in r.changed():
         if c.action in ("replace", "update"):
-            assert c.container == "synapse-prod-nginx-config", (c.container, c.causes)
+            assert c.container in ("synapse-prod-nginx-config", "synapse-prod-prometheus"), (
+                c.container, c.causes)
     assert r.warnings == []
 
 
@@ -64,7 +72,7 @@ def test_another_sender_replaces_every_synapse_process_and_warns_with_the_docs()
     r = report(PROD, {"workers.sender": 5})
     actions = r.actions()
     assert actions.pop("synapse-prod-sender5") == "create"
-    assert set(actions.values()) == {"replace"} and len(actions) == 13
+    assert set(actions.values()) == {"replace"} and len(actions) == 14  # + Prometheus
     assert "synapse-prod-nginx" not in actions and "synapse-prod-postgres" not in actions
     main = next(c for c in r.changes if c.container == "synapse-prod-main")
     assert [c["path"] for c in main.causes] == ["/conf/homeserver.yaml"]
@@ -145,14 +153,15 @@ def test_json_lists_only_changed_containers(capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"changes", "warnings"}
     assert [(c["container"], c["action"]) for c in out["changes"]] == [
-        ("synapse-prod-rooms5", "create"), ("synapse-prod-nginx-config", "replace")]
+        ("synapse-prod-rooms5", "create"), ("synapse-prod-nginx-config", "replace"),
+        ("synapse-prod-prometheus", "replace")]
     assert all(isinstance(c["causes"], list) and c["causes"] for c in out["changes"])
 
 
 def test_unchanged_config_reports_nothing(capsys):
     assert impact.main(["--config", str(PROD), "--against", str(PROD)]) == 0
     out = capsys.readouterr().out
-    assert "no container changes" in out and "17 containers keep running" in out
+    assert "no container changes" in out and "18 containers keep running" in out
 
 
 @pytest.mark.parametrize("argv, key", [

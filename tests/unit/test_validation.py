@@ -253,6 +253,19 @@ BAD = [
          "synapse:tlsCertificate", "must be PEM certificates only"),
     case("http-port-clash", "synapse:nginx:\n  tls: true\n  httpPort: 8009",
          "synapse:nginx.httpPort", "8009 is already nginx.adminPort"),
+    case("metrics-not-object", "synapse:metrics: on", "synapse:metrics", "an object"),
+    case("metrics-unknown-key", "synapse:metrics:\n  enable: true", "synapse:metrics.enable",
+         "unknown key"),
+    case("metrics-enabled-text", "synapse:metrics:\n  enabled: 'yes'", "synapse:metrics.enabled",
+         "true or false"),
+    case("metrics-port-clash", "synapse:metrics:\n  port: 8009", "synapse:metrics.port",
+         "8009 is already nginx.adminPort"),
+    case("metrics-port-range", "synapse:metrics:\n  port: 70000", "synapse:metrics.port",
+         "between 1 and 65535"),
+    case("metrics-scrape-interval-zero", "synapse:metrics:\n  scrapeIntervalSeconds: 0",
+         "synapse:metrics.scrapeIntervalSeconds", "between 1 and 3600"),
+    case("metrics-retention-float", "synapse:metrics:\n  retentionDays: 1.5",
+         "synapse:metrics.retentionDays", "an integer"),
     case("postgres-not-object", "synapse:postgres: fast", "synapse:postgres", "an object"),
     case("postgres-unknown-key", "synapse:postgres:\n  tuning: {}", "synapse:postgres.tuning",
          "unknown key"),
@@ -438,7 +451,8 @@ def test_tricky_good_config_is_accepted_alike_everywhere(tmp_path, capsys, body,
     install_pairs(pairs, stack, secret_keys)
     assert program.read_config().settings == shared.settings
     cap = _run(install_pairs(pairs, stack, secret_keys), stack)
-    assert len(cap.containers) == len(shared.plan.processes) + 4
+    services = 5 if shared.settings.metrics.enabled else 4  # + Prometheus
+    assert len(cap.containers) == len(shared.plan.processes) + services
 
 
 def test_the_program_gets_the_decrypted_secrets_the_file_names(tmp_path):

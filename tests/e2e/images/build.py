@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Build the stand-in images the end-to-end tests run on.
 
-No image registry is reachable here, so the four images the program uses by
+No image registry is reachable here, so the five images the program uses by
 default are made locally under the same names. They share one Debian
-bookworm rootfs made by mmdebstrap and imported once (one ~475 MB layer on
-disk instead of four slimmer ones, and one bootstrap instead of four); each
+bookworm rootfs made by mmdebstrap and imported once (one ~805 MB layer on
+disk instead of five slimmer ones, and one bootstrap instead of five); each
 image then gets its own entrypoint/cmd/volumes from a metadata-only
 Dockerfile.<name>, because `docker import --change` cannot set STOPSIGNAL.
 
-A hash over every file in this folder is stored as a label; when all four
+A hash over every file in this folder is stored as a label; when all
 images carry the current hash, nothing is built. Usage: build.py [--force]
 """
 import argparse
@@ -35,6 +35,7 @@ IMAGES = {  # tag the program expects -> Dockerfile with its metadata
     "postgres:15-bookworm": "Dockerfile.postgres",
     "redis:7.0-bookworm": "Dockerfile.redis",
     "nginx:1.22.1": "Dockerfile.nginx",
+    "prom/prometheus:v2.42.0": "Dockerfile.prometheus",
 }
 SYNAPSE_REQUIREMENT = "matrix-synapse[redis]==1.163.2"
 UV_VERSION = "0.13.9"
@@ -50,6 +51,7 @@ PACKAGES = [
     "postgresql-15",
     "redis-server",                               # also brings libjemalloc2
     "nginx",
+    "prometheus", "wget",                         # wget: the official image's healthcheck tool
 ]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "synapse-e2e"
 

@@ -41,6 +41,11 @@ ln -sf /dev/stdout "$root/var/log/nginx/access.log"
 ln -sf /dev/stderr "$root/var/log/nginx/error.log"
 install -d "$root/docker-entrypoint.d"
 
+# prometheus: as prom/prometheus, its data directory and config belong to nobody
+# (65534); Debian's package service user is not used.
+install -d -o 65534 -g 65534 -m 0755 "$root/prometheus"
+chown 65534:65534 "$root/etc/prometheus" "$root/etc/prometheus/prometheus.yml"
+
 # No /data in the rootfs: the official Synapse image has none, so an empty
 # volume mounted there keeps its own owner (Docker copies an image dir's
 # owner onto a new volume). The redis image's WORKDIR creates its /data.

@@ -1,0 +1,59 @@
+"""Prometheus's config: one scrape target per Synapse process, labelled so that
+Synapse's Grafana dashboard (element-hq/synapse contrib/grafana/synapse.json)
+tells the processes apart (no Pulumi import).
+
+The dashboard's queries select `job=~"$job"` and `index=~"$index"` and name each
+series `{{job}}-{{index}}`; its process-restart and version panels ask for
+`job="synapse"` (the job name of docs/metrics-howto.md). `server_name` is a
+label Synapse puts on its metrics itself. So every process is in job `synapse`,
+its `index` and `instance` are the process name ("rooms2": unique, and readable
+where the default `instance` would be a container address), and `worker_class`
+groups a class for our own queries (`sum by (worker_class) (...)`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import yaml
+
+from components.topology import Plan
+
+JOB = "synapse"
+METRICS_PATH = "/_synapse/metrics"  # where Synapse's metrics listener serves
+PORT = 9090  # Prometheus's web UI and HTTP API, inside its container
+CONFIG_PATH = "/etc/prometheus/prometheus.yml"  # the official image's --config.file
+DATA_DIR = "/prometheus"  # the official image's --storage.tsdb.path and VOLUME
+DEFAULT_SCRAPE_TIMEOUT_S = 10  # Prometheus's; it refuses one above the interval
+
+
+def labels(process_name: str, worker_class: str) -> dict[str, str]:
+    """A target's labels (besides `job`, which is the scrape job's name)."""
+    return {"instance": process_name, "index": process_name, "worker_class": worker_class}
+
+
+def scrape_config(plan: Plan, hosts: Mapping[str, str]) -> dict[str, Any]:
+    """`hosts`: process name -> the container name Prometheus resolves on the
+    backend network."""
+    m = plan.settings.metrics
+    interval = m.scrape_interval_s
+    return {
+        "global": {
+            "scrape_interval": f"{interval}s",
+            "scrape_timeout": f"{min(interval, DEFAULT_SCRAPE_TIMEOUT_S)}s",
+            "evaluation_interval": f"{interval}s",
+        },
+        "scrape_configs": [{
+            "job_name": JOB,
+            "metrics_path": METRICS_PATH,
+            "static_configs": [
+                {"targets": [f"{hosts[p.name]}:{p.metrics_port}"],
+                 "labels": labels(p.name, p.worker_class)}
+                for p in plan.processes if p.metrics_port
+            ],
+        }],
+    }
+
+
+def render_prometheus_conf(plan: Plan, hosts: Mapping[str, str]) -> str:
+    return yaml.safe_dump(scrape_config(plan, hosts), sort_keys=False, default_flow_style=False)
