@@ -357,15 +357,21 @@ def commentary(result: dict[str, Any]) -> list[str]:
         f"{first['processes']} processes, {ratios[-1]:.1f}x at {last['processes']}): the rest "
         "is our planning, file rendering, and the component resources' apply callbacks.")
     if len(sizes) > 1:
+        before = sizes[-2]
         for measure in ("program", "render_inproc", "bare"):
             k = growth_exponent(first["processes"], _median(first, measure),
                                 last["processes"], _median(last, measure))
+            # The two largest counts: how it grows where it is expensive.
+            k_top = growth_exponent(before["processes"], _median(before, measure),
+                                    last["processes"], _median(last, measure))
             out.append(
                 f"- {result_label(measure)}: {_median(first, measure):.2f} s at "
                 f"{first['processes']} processes, {_median(last, measure):.2f} s at "
                 f"{last['processes']} ({_median(last, measure) / _median(first, measure):.0f}x "
                 f"for {last['processes'] / first['processes']:.0f}x the processes): growth "
-                f"exponent {k:.2f}, {_shape(k)}.")
+                f"exponent {k:.2f}, {_shape(k)}"
+                + (f"; between {before['processes']} and {last['processes']} processes "
+                   f"{k_top:.2f}, {_shape(k_top)}." if before is not first else "."))
     # Fastest against fastest: the least disturbed runs of each.
     start = first["render_cli"]["seconds"]["min"] - first["render_inproc"]["seconds"]["min"]
     out.append(
@@ -373,7 +379,11 @@ def commentary(result: dict[str, Any]) -> list[str]:
         f"{first['processes']} processes (median); its fastest run is {start:.2f} s slower "
         f"than the fastest in-process planning + rendering: interpreter start, imports and "
         f"writing the {first['files']} files. At {last['processes']} processes it takes "
-        f"{_median(last, 'render_cli'):.2f} s for {last['files']} files.")
+        f"{_median(last, 'render_cli'):.2f} s for {last['files']} files, "
+        f"{_median(last, 'render_cli') / _median(last, 'render_inproc'):.1f}x planning and "
+        "rendering in process: besides writing, it renders every file a second time for "
+        "the config-hash label in manifest.json (components/render.py `manifest` reads "
+        "`ContainerSpec.labels`, whose `config_hash` renders the container's files).")
     spread = [(s["processes"], m, s[m]["seconds"]["max"] / s[m]["seconds"]["min"])
               for s in sizes for m in MEASURES if s[m]["seconds"]["min"] > 0]
     noisy = [x for x in spread if x[2] > 1.5]
@@ -381,7 +391,7 @@ def commentary(result: dict[str, Any]) -> list[str]:
         worst = max(noisy, key=lambda x: x[2])
         out.append(
             f"- Noise: in {len(noisy)} of {len(spread)} series the slowest run took over 1.5x "
-            f"the fastest (worst: {result_label(worst[1]).lower()} at {worst[0]} processes, "
+            f"the fastest (worst: `{worst[1]}` at {worst[0]} processes, "
             f"{worst[2]:.1f}x); the minima are the figures least disturbed by other work.")
     else:
         out.append("- Noise: in every series the slowest run is within 1.5x of the fastest.")
