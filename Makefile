@@ -10,7 +10,7 @@ endif
 PULUMI  := PULUMI_BACKEND_URL=file://$(STATE) $(PASSPHRASE) pulumi
 
 .PHONY: venv up preview down destroy-data guard-secrets render impact test unit e2e host images \
-        replay-up replay-down replay-destroy-data
+        replay-up replay-down replay-destroy-data bench
 
 venv: .venv/.installed
 .venv/.installed: requirements.txt requirements-dev.txt
@@ -79,6 +79,15 @@ e2e: venv host images
 
 host:
 	bash tests/e2e/host_setup.sh
+
+## Benchmarks (not part of `make test`): planning, deploy, change and serving cost on
+## this machine; writes benchmarks/results/*.json, benchmarks/plots/*.png and BENCHMARKS.md.
+bench: .venv/.bench-installed host images
+	$(PY) -m benchmarks
+
+.venv/.bench-installed: .venv/.installed requirements-bench.txt
+	$(PY) -m pip install -q -r requirements-bench.txt
+	touch $@
 
 images: venv
 	$(PY) tests/e2e/images/build.py
