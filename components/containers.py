@@ -12,6 +12,7 @@ import hashlib
 import json
 import shlex
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Mapping
 
 from components import nginx_conf, prometheus_conf
@@ -189,7 +190,7 @@ class ContainerSpec:
     def rendered_files(self, secrets: Secrets = PLACEHOLDERS) -> dict[str, str]:
         return {f.path: f.render(secrets) for f in self.files}
 
-    @property
+    @cached_property  # the spec is frozen: rendering every file once is enough
     def config_hash(self) -> str:
         """Hash of everything that defines the container, secrets as placeholders:
         it changes exactly when a non-secret input does."""
@@ -277,11 +278,12 @@ def _start_script(p: Process) -> str:
     ])
 
 
-def _synapse_files(plan: Plan, p: Process) -> tuple[list[File], list[str]]:
+def _synapse_files(plan: Plan, p: Process, homeserver: str) -> tuple[list[File], list[str]]:
     """(files, config paths in the order Synapse reads them). Secrets each have
-    their own file; every config file is plain."""
+    their own file; every config file is plain. `homeserver`: homeserver.yaml,
+    the same for every process (rendered once: it grows with the process count)."""
     config = [HOMESERVER_PATH]
-    files = [File(HOMESERVER_PATH, lambda _sec: render_homeserver(plan))]
+    files = [File(HOMESERVER_PATH, lambda _sec: homeserver)]
     if p.is_main:
         config.append(MAIN_CONFIG_PATH)
         files.append(File(MAIN_CONFIG_PATH, lambda _sec: render_main_config()))
@@ -302,9 +304,9 @@ def _synapse_files(plan: Plan, p: Process) -> tuple[list[File], list[str]]:
     return files, config
 
 
-def _synapse_spec(plan: Plan, p: Process) -> ContainerSpec:
+def _synapse_spec(plan: Plan, p: Process, homeserver: str) -> ContainerSpec:
     s = plan.settings
-    files, config = _synapse_files(plan, p)
+    files, config = _synapse_files(plan, p, homeserver)
     command = ["run", *(f"--config-path={c}" for c in config)]
     mounts = [Mount("sockets", SOCKET_DIR), Mount(f"{p.name}-data", DATA_DIR),
               *(Mount(v, SHARED_MOUNTS[v]) for v in p.volumes)]
@@ -622,7 +624,8 @@ def build_deployment(plan: Plan) -> Deployment:
         # socket, so read-only with no tmpfs at all.
         privileges=Privileges(user=REDIS_USER, groups=(str(SOCKETS_GID),), read_only=True),
     )
-    synapse = [_synapse_spec(plan, p) for p in plan.processes]
+    homeserver = render_homeserver(plan)
+    synapse = [_synapse_spec(plan, p, homeserver) for p in plan.processes]
     publisher, nginx = _nginx_specs(plan)
     metrics = [_prometheus_spec(plan, synapse)] if s.metrics.enabled else []
 
