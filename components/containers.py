@@ -278,12 +278,21 @@ def _start_script(p: Process) -> str:
     ])
 
 
-def _synapse_files(plan: Plan, p: Process, homeserver: str) -> tuple[list[File], list[str]]:
+def _shared_files(plan: Plan) -> dict[str, str]:
+    """Files many processes get alike, by path, rendered once per plan: every
+    process's homeserver.yaml (which grows with the process count, so rendering
+    it per process made planning quadratic) and each class's log config."""
+    classes = dict.fromkeys(p.worker_class for p in plan.processes)
+    return {HOMESERVER_PATH: render_homeserver(plan),
+            **{log_config_path(c): render_log_config(plan, c) for c in classes}}
+
+
+def _synapse_files(plan: Plan, p: Process, shared: Mapping[str, str]) -> tuple[list[File], list[str]]:
     """(files, config paths in the order Synapse reads them). Secrets each have
-    their own file; every config file is plain. `homeserver`: homeserver.yaml,
-    the same for every process (rendered once: it grows with the process count)."""
+    their own file; every config file is plain. `shared`: _shared_files."""
+    text = lambda path: (lambda _sec: shared[path])  # noqa: E731 - a File's render
     config = [HOMESERVER_PATH]
-    files = [File(HOMESERVER_PATH, lambda _sec: homeserver)]
+    files = [File(HOMESERVER_PATH, text(HOMESERVER_PATH))]
     if p.is_main:
         config.append(MAIN_CONFIG_PATH)
         files.append(File(MAIN_CONFIG_PATH, lambda _sec: render_main_config()))
@@ -291,7 +300,7 @@ def _synapse_files(plan: Plan, p: Process, homeserver: str) -> tuple[list[File],
         config.append(worker_config_path(p.name))
         files.append(File(worker_config_path(p.name), lambda _sec: render_worker(p)))
     files += [
-        File(log_config_path(p.worker_class), lambda _sec, c=p.worker_class: render_log_config(plan, c)),
+        File(log_config_path(p.worker_class), text(log_config_path(p.worker_class))),
         File(START_SCRIPT, lambda _sec: _start_script(p), executable=True),
     ]
     for key, secret in SYNAPSE_SECRETS.items():
@@ -304,9 +313,9 @@ def _synapse_files(plan: Plan, p: Process, homeserver: str) -> tuple[list[File],
     return files, config
 
 
-def _synapse_spec(plan: Plan, p: Process, homeserver: str) -> ContainerSpec:
+def _synapse_spec(plan: Plan, p: Process, shared: Mapping[str, str]) -> ContainerSpec:
     s = plan.settings
-    files, config = _synapse_files(plan, p, homeserver)
+    files, config = _synapse_files(plan, p, shared)
     command = ["run", *(f"--config-path={c}" for c in config)]
     mounts = [Mount("sockets", SOCKET_DIR), Mount(f"{p.name}-data", DATA_DIR),
               *(Mount(v, SHARED_MOUNTS[v]) for v in p.volumes)]
@@ -624,8 +633,8 @@ def build_deployment(plan: Plan) -> Deployment:
         # socket, so read-only with no tmpfs at all.
         privileges=Privileges(user=REDIS_USER, groups=(str(SOCKETS_GID),), read_only=True),
     )
-    homeserver = render_homeserver(plan)
-    synapse = [_synapse_spec(plan, p, homeserver) for p in plan.processes]
+    shared = _shared_files(plan)
+    synapse = [_synapse_spec(plan, p, shared) for p in plan.processes]
     publisher, nginx = _nginx_specs(plan)
     metrics = [_prometheus_spec(plan, synapse)] if s.metrics.enabled else []
 
