@@ -974,13 +974,13 @@ def test_request_counters_grow_on_the_classes_that_serve_them(stack: World):
     stack.run(go())
     _scraped_since(stack, time.time())
     after = _requests_by_class(stack)
-    grew: dict[str, dict[str, float]] = {}
+    grew: dict[str, Counter] = {what: Counter() for what in COUNTED}
     for (cls, servlet), n in after.items():
         for what, (_, pattern) in COUNTED.items():
             if pattern.search(servlet) and n > before.get((cls, servlet), 0):
-                grew.setdefault(what, {})[cls] = grew[what].get(cls, 0) + n - before.get((cls, servlet), 0)
+                grew[what][cls] += n - before.get((cls, servlet), 0)
     for what, (cls, _) in COUNTED.items():
-        assert set(grew.get(what, {})) == {cls}, f"{what}: counted by {grew.get(what)}, expected {cls}"
+        assert set(grew[what]) == {cls}, f"{what}: counted by {dict(grew[what])}, expected {cls}"
     assert grew["room send"]["rooms"] >= sends, grew
 
 
