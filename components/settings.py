@@ -167,6 +167,9 @@ class Settings:
     # replacing the table's and the preset's writers for that stream.
     stream_writers: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: types.MappingProxyType({}))
+    # Healthcheck start_interval (s) for every container; 0: none. Docker 25+ only
+    # (API 1.44): pulumi-docker's client refuses it on an older engine.
+    healthcheck_start_interval_s: int = 0
 
 
 # --- small typed readers; each names the key path on error ---------------------
@@ -460,7 +463,7 @@ KNOWN_KEYS = (
     "serverName", "publicBaseUrl", "namePrefix", "preset", "workers", "images", "nginx", "log",
     "sizes", "containerSizes", "maxUploadSizeMb", "trustedKeyServers", "egress",
     "reportStats", "extraConfig", "secretConfig", "postgres", "streamWriters",
-    *ALL_SECRET_KEYS,
+    "healthcheckStartInterval", *ALL_SECRET_KEYS,
 )
 
 
@@ -502,6 +505,8 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         postgres=_postgres(raw),
         secret_config_keys=_secret_config(raw, raw.get("extraConfig") or {}),
         stream_writers=_stream_writers(raw, workers),
+        healthcheck_start_interval_s=_int(raw.get("healthcheckStartInterval", 0),
+                                          ("healthcheckStartInterval",), 0, 60),
     )
 
 
