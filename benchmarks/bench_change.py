@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import nio
@@ -50,18 +51,27 @@ SETTLE_MESSAGES = 3  # acknowledged before the up, and again after it
 
 async def _users(d: replay.Deployed, recorder: Recorder) -> tuple[nio.AsyncClient,
                                                                    nio.AsyncClient, str]:
-    """Alice and Bob registered (shared-secret admin API), logged in, in one room."""
+    """Alice and Bob registered (shared-secret admin API), logged in, in one room;
+    Alice (an admin) lifts rc_message (0.2/s) for both, so a failed send means an
+    unavailable process, not a rate limit."""
     clients = {}
     async with aiohttp.ClientSession() as s:
         for name in ("alice", "bob"):
             password = secrets.token_urlsafe(12)
             status, body = await register(s, d.admin_url, d.registration_shared_secret,
-                                          name, password)
+                                          name, password, admin=name == "alice")
             assert status == 200, (name, status, body)
             c = new_client(d.nginx_url, recorder, name, user=body["user_id"])
             resp = await c.login(password, device_name=f"bench {name}")
             assert isinstance(resp, nio.LoginResponse), resp
             clients[name] = c
+        for c in clients.values():
+            uid = quote(c.user_id, safe="")
+            async with s.post(f"{d.admin_url}/_synapse/admin/v1/users/{uid}/override_ratelimit",
+                              json={"messages_per_second": 0, "burst_count": 0},
+                              headers={"Authorization": f"Bearer {clients['alice'].access_token}"}
+                              ) as r:
+                assert r.status == 200, await r.text()
     alice, bob = clients["alice"], clients["bob"]
     room = await alice.room_create(name="bench change")
     assert isinstance(room, nio.RoomCreateResponse), room
