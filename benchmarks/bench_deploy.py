@@ -44,6 +44,7 @@ SYNAPSE_ROLES = ("main", "worker")
 ROLES = ("postgres", "redis", "main", "worker", "nginx")  # nginx-config keeps its 1 s
 NEW_ENGINE_START_INTERVAL_S = 1.0  # what the computed Docker 25+ figure assumes
 PROBES = 30  # healthcheck execs timed per container kind for the probe cost
+ONLY_PRESETS: tuple[str, ...] = ()  # --preset NAME (alone only), full repeats
 PORTS = {"clientPort": 28008, "federationPort": 28448, "adminPort": 28009}
 
 
@@ -289,6 +290,8 @@ def steady_cost(probe: dict[str, Any], probes_per_s: float, cores: int) -> float
 
 def run(quick: bool) -> dict[str, Any]:
     plan = QUICK_RUNS if quick else FULL_RUNS
+    if ONLY_PRESETS:
+        plan = {k: v for k, v in FULL_RUNS.items() if k in ONLY_PRESETS}
     result: dict[str, Any] = {"quick": quick, "presets": {}, "probe_cost": None,
                               "new_engine_start_interval_s": NEW_ENGINE_START_INTERVAL_S}
     tmp = Path(tempfile.mkdtemp(prefix="bench-deploy-"))
@@ -494,11 +497,13 @@ def plots(result: dict[str, Any], outdir: Path) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
+    global ONLY_PRESETS
     quick = "--quick" in argv
+    ONLY_PRESETS = tuple(argv[i + 1] for i, a in enumerate(argv) if a == "--preset")
     result = run(quick)
     root = Path(__file__).resolve().parent
     (root / "results").mkdir(exist_ok=True)
-    path = root / "results" / f"{NAME}.json"
+    path = root / "results" / (f"{NAME}.json" if not ONLY_PRESETS else f"{NAME}-partial.json")
     path.write_text(json.dumps({"name": NAME, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                     time.gmtime()),
                                 "result": result}, indent=1))
