@@ -436,15 +436,16 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
                              f"{v['containers_cores']} | {v['host_cores']} | "
                              f"{v['daemons_ms_per_probe']} |")
     first = next(iter(result["presets"].values()))
-    rest = first["runs"][0].get("idle")
-    if pc and rest and rest.get("daemons_ms_per_probe"):
-        per_ms = rest["daemons_ms_per_probe"] + statistics.median(
+    at_rest = [v["daemons_ms_per_probe"] for v in idle.values() if v and v["daemons_ms_per_probe"]]
+    if pc and at_rest:
+        per_ms = statistics.median(at_rest) + statistics.median(
             v["container_cpu_ms"] for v in pc.values())
         extra = 4 * (1 / 2 - 1 / 5)  # postgres, redis, main, nginx: 5 s -> 2 s
         s = first["summary"]
         lines += ["", f"Trade-off on this engine (no start_interval): probing postgres, redis, "
                   f"main and nginx every 2 s instead of 5 s asks {extra:.1f} more probes/s; at "
-                  f"~{per_ms:.0f} ms CPU each (daemons at rest per probe + the exec in the "
+                  f"~{per_ms:.0f} ms CPU each (the daemons' CPU per probe at rest, median over "
+                  f"the presets, + the exec in the "
                   f"container) that is {extra * per_ms / 1e3:.2f} cores "
                   f"({extra * per_ms / 1e3 / (os.cpu_count() or 1) * 100:.1f} % of this machine) "
                   f"for as long as the stack runs, against {_fmt(s['seconds'])} s measured "
