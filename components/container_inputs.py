@@ -53,7 +53,10 @@ def container_inputs(spec: ContainerSpec, deployment: Deployment, sizes: Mapping
             "timeout": pm.duration(hc.timeout_s),
             "retries": hc.retries,
             "startPeriod": pm.duration(hc.start_period_s),
-            "startInterval": pm.duration(0),  # read back as "0s" when unset
+            # "0s" when unset, as read back. Needs Docker API 1.44: see provider_model.
+            "startInterval": pm.duration(
+                hc.start_interval_s
+                or (deployment.healthcheck_start_interval_s if hc.start_period_s else 0)),
         },
         "restart": spec.restart,
         "memory": size.memory_mb,

@@ -82,13 +82,24 @@ NGINX_BODY_BUFFERS = 4  # uploads of the largest size nginx's tmpfs holds at onc
 LABEL_PREFIX = "org.matrix.synapse-workers"
 
 
+# Docker probes first one `interval` after start, then every `interval`, each probe
+# an exec costing ~60 ms of CPU (benchmarks/bench_deploy.py): one each of postgres,
+# redis, main and nginx, whatever the preset, each alone on the up's critical path,
+# is probed every 2 s (a first probe 3 s sooner); the workers, which scale with the
+# preset, every 5 s. A Docker 25+ engine can probe faster only while starting:
+# synapse:healthcheckStartInterval (moby daemon/health.go, start_interval).
+PROBE_INTERVAL_S = 5
+SINGLETON_PROBE_INTERVAL_S = 2
+
+
 @dataclass(frozen=True)
 class Healthcheck:
     test: tuple[str, ...]
-    interval_s: int = 5
+    interval_s: int = PROBE_INTERVAL_S
     timeout_s: int = 5
     retries: int = 5
     start_period_s: int = 60
+    start_interval_s: int = 0  # 0: none (Docker probes at interval while starting)
 
 
 SECRET_FILE_MODE = "0400"  # readable by its owner only
@@ -223,6 +234,9 @@ class Deployment:
     networks: Mapping[str, tuple[str, bool]]  # key -> (Docker name, internal)
     volumes: tuple[VolumeSpec, ...]
     containers: tuple[ContainerSpec, ...]  # in creation order
+    # synapse:healthcheckStartInterval, for every healthcheck with a start period
+    # (container_inputs): outside it Docker 25+ probes at `interval` anyway.
+    healthcheck_start_interval_s: int = 0
 
     def container(self, key: str) -> ContainerSpec:
         return next(c for c in self.containers if c.key == key)
@@ -237,14 +251,15 @@ class Deployment:
 SYNAPSE_CAPS = ("CAP_CHOWN", "CAP_SETGID", "CAP_SETUID")
 
 
-def _curl_health(socket: str, as_user: str | None = None) -> Healthcheck:
+def _curl_health(socket: str, as_user: str | None = None,
+                 interval_s: int = PROBE_INTERVAL_S) -> Healthcheck:
     """curl the health endpoint on `socket`. Docker runs a healthcheck as the
     container's user with its capabilities: where that is root (Synapse, for
     start.sh), gosu drops to `as_user` first, so no root process ever reads what
     the (possibly compromised) service answers."""
     drop = ("gosu", as_user) if as_user else ()
     return Healthcheck(("CMD", *drop, "curl", "-fsS", "--unix-socket", socket,
-                        "http://localhost/health"))
+                        "http://localhost/health"), interval_s=interval_s)
 
 
 # Where a Synapse process mounts each shared volume a class names (workers.py).
@@ -331,7 +346,9 @@ def _synapse_spec(plan: Plan, p: Process, shared: Mapping[str, str]) -> Containe
         # the process behind each database connection.
         env={"SYNAPSE_WORKER": p.app, "UID": str(SYNAPSE_UID), "GID": str(SYNAPSE_UID),
              "PGAPPNAME": p.name},
-        healthcheck=_curl_health(p.health_socket, as_user=f"{SYNAPSE_UID}:{SYNAPSE_UID}"),
+        healthcheck=_curl_health(p.health_socket, as_user=f"{SYNAPSE_UID}:{SYNAPSE_UID}",
+                                 interval_s=SINGLETON_PROBE_INTERVAL_S if p.is_main
+                                 else PROBE_INTERVAL_S),
         files=tuple(files),
         mounts=tuple(mounts),
         networks=("backend", "frontend") if s.egress else ("backend",),
@@ -491,7 +508,7 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
         # read-only container.
         entrypoint=("/bin/sh", "-c", _run_nginx_script(), NGINX_RUN_NAME),
         env={},
-        healthcheck=_curl_health(nginx_conf.HEALTH_SOCKET),
+        healthcheck=_curl_health(nginx_conf.HEALTH_SOCKET, interval_s=SINGLETON_PROBE_INTERVAL_S),
         files=(),
         mounts=(Mount("sockets", SOCKET_DIR), Mount("nginx-config", NGINX_LIVE_DIR)),
         networks=("frontend",),
@@ -591,7 +608,8 @@ def build_deployment(plan: Plan) -> Deployment:
         healthcheck=Healthcheck(("CMD-SHELL",
                                  f'test "$(head -n1 {POSTGRES_DATA}/postmaster.pid 2>/dev/null)" = 1'
                                  f" && pg_isready -q -h {POSTGRES_SOCKET_DIR}"
-                                 f" -U {POSTGRES_USER} -d {POSTGRES_DB}")),
+                                 f" -U {POSTGRES_USER} -d {POSTGRES_DB}"),
+                                interval_s=SINGLETON_PROBE_INTERVAL_S),
         files=(File(POSTGRES_PASSWORD_FILE, lambda sec: render_secret("postgresPassword", sec),
                     secret=True, owner=POSTGRES_UID),),
         mounts=(Mount("sockets", SOCKET_DIR), Mount("postgres-data", POSTGRES_DATA)),
@@ -620,7 +638,8 @@ def build_deployment(plan: Plan) -> Deployment:
                  "--unixsocketperm", "660", "--save", "--appendonly", "no"),
         entrypoint=None,
         env={},
-        healthcheck=Healthcheck(("CMD-SHELL", f"redis-cli -s {REDIS_SOCKET} ping | grep -q PONG")),
+        healthcheck=Healthcheck(("CMD-SHELL", f"redis-cli -s {REDIS_SOCKET} ping | grep -q PONG"),
+                                interval_s=SINGLETON_PROBE_INTERVAL_S),
         files=(),
         mounts=(Mount("sockets", SOCKET_DIR), Mount("redis-data", "/data")),
         networks=("backend",),
@@ -663,6 +682,7 @@ def build_deployment(plan: Plan) -> Deployment:
         *(VolumeSpec("prometheus-data", f"{s.name_prefix}-prometheus-data") for _ in metrics),
     ]
     return Deployment(
+        healthcheck_start_interval_s=s.healthcheck_start_interval_s,
         networks={
             # Postgres and Redis only speak over sockets: no way out at all.
             "backend": (f"{s.name_prefix}-backend", True),

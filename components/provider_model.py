@@ -176,6 +176,18 @@ class Attr:
     fill: Callable[[Any], Any] | None = None
 
 
+# The lowest Docker API version that takes a healthcheck start_interval. The
+# provider's Docker client (github.com/docker/docker v28.5.2, pulumi-docker's
+# provider/go.mod; API version negotiated with the engine) refuses to send one to an
+# older engine: moby client/container_create.go ContainerCreate returns
+# NewVersionError(ctx, "1.44", "specify health-check start interval"), so the create
+# fails ('"specify health-check start interval" requires API version 1.44, but the
+# Docker daemon API version is 1.41' on Debian's docker.io 20.10). A daemon from 25.0
+# honours it (moby daemon/health.go monitor: probes every start_interval while
+# `starting` within start_period) and reads it back; below API 1.44 its own router
+# would zero it (api/server/router/container/container_routes.go).
+START_INTERVAL_API = (1, 44)
+
 HEALTHCHECK_DURATIONS = ("interval", "timeout", "startPeriod", "startInterval")
 
 
@@ -242,6 +254,8 @@ CONTAINER_ATTRS: dict[str, Attr] = {
                   fill=_port_defaults),
     # Not ForceNew, and Update has no code for it: a changed healthcheck only changes
     # state. The program adds replace_on_changes and delete_before_replace.
+    # start_interval goes to Config.Healthcheck.StartInterval (K/read create); see
+    # START_INTERVAL_API for what an engine older than API 1.44 makes of it.
     "healthcheck": Attr(UPDATE, "Config.Healthcheck; durations as Go's Duration.String ('1m0s' "
                         "for 60 s), start_interval included ('0s' when unset)", f"{C}, {R}",
                         OBJECT, normal=_norm_healthcheck, computed=True,

@@ -181,6 +181,9 @@ class Settings:
     # replacing the table's and the preset's writers for that stream.
     stream_writers: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: types.MappingProxyType({}))
+    # Healthcheck start_interval (s) for every container; 0: none. Docker 25+ only
+    # (API 1.44): pulumi-docker's client refuses it on an older engine.
+    healthcheck_start_interval_s: int = 0
 
 
 # --- small typed readers; each names the key path on error ---------------------
@@ -497,7 +500,7 @@ KNOWN_KEYS = (
     "serverName", "publicBaseUrl", "namePrefix", "preset", "workers", "images", "nginx", "log",
     "sizes", "containerSizes", "maxUploadSizeMb", "trustedKeyServers", "egress",
     "reportStats", "extraConfig", "secretConfig", "postgres", "streamWriters",
-    "metrics", *ALL_SECRET_KEYS,
+    "metrics", "healthcheckStartInterval", *ALL_SECRET_KEYS,
 )
 
 
@@ -541,6 +544,8 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         metrics=_metrics(raw, nginx),
         secret_config_keys=_secret_config(raw, raw.get("extraConfig") or {}),
         stream_writers=_stream_writers(raw, workers),
+        healthcheck_start_interval_s=_int(raw.get("healthcheckStartInterval", 0),
+                                          ("healthcheckStartInterval",), 0, 60),
     )
 
 

@@ -85,6 +85,27 @@ def test_synapse_healthchecks_curl_their_own_socket(prod):
     assert "redis-cli -s /sockets/synapse_redis.sock ping" in redis[1]
 
 
+def test_probe_intervals_singletons_faster_than_workers(prod):
+    """One each of postgres, redis, main and nginx (on the up's critical path, whatever
+    the preset) is probed every 2 s; workers every 5 s; no start_interval unless set."""
+    intervals = {c.name: c.plain["healthcheck"]["interval"] for c in prod.containers}
+    for name in ("postgres-container", "redis-container", "main", "nginx-container"):
+        assert intervals[name] == "2s", name
+    for name in ("rooms1", "sender4", "client_sync1", "tasks1"):
+        assert intervals[name] == "5s", name
+    assert {c.plain["healthcheck"]["startInterval"] for c in prod.containers} == {"0s"}
+
+
+def test_healthcheck_start_interval_on_every_starting_healthcheck():
+    cap = run_stack_file("config/Pulumi.prod.yaml", {"healthcheckStartInterval": 1})
+    for c in cap.containers:
+        hc = c.plain["healthcheck"]
+        # nginx-config has no start period: Docker 25+ would never use it there.
+        want = "1s" if hc["startPeriod"] != "0s" else "0s"
+        assert hc["startInterval"] == want, c.name
+    assert cap.named("main", CONTAINER).plain["healthcheck"]["startInterval"] == "1s"
+
+
 def test_uploads_carry_the_rendered_files(prod):
     rooms2 = uploads(prod.named("rooms2", CONTAINER))
     worker = yaml.safe_load(rooms2["/conf/workers/rooms2.yaml"]["content"])

@@ -37,9 +37,6 @@ def _create_args(inputs: Mapping[str, Any]) -> dict[str, Any]:
     healthcheck = None
     if "healthcheck" in inputs:
         hc = inputs["healthcheck"]
-        if pm.duration_ns(hc.get("startInterval", "0s")):
-            raise UnsupportedInput(f"{where}: healthcheck.startInterval needs Docker API 1.44; "
-                                   "the replay's engine (and its client) cannot apply it")
         healthcheck = docker.types.Healthcheck(
             test=list(hc["tests"]),
             interval=pm.duration_ns(hc.get("interval", "0s")),
@@ -47,6 +44,10 @@ def _create_args(inputs: Mapping[str, Any]) -> dict[str, Any]:
             retries=int(hc.get("retries", 0)),
             start_period=pm.duration_ns(hc.get("startPeriod", "0s")),
         )
+        start_interval = pm.duration_ns(hc.get("startInterval", "0s"))
+        if start_interval:
+            check_start_interval(where, client.api_version)
+            healthcheck["StartInterval"] = start_interval
 
     mounts = []
     for m in inputs.get("mounts", []):
@@ -106,6 +107,16 @@ def _create_args(inputs: Mapping[str, Any]) -> dict[str, Any]:
         host_config=host_config,
         use_config_proxy=False,
     )
+
+
+def check_start_interval(where: str, api_version: str) -> None:
+    """The provider's client refuses a start_interval below API 1.44 (provider_model
+    START_INTERVAL_API): so does the replay, with the same words."""
+    if tuple(int(x) for x in api_version.split(".")) < pm.START_INTERVAL_API:
+        need = ".".join(map(str, pm.START_INTERVAL_API))
+        raise ReplayError(f'{where}: create failed: "specify health-check start interval" '
+                          f"requires API version {need}, but the Docker daemon API version is "
+                          f"{api_version} (synapse:healthcheckStartInterval needs Docker 25+)")
 
 
 def create_container(inputs: Mapping[str, Any]) -> tuple[str, str]:
