@@ -1088,8 +1088,7 @@ def test_concurrent_load_opens_more_than_cp_min_and_postgres_refuses_none(stack:
     finally:
         stop.set()
         sampler.join()
-    procs = {k for k, c in stack.deployed.classes.items()
-             if c not in ("postgres", "redis", "nginx", "nginx-config")}
+    procs = {p.name for p in _plan_of(stack).processes}
     print(f"\n{stack.name}: peak database connections per process under load: "
           + json.dumps(dict(sorted(peak.items()))))
     assert procs <= set(peak), f"processes with no connection seen: {procs - set(peak)}"
@@ -1393,7 +1392,7 @@ def test_live_changes_lose_nothing_and_keep_what_the_report_calls_same(stack: Wo
             # Main is up (healthy, so on the schema) before any worker starts.
             main_done = stack.deployed.applied[stack.deployed.containers["main"]][1]
             for key, cls in stack.deployed.classes.items():
-                if cls not in ("main", "nginx", "nginx-config", "postgres", "redis"):
+                if cls not in ("main", "nginx", "nginx-config", "postgres", "redis", "prometheus"):
                     name = stack.deployed.containers[key]
                     assert stack.deployed.applied[name][0] >= main_done, (name, main_done)
                     assert api.inspect_container(name)["Image"] == next_id, name
