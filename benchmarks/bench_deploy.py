@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks import startup_watch as sw
+from benchmarks import stats, startup_watch as sw
 from components.containers import build_deployment
 from components.settings import load_settings
 from components.topology import build_plan
@@ -72,12 +71,12 @@ def name_prefix(path: Path) -> str:
     return settings.name_prefix
 
 
-def _mmm(values: list[float]) -> dict[str, float] | None:
+def _mmm(values: list[float | None]) -> dict[str, float] | None:
+    """stats.summary of the values measured (None: not measured), to 0.01 s."""
     values = [v for v in values if v is not None]
     if not values:
         return None
-    return {"min": round(min(values), 2), "median": round(statistics.median(values), 2),
-            "max": round(max(values), 2), "n": len(values)}
+    return {k: v if k == "n" else round(v, 2) for k, v in stats.summary(values).items()}
 
 
 # --- healthcheck timing models ----------------------------------------------------
@@ -134,7 +133,7 @@ def _probe_seconds(name: str) -> float:
     log = (replay.api().inspect_container(name)["State"].get("Health") or {}).get("Log") or []
     durations = [sw._docker_time(h["End"]) - sw._docker_time(h["Start"]) for h in log
                  if h.get("End") and h.get("Start")]
-    return statistics.median(durations) if durations else 0.0
+    return stats.median(durations) if durations else 0.0
 
 
 def deploy_once(path: Path, preset: str) -> tuple[dict[str, Any], replay.Deployed]:
@@ -280,7 +279,7 @@ def steady_cost(probe: dict[str, Any], probes_per_s: float, cores: int) -> float
     """Share of the machine the healthchecks take at rest: probes per second x CPU each."""
     # The container's share plus the daemons' (the host-wide figure is noisier: it
     # subtracts an idle rate that Synapse's background work makes uneven).
-    per = statistics.median(v["container_cpu_ms"] + v["daemons_cpu_ms"]
+    per = stats.median(v["container_cpu_ms"] + v["daemons_cpu_ms"]
                             for v in probe.values()) / 1e3
     return probes_per_s * per / cores
 
@@ -438,7 +437,7 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
     first = next(iter(result["presets"].values()))
     at_rest = [v["daemons_ms_per_probe"] for v in idle.values() if v and v["daemons_ms_per_probe"]]
     if pc and at_rest:
-        per_ms = statistics.median(at_rest) + statistics.median(
+        per_ms = stats.median(at_rest) + stats.median(
             v["container_cpu_ms"] for v in pc.values())
         extra = 4 * (1 / 2 - 1 / 5)  # postgres, redis, main, nginx: 5 s -> 2 s
         s = first["summary"]
