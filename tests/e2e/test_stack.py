@@ -1370,8 +1370,8 @@ def _live_change(stack: World, title: str, change: dict[str, Any], cheap: bool) 
     record(f"{stack.name}: live change {title}", deployed.seconds_to_healthy)
     LIVE_RESULTS.append({"stack": stack.name, **summary})
     if cheap:
-        synapse = {n for k, n in deployed.containers.items()
-                   if deployed.classes.get(k) not in ("nginx", "nginx-config", "postgres", "redis")}
+        procs = {p["name"] for p in deployed.outputs["processes"]}  # after the change
+        synapse = {n for k, n in deployed.containers.items() if k in procs}
         assert not {n for n, a in planned.items() if a == "replace"} & synapse, planned
         assert planned.get(deployed.containers["nginx-config"]) == "replace"
         assert deployed.containers["nginx"] not in planned, "nginx must reload, not restart"
