@@ -57,7 +57,16 @@ MAX_IN_FLIGHT = 2  # per user: beyond that an offered send is counted as not sen
 SYNC_TIMEOUT_MS = 30_000  # the long poll, as Element uses
 DRAIN_S = 5.0  # after a window, how long deliveries of its messages are awaited
 WARMUP_S = 3.0
-SATURATED = 0.9  # a step is saturated when under 90% of the offered messages arrive
+# A rate is kept up with while at least 90% of the offered messages arrive and the
+# p95 send-to-sync latency stays under half a second (beyond, messages queue).
+SATURATED = 0.9
+KEEPS_UP_P95_MS = 500.0
+
+
+def saturated(window: Mapping[str, Any]) -> bool:
+    p95 = window["latency_ms_from_send_start"]["p95"]
+    return (window["delivered_per_s"] < SATURATED * window["offered_per_s"]
+            or p95 is None or p95 > KEEPS_UP_P95_MS)
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / f"{NAME}.json"
 
@@ -225,6 +234,32 @@ def log_lines(ids: Mapping[str, str], wall: list[float]) -> dict[str, int]:
             for name, cid in ids.items()}
 
 
+PROBE_SAMPLES = 10
+
+
+def probe_cost(container_id: str) -> dict[str, float] | None:
+    """What one healthcheck probe costs, measured by running the container's own
+    healthcheck command PROBE_SAMPLES times with `docker exec` (what dockerd does
+    for a probe: an exec through containerd and runc): CPU in the container's
+    cgroup and in the engine, milliseconds per probe, and Docker's interval."""
+    from tests.e2e.replay import api
+
+    c = api()
+    hc = (c.inspect_container(container_id)["Config"].get("Healthcheck") or {})
+    test = hc.get("Test") or []
+    if not test or test[0] not in ("CMD", "CMD-SHELL"):
+        return None
+    cmd = test[1:] if test[0] == "CMD" else ["/bin/sh", "-c", test[1]]
+    ids = {"c": container_id}
+    cpu0, eng0 = cpu_ns(ids)["c"], engine_cpu_s()
+    for _ in range(PROBE_SAMPLES):
+        c.exec_start(c.exec_create(container_id, cmd)["Id"])
+    cpu1, eng1 = cpu_ns(ids)["c"], engine_cpu_s()
+    return {"container_ms": round((cpu1 - cpu0) / 1e6 / PROBE_SAMPLES, 2),
+            "engine_ms": round((eng1 - eng0) * 1e3 / PROBE_SAMPLES, 2),
+            "interval_s": hc.get("Interval", 0) / 1e9}
+
+
 def _exec(container: str, cmd: list[str]) -> str:
     from tests.e2e.replay import api
 
@@ -257,21 +292,39 @@ def redis_counters(container: str) -> dict[str, Any]:
     return {"calls": calls, **stats, "subscribers": subs}
 
 
-_REQ = re.compile(r'^synapse_http_server_requests_received_total\{([^}]*)\}\s+([0-9.e+]+)', re.M)
+_SAMPLE = re.compile(r'^(synapse_\w+?)(?:_total)?\{([^}]*)\}\s+([0-9.e+-]+)$', re.M)
+# Counter -> (label naming the work, key prefix): CPU Synapse itself attributes, per
+# background process (synapse/metrics/background_process_metrics.py), per
+# Measure() block (synapse/util/metrics.py) and per servlet (synapse/http/request_metrics.py).
+_CPU_METRICS = {
+    "synapse_background_process_ru_utime_seconds": ("name", "bg"),
+    "synapse_background_process_ru_stime_seconds": ("name", "bg"),
+    "synapse_util_metrics_block_ru_utime_seconds": ("block_name", "block"),
+    "synapse_util_metrics_block_ru_stime_seconds": ("block_name", "block"),
+    "synapse_http_server_response_ru_utime_seconds": ("servlet", "http"),
+    "synapse_http_server_response_ru_stime_seconds": ("servlet", "http"),
+}
 
 
-def replication_requests(container: str) -> dict[str, float]:
-    """Replication HTTP requests this process has served, by servlet, from its
-    metrics listener (port 9000 inside the container)."""
+def process_metrics(container: str) -> dict[str, dict[str, float]]:
+    """From a Synapse process' metrics listener (port 9000 inside its container):
+    replication HTTP requests it served by servlet, and the CPU seconds it
+    attributes to each background process, Measure block and servlet."""
     from components.synapse_config import METRICS_PORT
 
     text = _exec(container, ["curl", "-s", f"http://127.0.0.1:{METRICS_PORT}/_synapse/metrics"])
-    out: dict[str, float] = {}
-    for labels, value in _REQ.findall(text):
-        m = re.search(r'servlet="([^"]+)"', labels)
-        if m and m.group(1).startswith("Replication"):
-            out[m.group(1)] = out.get(m.group(1), 0) + float(value)
-    return out
+    http: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for metric, labels, value in _SAMPLE.findall(text):
+        lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if metric == "synapse_http_server_requests_received" \
+                and lab.get("servlet", "").startswith("Replication"):
+            http[lab["servlet"]] = http.get(lab["servlet"], 0) + float(value)
+        elif metric in _CPU_METRICS:
+            label, prefix = _CPU_METRICS[metric]
+            key = f"{prefix}:{lab.get(label, '?')}"
+            cpu[key] = cpu.get(key, 0) + float(value)
+    return {"replication_http": http, "cpu": cpu}
 
 
 def _diff(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
@@ -300,6 +353,13 @@ class Window:
         self.t0, self.busy0, self.me0 = time.monotonic(), host_busy_s(), time.process_time()
         self.wall0, self.engine0 = time.time(), engine_cpu_s()
         self.cpu0 = cpu_ns(self.ids)
+        # The engine is shared: other people's running containers (their probes) are
+        # in its CPU too.
+        from tests.e2e.replay import api
+
+        mine = set(self.ids.values())
+        self.others = [c["Names"][0].lstrip("/") for c in api().containers()
+                       if c["Id"] not in mine]
 
     def stop(self) -> dict[str, Any]:
         cpu1 = cpu_ns(self.ids)
@@ -308,6 +368,7 @@ class Window:
         return {"seconds": round(seconds, 2),
                 "wall": [self.wall0, time.time()],
                 "engine_cpu_s": round(engine, 2),
+                "other_containers": self.others,
                 "probes": probes_since(self.ids, self.wall0),
                 "memory_mib": memory_mib(self.ids),
                 "cpu_s": {n: round((cpu1[n] - self.cpu0[n]) / 1e9, 3) for n in self.ids},
@@ -581,18 +642,32 @@ async def serve(deployed, load: Load) -> dict[str, Any]:
         idle["cpu_by_class"] = by_class(idle["cpu_s"], classes)
         idle["redis"] = redis_delta(r1, r0)
         out["idle"] = idle
+        # One probe's cost, in main and (when there is one) a worker, after the idle
+        # window so that its execs are not in it.
+        keys = ["main"] + [k for k in synapse if k != "main"][:1]
+        out["probe_cost"] = {k: probe_cost(deployed.ids[synapse[k]]) for k in keys}
 
         # Fixed load, with the replication counters around it.
-        rep0 = {k: replication_requests(c) for k, c in synapse.items()}
+        rep0 = {k: process_metrics(c) for k, c in synapse.items()}
         r0 = redis_counters(redis)
         fixed = await drive(members, load.rate, load.window_s, f"f{tag}", Ledger(), Window(ids))
         r1 = redis_counters(redis)
-        rep1 = {k: replication_requests(c) for k, c in synapse.items()}
+        rep1 = {k: process_metrics(c) for k, c in synapse.items()}
         fixed["cpu"]["cpu_by_class"] = by_class(fixed["cpu"]["cpu_s"], classes)
         fixed["log_lines"] = log_lines(ids, fixed["cpu"]["wall"])
         fixed["redis"] = redis_delta(r1, r0)
-        fixed["replication_http"] = {k: d for k in synapse
-                                     if (d := _diff(rep1[k], rep0.get(k, {})))}
+        fixed["replication_http"] = {
+            k: d for k in synapse
+            if (d := _diff(rep1[k]["replication_http"], rep0[k]["replication_http"]))}
+        # Per class: the work Synapse says its processes spent CPU on, summed.
+        attributed: dict[str, dict[str, float]] = {}
+        for k in synapse:
+            cls = deployed.classes[k]
+            for name, v in _diff(rep1[k]["cpu"], rep0[k]["cpu"]).items():
+                attributed.setdefault(cls, {})[name] = attributed.get(cls, {}).get(name, 0) + v
+        fixed["cpu_attributed"] = {c: dict(sorted(((n, round(v, 3)) for n, v in d.items()
+                                                  if v >= 0.005), key=lambda nv: -nv[1])[:12])
+                                   for c, d in attributed.items()}
         out["fixed"] = fixed
         print(f"  fixed {load.rate:g}/s: {fixed['delivered_per_s']} msgs/s delivered, "
               f"latency {fixed['latency_ms_from_send_start']} ms, cpu "
@@ -606,7 +681,7 @@ async def serve(deployed, load: Load) -> dict[str, Any]:
             steps.append(step)
             print(f"  step {rate:g}/s: {step['delivered_per_s']} msgs/s delivered, "
                   f"latency {step['latency_ms_from_send_start']} ms", flush=True)
-            if step["delivered_per_s"] < SATURATED * rate:
+            if saturated(step):
                 break  # saturated: a higher rate only queues more
         out["steps"] = steps
     finally:
@@ -616,13 +691,14 @@ async def serve(deployed, load: Load) -> dict[str, Any]:
     return out
 
 
-def run_preset(preset: str, load: Load, directory: Path) -> dict[str, Any]:
+def run_preset(preset: str, load: Load, directory: Path,
+               overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     from tests.e2e.replay import stack
 
     config = stack_file(preset, directory)
     t = time.monotonic()
     try:
-        deployed = stack.up(config)
+        deployed = stack.up(config, overrides)
         deploy_s = time.monotonic() - t
         print(f"{preset}: deployed in {deploy_s:.0f} s", flush=True)
         result = asyncio.run(serve(deployed, load))
@@ -632,7 +708,10 @@ def run_preset(preset: str, load: Load, directory: Path) -> dict[str, Any]:
         stack.down(config, delete_data=True)
 
 
-def run(quick: bool, presets: tuple[str, ...] = PRESETS) -> dict:
+def run(quick: bool, presets: tuple[str, ...] = PRESETS,
+        overrides: Mapping[str, Any] | None = None) -> dict:
+    """Measure each preset in turn. `overrides` (stack config paths, as `--set`)
+    apply to every preset: for experiments, whose results are labelled with them."""
     load = QUICK if quick else FULL
     out: dict[str, Any] = {
         "quick": quick,
@@ -647,7 +726,8 @@ def run(quick: bool, presets: tuple[str, ...] = PRESETS) -> dict:
     t = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as d:
         for preset in presets:
-            out["presets"][preset] = run_preset(preset, load, Path(d))
+            label = preset + "".join(f" {k}={json.dumps(v)}" for k, v in (overrides or {}).items())
+            out["presets"][label] = run_preset(preset, load, Path(d), overrides)
     out["total_s"] = round(time.monotonic() - t, 1)
     return out
 
@@ -770,7 +850,8 @@ def markdown(result: dict, plots: list[str]) -> str:
     if any(r.get("steps") for r in presets.values()):
         lines += ["", "Stepping up the offered rate (delivered msgs/s, p50 / p99 ms from send "
                   "start; a step under "
-                  f"{SATURATED:.0%} delivered ends the preset's steps):", "",
+                  f"{SATURATED:.0%} delivered or with p95 over {KEEPS_UP_P95_MS:.0f} ms is "
+                  "saturated and ends the preset's steps):", "",
                   "| preset | " + " | ".join(f"{s:g}/s offered" for s in load["steps"]) + " |",
                   "|---|" + "---|" * len(load["steps"])]
         for p, r in presets.items():
@@ -782,7 +863,8 @@ def markdown(result: dict, plots: list[str]) -> str:
                              f" / {_fmt(st['latency_ms_from_send_start']['p99'])}")
             lines.append(f"| {p} | " + " | ".join(cells) + " |")
 
-    lines += ["", *commentary(result)]
+    lines += ["", *commentary(result), "", "Where the worker layouts' extra CPU goes:", "",
+              overhead_markdown(result), "Sizing model:", "", sizing_markdown(result)]
     lines += [f"![{Path(x).stem}]({x})" for x in plots]
     return "\n".join(lines) + "\n"
 
@@ -814,18 +896,187 @@ def commentary(result: dict) -> list[str]:
             f"latency p50/p95/p99 {_fmt(lat['p50'])}/{_fmt(lat['p95'])}/{_fmt(lat['p99'])} ms "
             f"against {_fmt(mlat['p50'])}/{_fmt(mlat['p95'])}/{_fmt(mlat['p99'])} "
             f"({'higher at ' + ', '.join(worse) if worse else 'no higher at any percentile'}).")
-    sat = {p: next((s["offered_per_s"] for s in r.get("steps", [])
-                    if s["delivered_per_s"] < SATURATED * s["offered_per_s"]), None)
-           for p, r in presets.items()}
     if any(r.get("steps") for r in presets.values()):
-        for p, s in sat.items():
-            best = max([presets[p]["fixed"]["delivered_per_s"]]
-                       + [x["delivered_per_s"] for x in presets[p].get("steps", [])])
-            out.append(f"- `{p}`: " + (f"saturated at {s:g} msgs/s offered (best delivered "
-                                       f"{best:.1f} msgs/s)" if s else
-                                       f"kept up with every offered rate (up to {best:.1f} msgs/s "
-                                       "delivered)") + ".")
+        for p, r in presets.items():
+            windows = sorted([r["fixed"], *r.get("steps", [])], key=lambda w: w["offered_per_s"])
+            kept = [w["offered_per_s"] for w in windows if not saturated(w)]
+            first = next((w for w in windows if saturated(w)), None)
+            text = (f"kept up with {max(kept):g} msgs/s offered" if kept
+                    else "kept up with none of the offered rates")
+            if first:
+                lat = first["latency_ms_from_send_start"]
+                text += (f"; at {first['offered_per_s']:g} offered it delivered "
+                         f"{first['delivered_per_s']:.1f} msgs/s with p50/p95 "
+                         f"{_fmt(lat['p50'])}/{_fmt(lat['p95'])} ms (saturated)")
+            else:
+                text += ", the highest rate offered"
+            out.append(f"- `{p}` on this machine: {text}.")
     return out
+
+
+# --- sizing: a model fitted to the figures -----------------------------------------------
+
+SIZING_CORES = (2, 4, 8, 16)
+# Stays off the model's ceiling: the load generator, the engine, bursts.
+HEADROOM = 0.7
+
+
+def cost_model(r: Mapping[str, Any]) -> dict[str, float]:
+    """Per preset, from its idle and fixed-load windows: the whole stack's idle
+    cores, its cores per delivered message/s above idle, and the busiest single
+    Synapse process' cores per message/s (a Python process runs on one core at a
+    time: that process saturates at 1 core whatever the machine)."""
+    f = r["fixed"]
+    delivered = max(f["delivered_per_s"], 1e-9)
+    idle = sum(r["idle"]["cpu_s"].values()) / r["idle"]["seconds"]
+    load = sum(f["cpu"]["cpu_s"].values()) / f["cpu"]["seconds"]
+    engine_idle = r["idle"].get("engine_cpu_s", 0) / r["idle"]["seconds"]
+    engine_load = f["cpu"].get("engine_cpu_s", 0) / f["cpu"]["seconds"]
+    synapse = {n for n, c in r["classes"].items() if c not in NOT_SYNAPSE}
+    busiest = max(s for n, s in f["cpu"]["cpu_s"].items() if n in synapse) / f["cpu"]["seconds"]
+    return {"idle_cores": idle + engine_idle,
+            "cores_per_msg": max(0.0, load + engine_load - idle - engine_idle) / delivered,
+            "busiest_cores_per_msg": busiest / delivered}
+
+
+def ceiling(model: Mapping[str, float], cores: float) -> float:
+    """Messages/s a preset would carry on `cores` by the model, at HEADROOM of the
+    machine and of its busiest process."""
+    whole = max(0.0, cores * HEADROOM - model["idle_cores"]) / max(model["cores_per_msg"], 1e-9)
+    one = HEADROOM / max(model["busiest_cores_per_msg"], 1e-9)
+    return min(whole, one)
+
+
+def sizing(result: dict) -> dict[str, Any]:
+    presets = result["presets"]
+    models = {p: cost_model(r) for p, r in presets.items()}
+    table = {p: {c: round(ceiling(m, c), 1) for c in SIZING_CORES} for p, m in models.items()}
+    best = {c: max(table, key=lambda p: table[p][c]) for c in SIZING_CORES}
+    return {"models": models, "ceilings": table, "best": best}
+
+
+def sizing_markdown(result: dict) -> str:
+    """The model table and what it says, for BENCHMARKS.md and the README."""
+    sz = sizing(result)
+    presets = list(sz["models"])
+    load = result["load"]
+    lines = [
+        f"A linear model fitted to each preset's figures above (the {load['users']}-user, "
+        f"{load['rate']:g} msgs/s window and the idle window): the stack's idle cores (Synapse, "
+        "Postgres, Redis, nginx and the Docker engine), its cores per delivered message/s above "
+        "idle, and the busiest Synapse process' cores per message/s (one Python process uses "
+        f"one core at a time). Ceiling = the lower of ({HEADROOM:.0%} of the cores − idle) / "
+        f"cores per message and {HEADROOM:.0%} of one core / the busiest process' cost. "
+        "An extrapolation from one load shape (few users, small rooms, no federation), "
+        "not a measurement beyond this machine's 2 cores.",
+        "",
+        "| preset | idle cores | cores per msg/s | busiest process, cores per msg/s | "
+        + " | ".join(f"ceiling on {c} cores, msgs/s" for c in SIZING_CORES) + " |",
+        "|---|---|---|---|" + "---|" * len(SIZING_CORES),
+    ]
+    for p in presets:
+        m = sz["models"][p]
+        lines.append(f"| {p} | {m['idle_cores']:.3f} | {m['cores_per_msg']:.4f} | "
+                     f"{m['busiest_cores_per_msg']:.4f} | "
+                     + " | ".join(f"{sz['ceilings'][p][c]:.0f}" for c in SIZING_CORES) + " |")
+    lines.append("")
+    for c in SIZING_CORES:
+        best = sz["best"][c]
+        others = ", ".join(f"`{p}` {sz['ceilings'][p][c]:.0f}" for p in presets if p != best)
+        lines.append(f"- {c} cores: `{best}` carries the most ({sz['ceilings'][best][c]:.0f} "
+                     f"msgs/s; {others}).")
+    if "monolith" in sz["models"]:
+        mono = sz["models"]["monolith"]
+        for p in presets:
+            if p == "monolith":
+                continue
+            m = sz["models"][p]
+            # Cores from which the preset's whole-machine bound passes the monolith's
+            # one-process ceiling: the size where splitting starts to pay.
+            target = HEADROOM / max(mono["busiest_cores_per_msg"], 1e-9)
+            need = (target * m["cores_per_msg"] + m["idle_cores"]) / HEADROOM
+            lines.append(
+                f"- `{p}` costs {m['cores_per_msg'] / max(mono['cores_per_msg'], 1e-9):.1f}x the "
+                f"monolith's CPU per message and {m['idle_cores'] - mono['idle_cores']:+.2f} cores "
+                f"idle; it passes the monolith's one-process ceiling ({target:.0f} msgs/s) from "
+                f"about {need:.0f} cores"
+                + (" (and never, if its own busiest process caps it lower)"
+                   if HEADROOM / max(m["busiest_cores_per_msg"], 1e-9) <= target else "") + ".")
+    return "\n".join(lines) + "\n"
+
+
+def overhead_markdown(result: dict) -> str:
+    """Where a worker layout's extra CPU goes, against the monolith, from the
+    figures: by class at the fixed load, replication fan-out through Redis, the
+    federation senders' per-event lookups, and the idle cost per process with the
+    healthcheck probes' share of it."""
+    presets = result["presets"]
+    if "monolith" not in presets:
+        return ""
+    mono = presets["monolith"]
+    m_cores = _cpu_cores(mono["fixed"]["cpu"])
+    m_sent = max(mono["fixed"]["sent"], 1)
+    lines = []
+    for p, r in presets.items():
+        if p == "monolith":
+            continue
+        f = r["fixed"]
+        cores = _cpu_cores(f["cpu"])
+        extra = _synapse_cores(cores) - _synapse_cores(m_cores)
+        top = sorted(((c, v) for c, v in cores.items() if c not in NOT_SYNAPSE),
+                     key=lambda cv: -cv[1])[:4]
+        counts = {}
+        for c in r["classes"].values():
+            counts[c] = counts.get(c, 0) + 1
+        sent = max(f["sent"], 1)
+        rd, mrd = f["redis"], mono["fixed"]["redis"]
+        pg = cores.get("postgres", 0) - m_cores.get("postgres", 0)
+        lines.append(
+            f"- `{p}`: Synapse {extra:+.2f} cores against the monolith at the same load "
+            f"({_synapse_cores(cores):.2f} against {_synapse_cores(m_cores):.2f}); the busiest "
+            "classes " + ", ".join(f"{c} ×{counts.get(c, 0)} {v:.3f}" for c, v in top)
+            + f"; Postgres {pg:+.3f} cores. Redis sent "
+            f"{rd['total_net_output_bytes'] / sent / 1024:.1f} KiB per message to "
+            f"{max(rd['subscribers'].values(), default=0)} subscribers (monolith "
+            f"{mrd['total_net_output_bytes'] / m_sent / 1024:.1f} KiB to "
+            f"{max(mrd['subscribers'].values(), default=0)}), and answered "
+            f"{rd['calls'].get('get', 0) / sent:.1f} GETs per message (monolith "
+            f"{mrd['calls'].get('get', 0) / m_sent:.1f}): every federation sender looks up "
+            f"each new event's destinations ({counts.get('sender', 0)} senders).")
+    for p, r in presets.items():
+        idle = r["idle"]
+        synapse = [n for n, c in r["classes"].items() if c not in NOT_SYNAPSE]
+        per_proc = sum(idle["cpu_s"][n] for n in synapse) / idle["seconds"] / max(len(synapse), 1)
+        probe = next((v for v in (r.get("probe_cost") or {}).values() if v), None)
+        text = (f"- `{p}` idle: {per_proc * 1000:.1f} millicores per Synapse process "
+                f"({len(synapse)} processes), Docker engine "
+                f"{idle.get('engine_cpu_s', 0) / idle['seconds'] * 1000:.0f} millicores")
+        if probe and probe["interval_s"]:
+            in_c = probe["container_ms"] / probe["interval_s"]
+            eng = probe["engine_ms"] / probe["interval_s"]
+            text += (f"; one healthcheck probe costs {probe['container_ms']:.0f} ms of CPU in the "
+                     f"container and {probe['engine_ms']:.0f} ms in the engine, every "
+                     f"{probe['interval_s']:g} s: {in_c:.1f} + {eng:.1f} millicores per container, "
+                     f"{in_c / max(per_proc * 1000, 1e-9):.0%} of a process' idle CPU")
+        lines.append(text + ".")
+    return "\n".join(lines) + "\n"
+
+
+README_BEGIN = "<!-- serving-sizing:begin (benchmarks/bench_serving.py refresh_readme) -->"
+README_END = "<!-- serving-sizing:end -->"
+
+
+def refresh_readme(result: dict, readme: Path = ROOT / "README.md") -> bool:
+    """Replace the generated part of the README's Sizing section with the model
+    computed from `result`; False if the markers are missing."""
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    body = f"{overhead_markdown(result)}\n{sizing_markdown(result)}"
+    readme.write_text(f"{head}{README_BEGIN}\n{body}{README_END}{tail}")
+    return True
 
 
 def plots(result: dict, outdir: Path) -> list[Path]:
@@ -903,13 +1154,31 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--preset", action="append", choices=PRESETS,
                     help="only these presets (default: all three)")
+    ap.add_argument("--set", action="append", default=[], metavar="PATH=JSON",
+                    help="an experiment: a stack config override for every preset "
+                         "(e.g. workers.sender=1); write it to another --out")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--report-only", action="store_true",
+                    help="no measurement: plots, README sizing and figures from --out")
     args = ap.parse_args(argv)
-    result = run(args.quick, tuple(args.preset or PRESETS))
+    if args.report_only:
+        result = json.loads(args.out.read_text())
+        written = plots(result, ROOT / "benchmarks" / "plots")
+        refresh_readme(result)
+        print(markdown(result, [str(p.relative_to(ROOT)) for p in written]))
+        return
+    overrides = {k: json.loads(v) for k, v in (x.split("=", 1) for x in args.set)}
+    if overrides and args.out == RESULTS:
+        ap.error("an experiment (--set) goes to another --out, not the results file")
+    result = run(args.quick, tuple(args.preset or PRESETS), overrides)
     result["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, sort_keys=False) + "\n")
+    if args.out != RESULTS or args.preset:  # a partial run or an experiment: figures only
+        print(markdown(result, []))
+        return
     written = plots(result, ROOT / "benchmarks" / "plots")
+    refresh_readme(result)
     print(markdown(result, [str(p.relative_to(ROOT)) for p in written]))
 
 

@@ -52,10 +52,11 @@ def window(seconds, by_class, engine=0.0):
 
 def preset(processes, idle, load, p50, delivered=10.0):
     lat = {"p50": p50, "p95": p50 * 2, "p99": p50 * 3}
-    return {"processes": processes, "deploy_s": 30.0, "setup_s": 1.0,
+    return {"processes": processes, "deploy_s": 30.0, "setup_s": 1.0, "probe_cost": {},
             "classes": {f"c-{k}": k for k in load},
-            "idle": {**window(10, idle), "redis": {"calls": {}, "total_net_output_bytes": 0}},
-            "fixed": {"offered_per_s": 10.0, "delivered_per_s": delivered,
+            "idle": {**window(10, idle), "redis": {"calls": {}, "total_net_output_bytes": 0,
+                                                    "subscribers": {}}},
+            "fixed": {"offered_per_s": 10.0, "delivered_per_s": delivered, "sent": 100,
                       "latency_ms_from_send_start": lat, "latency_ms_from_ack": lat,
                       "failed_sends": 0, "skipped_sends": 0, "cpu": window(10, load),
                       "redis": {"calls": {"publish": 5}, "total_net_output_bytes": 100,
@@ -92,3 +93,20 @@ def test_stack_files_are_bench_stacks_without_egress(tmp_path):
     assert config["synapse:preset"] == "large"
     assert config["synapse:egress"] is False and config["synapse:trustedKeyServers"] == []
     assert config["synapse:nginx"]["bindAddress"] == "127.0.0.1"
+
+
+def test_saturation_counts_queueing_as_well_as_losses():
+    def w(offered, delivered, p95):
+        return {"offered_per_s": offered, "delivered_per_s": delivered,
+                "latency_ms_from_send_start": {"p50": p95 / 2, "p95": p95, "p99": p95}}
+    assert not bs.saturated(w(20, 20.0, 99.0))
+    assert bs.saturated(w(40, 40.0, 977.0))  # all delivered, but queued
+    assert bs.saturated(w(40, 30.0, 100.0))  # fast, but a quarter missing
+
+
+def test_a_ceiling_is_the_machine_or_the_busiest_process_whichever_is_lower():
+    model = {"idle_cores": 0.1, "cores_per_msg": 0.05, "busiest_cores_per_msg": 0.035}
+    # 2 cores: (0.7 * 2 - 0.1) / 0.05 = 26 for the machine, 0.7 / 0.035 = 20 for one process.
+    assert bs.ceiling(model, 2) == pytest.approx(20.0)
+    assert bs.ceiling({**model, "busiest_cores_per_msg": 0.01}, 2) == pytest.approx(26.0)
+    assert bs.ceiling(model, 16) == bs.ceiling(model, 2)  # one process does not scale out
