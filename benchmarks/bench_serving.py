@@ -1043,6 +1043,19 @@ def overhead_markdown(result: dict) -> str:
             f"{rd['calls'].get('get', 0) / sent:.1f} GETs per message (monolith "
             f"{mrd['calls'].get('get', 0) / m_sent:.1f}): every federation sender looks up "
             f"each new event's destinations ({counts.get('sender', 0)} senders).")
+        attributed = f.get("cpu_attributed") or {}
+        if attributed:
+            secs = f["cpu"]["seconds"]
+            parts = []
+            for c, _ in top[:3]:
+                items = list((attributed.get(c) or {}).items())[:3]
+                if items:
+                    parts.append(f"{c}: " + ", ".join(f"`{n}` {v / secs * 1000:.0f}"
+                                                       for n, v in items))
+            if parts:
+                lines.append(f"  What Synapse itself attributes that CPU to (millicores; "
+                             "background processes `bg:`, measured blocks `block:`, "
+                             "servlets `http:`, which overlap): " + "; ".join(parts) + ".")
     for p, r in presets.items():
         idle = r["idle"]
         synapse = [n for n, c in r["classes"].items() if c not in NOT_SYNAPSE]
@@ -1079,6 +1092,9 @@ def refresh_readme(result: dict, readme: Path = ROOT / "README.md") -> bool:
     return True
 
 
+ENGINE = "Docker engine"
+
+
 def plots(result: dict, outdir: Path) -> list[Path]:
     import matplotlib
 
@@ -1096,13 +1112,16 @@ def plots(result: dict, outdir: Path) -> list[Path]:
         r = presets[p]
         pts = [r["fixed"]] + r.get("steps", [])
         pts.sort(key=lambda x: x["offered_per_s"])
-        a.plot([x["offered_per_s"] for x in pts], [x["delivered_per_s"] for x in pts], "o-",
-               label=p)
+        line, = a.plot([x["offered_per_s"] for x in pts], [x["delivered_per_s"] for x in pts],
+                       "-", label=p)
+        for x in pts:  # hollow: saturated (messages lost or queued past KEEPS_UP_P95_MS)
+            a.plot(x["offered_per_s"], x["delivered_per_s"], "o", color=line.get_color(),
+                   markerfacecolor="none" if saturated(x) else line.get_color())
     hi = max(x["offered_per_s"] for r in presets.values() for x in [r["fixed"]] + r.get("steps", []))
     a.plot([0, hi], [0, hi], ":", color="grey", label="offered")
     a.set_xlabel("offered messages/s")
     a.set_ylabel("delivered messages/s")
-    a.set_title("Throughput")
+    a.set_title("Throughput (hollow: saturated)")
     a.legend()
     width = 0.8 / len(names)
     for i, p in enumerate(names):
@@ -1110,7 +1129,8 @@ def plots(result: dict, outdir: Path) -> list[Path]:
         b.bar([j + i * width for j in range(3)], [lat[q] or 0 for q in ("p50", "p95", "p99")],
               width, label=p)
     b.set_xticks([j + width * (len(names) - 1) / 2 for j in range(3)], ["p50", "p95", "p99"])
-    b.set_ylabel("ms, send start to receiver's /sync")
+    b.set_yscale("log")  # the presets differ by orders of magnitude once one saturates
+    b.set_ylabel("ms, send start to receiver's /sync (log)")
     b.set_title(f"Latency at {result['load']['rate']:g} msgs/s offered")
     b.legend()
     fig.tight_layout()
@@ -1130,16 +1150,18 @@ def plots(result: dict, outdir: Path) -> list[Path]:
     for p in names:
         for kind, w in (("idle", presets[p]["idle"]), ("load", presets[p]["fixed"]["cpu"])):
             labels.append(f"{p}\n{kind}")
-            bars.append(_cpu_cores(w))
+            bars.append({**_cpu_cores(w), ENGINE: w.get("engine_cpu_s", 0.0) / w["seconds"]})
     bottoms = [0.0] * len(bars)
     cmap = plt.get_cmap("tab20")
-    for k, c in enumerate(classes):
+    for k, c in enumerate(classes + [ENGINE]):
         vals = [b.get(c, 0.0) for b in bars]
-        ax.bar(range(len(bars)), vals, bottom=bottoms, label=c, color=cmap(k % 20))
+        style = ({"color": "white", "edgecolor": "grey", "hatch": "//"} if c == ENGINE
+                 else {"color": cmap(k % 20)})
+        ax.bar(range(len(bars)), vals, bottom=bottoms, label=c, **style)
         bottoms = [x + v for x, v in zip(bottoms, vals)]
     ax.set_xticks(range(len(bars)), labels, fontsize=8)
     ax.set_ylabel("cores (CPU s per s)")
-    ax.set_title("CPU per class: idle, and at the fixed load")
+    ax.set_title("CPU per class (and the Docker engine): idle, and at the fixed load")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     path = outdir / "serving_cpu_by_class.png"
