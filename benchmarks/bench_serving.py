@@ -971,13 +971,16 @@ def sizing_markdown(result: dict) -> str:
         "not a measurement beyond this machine's 2 cores.",
         "",
         "| preset | idle cores | cores per msg/s | busiest process, cores per msg/s | "
+        "measured here: kept up with, msgs/s | "
         + " | ".join(f"ceiling on {c} cores, msgs/s" for c in SIZING_CORES) + " |",
-        "|---|---|---|---|" + "---|" * len(SIZING_CORES),
+        "|---|---|---|---|---|" + "---|" * len(SIZING_CORES),
     ]
     for p in presets:
         m = sz["models"][p]
+        r = result["presets"][p]
+        kept = [w["offered_per_s"] for w in [r["fixed"], *r.get("steps", [])] if not saturated(w)]
         lines.append(f"| {p} | {m['idle_cores']:.3f} | {m['cores_per_msg']:.4f} | "
-                     f"{m['busiest_cores_per_msg']:.4f} | "
+                     f"{m['busiest_cores_per_msg']:.4f} | {f'{max(kept):g}' if kept else 'none'} | "
                      + " | ".join(f"{sz['ceilings'][p][c]:.0f}" for c in SIZING_CORES) + " |")
     lines.append("")
     for c in SIZING_CORES:
@@ -1087,7 +1090,9 @@ def refresh_readme(result: dict, readme: Path = ROOT / "README.md") -> bool:
         return False
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
-    body = f"{overhead_markdown(result)}\n{sizing_markdown(result)}"
+    body = (f"Figures from the run of {result.get('date', '?')} (`benchmarks/results/{NAME}.json`). "
+            f"Where the worker layouts' extra CPU goes:\n\n{overhead_markdown(result)}\n"
+            f"Sizing model:\n\n{sizing_markdown(result)}")
     readme.write_text(f"{head}{README_BEGIN}\n{body}{README_END}{tail}")
     return True
 
