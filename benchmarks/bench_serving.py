@@ -332,9 +332,8 @@ def _diff(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, 
 
 
 def redis_delta(after: Mapping[str, Any], before: Mapping[str, Any]) -> dict[str, Any]:
-    # Our own INFO/PUBSUB calls happen outside the CPU windows but inside Redis'
-    # counters: take them out (3 INFO-type calls before... the `after` sample's own
-    # calls are not yet counted when it reads commandstats).
+    """Redis' counters over a window. They include our own INFO and PUBSUB calls
+    (listed under their names; a few hundred bytes), not Synapse's traffic."""
     calls = _diff(after["calls"], before["calls"])
     return {"calls": calls,
             **{k: after[k] - before[k] for k in ("total_net_input_bytes",
