@@ -750,6 +750,9 @@ def _synapse_cores(cores: Mapping[str, float]) -> float:
     return sum(v for c, v in cores.items() if c not in NOT_SYNAPSE)
 
 
+NOISY_CORES = 0.2  # other work on the host beyond this, in a window, is called out
+
+
 def other_cores(window: Mapping[str, Any]) -> float:
     """Cores the host spent on anything but the stack's containers and the load
     generator (the machine is shared: other people's work)."""
@@ -793,6 +796,14 @@ def markdown(result: dict, plots: list[str]) -> str:
             f"{cpu['generator_cpu_s'] / cpu['seconds']:.2f} | "
             f"{other_cores(cpu):.2f} |")
 
+    busy = {p: other_cores(r["fixed"]["cpu"]) for p, r in presets.items()}
+    if any(v > NOISY_CORES for v in busy.values()):
+        lines += ["", "**Disturbed:** other work on this shared machine took "
+                  + ", ".join(f"{v:.2f} cores during `{p}`'s window" for p, v in busy.items()
+                              if v > NOISY_CORES)
+                  + f" (over {NOISY_CORES} cores): those figures are lower and slower than the "
+                  "machine alone would give."]
+
     # CPU per class, idle and loaded.
     classes: list[str] = []
     for r in presets.values():
@@ -819,6 +830,12 @@ def markdown(result: dict, plots: list[str]) -> str:
     if all("engine_cpu_s" in r["idle"] for r in presets.values()):
         lines.append("| Docker engine (dockerd, containerd, shims, runc) | " + " | ".join(cells)
                      + " |")
+        others = [len(r["idle"].get("other_containers", [])) for r in presets.values()]
+        if any(others):
+            lines += ["", "The engine is shared: other people's running containers (their "
+                      "healthchecks) count in its CPU too; running beside this stack in its idle "
+                      "window: " + ", ".join(f"`{p}` {n}" for p, n in zip(presets, others))
+                      + " other containers."]
 
     # Memory.
     if all(r["fixed"]["cpu"].get("memory_mib") for r in presets.values()):
