@@ -6,10 +6,13 @@ For each preset: deploy from empty (stack `bench-serving-<preset>`), register N
 users with the shared-secret admin API, put them in M public rooms, then
   - idle window: no client request at all; CPU of every container (what each
     process costs doing nothing: replication, Redis pub/sub, background loops);
+  - one healthcheck probe's cost (the container's own healthcheck command run by
+    `docker exec`), in the container and in the Docker engine;
   - fixed load: every user sends at the same offered rate (open loop: a send is
     started on schedule, at most MAX_IN_FLIGHT per user) and long-polls /sync;
-    messages per second, send-to-sync latency, CPU per class, Redis commands and
-    bytes, replication HTTP requests per process;
+    messages per second, send-to-sync latency, CPU per class and of the Docker
+    engine, resident memory, Redis commands and bytes, replication HTTP requests
+    and the CPU each Synapse process attributes to its own work (its metrics);
   - steps (full mode): higher offered rates, to see where each preset saturates;
 and tear down with delete_data in `finally`.
 
@@ -26,7 +29,10 @@ the same counter). The load generator runs on the same two cores: its own CPU
 (time.process_time) and the host's busy time (/proc/stat) are reported beside.
 
 Run alone: .venv/bin/python -m benchmarks.bench_serving [--quick] [--preset P ...]
-(creates containers: run under `flock /tmp/e2e.lock`).
+(creates containers: run under `flock /tmp/e2e.lock`). It writes
+benchmarks/results/serving.json, the plots and the generated block of the
+README's Sizing section; `--report-only` redoes those from the JSON; an
+experiment (`--set workers.sender=1 --out other.json`) only prints its figures.
 """
 
 from __future__ import annotations
