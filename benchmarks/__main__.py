@@ -57,6 +57,8 @@ def run_one(name: str, quick: bool, results: Path) -> bool:
     path = registry.results_path(name, results)
     path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     print(f"[{name}] done in {record['seconds']} s: {path.relative_to(registry.ROOT)}", flush=True)
+    if hasattr(module, "refresh_docs"):  # e.g. the README's sizing figures (serving)
+        module.refresh_docs(result)
     return True
 
 

@@ -209,15 +209,10 @@ def plots(result: dict[str, Any], outdir: Path) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    result = run("--quick" in argv)
-    root = Path(__file__).resolve().parent
-    (root / "results").mkdir(exist_ok=True)
-    (root / "results" / f"{NAME}.json").write_text(json.dumps(
-        {"name": NAME, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-         "result": result}, indent=1))
-    pngs = plots(result, root / "plots")
-    print(markdown(result, [str(p.relative_to(root.parent)) for p in pngs]))
-    return 0
+    """Alone: the runner's run of this benchmark (results file, BENCHMARKS.md)."""
+    from benchmarks.__main__ import main as runner
+
+    return runner(["--only", NAME, *(["--quick"] if "--quick" in argv else [])])
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ PRESETS = ("one-of-each", "specialized", "large")
 FULL_RUNS = {"one-of-each": 3, "specialized": 3, "large": 2}
 QUICK_RUNS = {"one-of-each": 1}
 SYNAPSE_ROLES = ("main", "worker")
-ROLES = ("postgres", "redis", "main", "worker", "nginx")  # nginx-config keeps its 1 s
+ROLES = ("postgres", "redis", "main", "worker", "nginx")
 NEW_ENGINE_START_INTERVAL_S = 1.0  # what the computed Docker 25+ figure assumes
 PROBES = 30  # healthcheck execs timed per container kind for the probe cost
 ONLY_PRESETS: tuple[str, ...] = ()  # --preset NAME (alone only), full repeats
@@ -508,18 +508,22 @@ def plots(result: dict[str, Any], outdir: Path) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
+    """Alone: the runner's run of this benchmark (results file, BENCHMARKS.md), or
+    with --preset NAME a partial run written beside it, not over it."""
     global ONLY_PRESETS
     quick = "--quick" in argv
     ONLY_PRESETS = tuple(argv[i + 1] for i, a in enumerate(argv) if a == "--preset")
+    if not ONLY_PRESETS:
+        from benchmarks.__main__ import main as runner
+
+        return runner(["--only", NAME, *(["--quick"] if quick else [])])
     result = run(quick)
     root = Path(__file__).resolve().parent
-    (root / "results").mkdir(exist_ok=True)
-    path = root / "results" / (f"{NAME}.json" if not ONLY_PRESETS else f"{NAME}-partial.json")
+    path = root / "results" / f"{NAME}-partial.json"
     path.write_text(json.dumps({"name": NAME, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                     time.gmtime()),
                                 "result": result}, indent=1))
-    pngs = plots(result, root / "plots")
-    print(markdown(result, [str(p.relative_to(root.parent)) for p in pngs]))
+    print(markdown(result, []))
     return 0
 
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import re
 import secrets
@@ -50,6 +49,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+from benchmarks import stats
 
 NAME = "serving"
 TITLE = "Serving: messages per second and send-to-sync latency"
@@ -100,17 +101,12 @@ FULL = Load(users=20, rooms=5, rate=10.0, window_s=30, idle_s=15, steps=(20.0, 4
 QUICK = Load(users=6, rooms=2, rate=6.0, window_s=12, idle_s=8, steps=(), step_s=0)
 
 
-# --- statistics (private: the lead dedupes with benchmarks/stats.py) ----------------
+# --- statistics ----------------------------------------------------------------------
 
 
 def _percentile(values: list[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default), q in 0..100."""
-    if not values:
-        return None
-    s = sorted(values)
-    k = (len(s) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+    """stats.percentile, None without values."""
+    return stats.percentile(values, q) if values else None
 
 
 def _pcts(values: list[float]) -> dict[str, float | None]:
@@ -316,7 +312,7 @@ def process_metrics(container: str) -> dict[str, dict[str, float]]:
     """From a Synapse process' metrics listener (port 9000 inside its container):
     replication HTTP requests it served by servlet, and the CPU seconds it
     attributes to each background process, Measure block and servlet."""
-    from components.synapse_config import METRICS_PORT
+    from components.topology import METRICS_PORT
 
     text = _exec(container, ["curl", "-s", f"http://127.0.0.1:{METRICS_PORT}/_synapse/metrics"])
     http: dict[str, float] = {}
@@ -734,6 +730,7 @@ def run(quick: bool, presets: tuple[str, ...] = PRESETS,
             label = preset + "".join(f" {k}={json.dumps(v)}" for k, v in (overrides or {}).items())
             out["presets"][label] = run_preset(preset, load, Path(d), overrides)
     out["total_s"] = round(time.monotonic() - t, 1)
+    out["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return out
 
 
@@ -749,7 +746,7 @@ def _cpu_cores(window: Mapping[str, Any]) -> dict[str, float]:
     return {c: s / window["seconds"] for c, s in window["cpu_by_class"].items()}
 
 
-NOT_SYNAPSE = ("postgres", "redis", "nginx", "nginx-config")
+NOT_SYNAPSE = ("postgres", "redis", "nginx", "nginx-config", "prometheus")
 
 
 def _synapse_cores(cores: Mapping[str, float]) -> float:
@@ -1104,6 +1101,11 @@ README_BEGIN = "<!-- serving-sizing:begin (benchmarks/bench_serving.py refresh_r
 README_END = "<!-- serving-sizing:end -->"
 
 
+def refresh_docs(result: dict) -> None:
+    """Called by the runner after a run: the README's generated sizing figures."""
+    refresh_readme(result)
+
+
 def refresh_readme(result: dict, readme: Path = ROOT / "README.md") -> bool:
     """Replace the generated part of the README's Sizing section with the model
     computed from `result`; False if the markers are missing."""
@@ -1211,24 +1213,25 @@ def main(argv: list[str] | None = None) -> None:
                     help="no measurement: plots, README sizing and figures from --out")
     args = ap.parse_args(argv)
     if args.report_only:
-        result = json.loads(args.out.read_text())
+        record = json.loads(args.out.read_text())
+        result = record.get("result", record)  # the runner's file, or an experiment's
         written = plots(result, ROOT / "benchmarks" / "plots")
-        refresh_readme(result)
+        refresh_docs(result)
         print(markdown(result, [str(p.relative_to(ROOT)) for p in written]))
-        return
+        return 0
     overrides = {k: json.loads(v) for k, v in (x.split("=", 1) for x in args.set)}
-    if overrides and args.out == RESULTS:
-        ap.error("an experiment (--set) goes to another --out, not the results file")
+    if not overrides and not args.preset:  # the benchmark itself: through the runner
+        from benchmarks.__main__ import main as runner
+
+        return runner(["--only", NAME, *(["--quick"] if args.quick else [])])
+    if args.out == RESULTS:
+        ap.error("an experiment (--set) or a partial run (--preset) goes to another --out, "
+                 "not the results file")
     result = run(args.quick, tuple(args.preset or PRESETS), overrides)
-    result["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, sort_keys=False) + "\n")
-    if args.out != RESULTS or args.preset:  # a partial run or an experiment: figures only
-        print(markdown(result, []))
-        return
-    written = plots(result, ROOT / "benchmarks" / "plots")
-    refresh_readme(result)
-    print(markdown(result, [str(p.relative_to(ROOT)) for p in written]))
+    print(markdown(result, []))
+    return 0
 
 
 if __name__ == "__main__":

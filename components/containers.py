@@ -84,9 +84,9 @@ LABEL_PREFIX = "org.matrix.synapse-workers"
 
 # Docker probes first one `interval` after start, then every `interval`, each probe
 # an exec costing ~60 ms of CPU (benchmarks/bench_deploy.py): one each of postgres,
-# redis, main and nginx, whatever the preset, each alone on the up's critical path,
-# is probed every 2 s (a first probe 3 s sooner); the workers, which scale with the
-# preset, every 5 s. A Docker 25+ engine can probe faster only while starting:
+# redis, main, nginx-config and nginx, whatever the preset, each alone on the up's
+# critical path, is probed every 2 s (a first probe 3 s sooner); the workers, which
+# scale with the preset, every 5 s. A Docker 25+ engine can probe faster only while starting:
 # synapse:healthcheckStartInterval (moby daemon/health.go, start_interval).
 PROBE_INTERVAL_S = 5
 SINGLETON_PROBE_INTERVAL_S = 2
@@ -478,10 +478,13 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
         entrypoint=("/bin/sh",),
         env={},
         # Served by nginx, or no nginx yet (the first up starts nginx after this).
+        # Every 2 s like the other singletons, not 1 s: its probes run as long as
+        # the stack does, ~70 ms of CPU each (benchmarks/bench_serving.py), for at
+        # most a second more per routing change.
         healthcheck=Healthcheck(("CMD-SHELL",
                                  f"test ! -e {loaded} || "
                                  f'test "$(cat {loaded})" = "$(cat {staged} 2>/dev/null | cksum)"'),
-                                interval_s=1, start_period_s=0),
+                                interval_s=SINGLETON_PROBE_INTERVAL_S, start_period_s=0),
         files=(File(NGINX_STAGED, lambda _sec: nginx_conf.render_nginx_conf(plan)),
                File(NGINX_PUBLISH, lambda _sec: _publish_script(), executable=True),
                *_staged_tls_files(s)),

@@ -86,10 +86,12 @@ def test_synapse_healthchecks_curl_their_own_socket(prod):
 
 
 def test_probe_intervals_singletons_faster_than_workers(prod):
-    """One each of postgres, redis, main and nginx (on the up's critical path, whatever
-    the preset) is probed every 2 s; workers every 5 s; no start_interval unless set."""
+    """One each of postgres, redis, main, nginx-config and nginx (on the up's critical
+    path, whatever the preset) is probed every 2 s; workers every 5 s; no
+    start_interval unless set."""
     intervals = {c.name: c.plain["healthcheck"]["interval"] for c in prod.containers}
-    for name in ("postgres-container", "redis-container", "main", "nginx-container"):
+    for name in ("postgres-container", "redis-container", "main", "nginx-config",
+                 "nginx-container"):
         assert intervals[name] == "2s", name
     for name in ("rooms1", "sender4", "client_sync1", "tasks1"):
         assert intervals[name] == "5s", name
