@@ -68,6 +68,13 @@ def _http_health(path: str) -> bool:
         return s.recv(64).split(b" ", 2)[1:2] == [b"200"]
 
 
+def _tcp_ready(port: int) -> bool:
+    """Prometheus's /-/ready (what its wget probe asks), on its port published on loopback."""
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+        s.sendall(b"GET /-/ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        return s.recv(64).split(b" ", 2)[1:2] == [b"200"]
+
+
 def _redis_ping(path: str) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
@@ -179,6 +186,9 @@ class StartWatch:
             check = lambda: _redis_ping(root + REDIS_SOCKET)  # noqa: E731
         elif sock:
             check = lambda: _http_health(root + sock)  # noqa: E731
+        elif role == "prometheus":
+            port = int(info["HostConfig"]["PortBindings"]["9090/tcp"][0]["HostPort"])
+            check = lambda: _tcp_ready(port)  # noqa: E731
         else:
             check = lambda: True  # noqa: E731
         w = Watched(name, info["Id"], role, labels.get(f"{LABEL_PREFIX}.class", role), pid,
