@@ -1070,7 +1070,7 @@ def overhead_markdown(result: dict) -> str:
             secs = f["cpu"]["seconds"]
             parts = []
             for c, _ in top[:3]:
-                items = list((attributed.get(c) or {}).items())[:3]
+                items = sorted((attributed.get(c) or {}).items(), key=lambda kv: -kv[1])[:3]
                 if items:
                     parts.append(f"{c}: " + ", ".join(f"`{n}` {v / secs * 1000:.0f}"
                                                        for n, v in items))
