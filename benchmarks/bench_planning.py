@@ -58,8 +58,9 @@ LARGEST = 1 + len(CLASS_NAMES) * MAX_WORKERS_PER_CLASS
 COUNTS = (10, 50, 200, LARGEST)
 QUICK_COUNTS = (10, 50)
 REPEATS = 5
-# One repeat at the largest count takes about 35 s on 2 cores: 3 of them keep the
-# whole benchmark within its 4-minute share of `make bench`.
+# One repeat at the largest count (all four measures) took about 35 s on 2 cores
+# while rendering was quadratic, about 12 s since: 3 of them are enough to show
+# the spread.
 LARGEST_REPEATS = 3
 QUICK_REPEATS = 2
 MEASURES = ("program", "bare", "render_inproc", "render_cli")
