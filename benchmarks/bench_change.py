@@ -184,9 +184,9 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
 
 
 def plots(result: dict[str, Any], outdir: Path) -> list[Path]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from benchmarks.plotting import pyplot, save
+
+    plt = pyplot()
 
     outdir.mkdir(parents=True, exist_ok=True)
     changes = [r["change"] for r in result["changes"]]
@@ -201,10 +201,7 @@ def plots(result: dict[str, Any], outdir: Path) -> list[Path]:
     ax.set_ylabel("seconds unavailable")
     ax.set_title("Unavailable seconds per endpoint class, per change")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = outdir / "change_unavailable.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    path = save(fig, outdir, "change_unavailable.png")
     return [path]
 
 

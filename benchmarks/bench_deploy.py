@@ -455,9 +455,9 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
 
 
 def plots(result: dict[str, Any], outdir: Path) -> list[Path]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from benchmarks.plotting import pyplot, save
+
+    plt = pyplot()
 
     outdir.mkdir(parents=True, exist_ok=True)
     out = []
@@ -478,10 +478,7 @@ def plots(result: dict[str, Any], outdir: Path) -> list[Path]:
     ax.set_ylabel("seconds (median)")
     ax.set_title("Empty to all healthy, by stage")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = outdir / "deploy_stages.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    path = save(fig, outdir, "deploy_stages.png")
     out.append(path)
 
     preset = "specialized" if "specialized" in result["presets"] else presets[0]
@@ -499,10 +496,7 @@ def plots(result: dict[str, Any], outdir: Path) -> list[Path]:
     ax.set_xlabel("seconds (median)")
     ax.set_title(f"{preset}: per process start CPU, time to ready and probe wait")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = outdir / "deploy_processes.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    path = save(fig, outdir, "deploy_processes.png")
     out.append(path)
     return out
 

@@ -417,10 +417,9 @@ def result_label(measure: str) -> str:
 
 
 def plots(result: dict[str, Any], outdir: Path) -> list[Path]:
-    import matplotlib
+    from benchmarks.plotting import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     sizes = result["sizes"]
     x = [s["processes"] for s in sizes]
@@ -445,10 +444,7 @@ def plots(result: dict[str, Any], outdir: Path) -> list[Path]:
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = outdir / fname
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        path = save(fig, outdir, fname)
         written.append(path)
     return written
 

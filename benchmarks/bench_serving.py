@@ -1125,10 +1125,9 @@ ENGINE = "Docker engine"
 
 
 def plots(result: dict, outdir: Path) -> list[Path]:
-    import matplotlib
+    from benchmarks.plotting import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     outdir.mkdir(parents=True, exist_ok=True)
     presets = result["presets"]
@@ -1162,10 +1161,7 @@ def plots(result: dict, outdir: Path) -> list[Path]:
     b.set_ylabel("ms, send start to receiver's /sync (log)")
     b.set_title(f"Latency at {result['load']['rate']:g} msgs/s offered")
     b.legend()
-    fig.tight_layout()
-    path = outdir / "serving_throughput_latency.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    path = save(fig, outdir, "serving_throughput_latency.png")
     written.append(path)
 
     # CPU per class, stacked, idle and loaded, per preset.
@@ -1192,10 +1188,7 @@ def plots(result: dict, outdir: Path) -> list[Path]:
     ax.set_ylabel("cores (CPU s per s)")
     ax.set_title("CPU per class (and the Docker engine): idle, and at the fixed load")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = outdir / "serving_cpu_by_class.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    path = save(fig, outdir, "serving_cpu_by_class.png")
     written.append(path)
     return written
 
