@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from benchmarks import stats
+from components.workers import CLASS_NAMES, MAIN
 
 NAME = "serving"
 TITLE = "Serving: messages per second and send-to-sync latency"
@@ -613,9 +614,8 @@ def by_class(cpu_s: Mapping[str, float], classes: Mapping[str, str]) -> dict[str
 
 def _synapse(deployed) -> dict[str, str]:
     """Process key -> container name, Synapse processes only."""
-    return {k: deployed.containers[k] for k, c in deployed.classes.items()
-            if c not in NOT_SYNAPSE
-            and deployed.containers[k] in deployed.ids}
+    return {k: deployed.containers[k] for k in deployed.synapse
+            if deployed.containers[k] in deployed.ids}
 
 
 async def serve(deployed, load: Load) -> dict[str, Any]:
@@ -746,11 +746,12 @@ def _cpu_cores(window: Mapping[str, Any]) -> dict[str, float]:
     return {c: s / window["seconds"] for c, s in window["cpu_by_class"].items()}
 
 
-NOT_SYNAPSE = ("postgres", "redis", "nginx", "nginx-config", "prometheus")
+# Synapse's classes, from the worker table; every other container is a service.
+SYNAPSE_CLASSES = (MAIN, *CLASS_NAMES)
 
 
 def _synapse_cores(cores: Mapping[str, float]) -> float:
-    return sum(v for c, v in cores.items() if c not in NOT_SYNAPSE)
+    return sum(v for c, v in cores.items() if c in SYNAPSE_CLASSES)
 
 
 NOISY_CORES = 0.2  # other work on the host beyond this, in a window, is called out
@@ -951,7 +952,7 @@ def cost_model(r: Mapping[str, Any]) -> dict[str, float]:
     load = sum(f["cpu"]["cpu_s"].values()) / f["cpu"]["seconds"]
     engine_idle = r["idle"].get("engine_cpu_s", 0) / r["idle"]["seconds"]
     engine_load = f["cpu"].get("engine_cpu_s", 0) / f["cpu"]["seconds"]
-    synapse = {n for n, c in r["classes"].items() if c not in NOT_SYNAPSE}
+    synapse = {n for n, c in r["classes"].items() if c in SYNAPSE_CLASSES}
     busiest = max(s for n, s in f["cpu"]["cpu_s"].items() if n in synapse) / f["cpu"]["seconds"]
     return {"idle_cores": idle + engine_idle,
             "cores_per_msg": max(0.0, load + engine_load - idle - engine_idle) / delivered,
@@ -1045,7 +1046,7 @@ def overhead_markdown(result: dict) -> str:
         f = r["fixed"]
         cores = _cpu_cores(f["cpu"])
         extra = _synapse_cores(cores) - _synapse_cores(m_cores)
-        top = sorted(((c, v) for c, v in cores.items() if c not in NOT_SYNAPSE),
+        top = sorted(((c, v) for c, v in cores.items() if c in SYNAPSE_CLASSES),
                      key=lambda cv: -cv[1])[:4]
         counts = {}
         for c in r["classes"].values():
@@ -1080,7 +1081,7 @@ def overhead_markdown(result: dict) -> str:
                              "servlets `http:`, which overlap): " + "; ".join(parts) + ".")
     for p, r in presets.items():
         idle = r["idle"]
-        synapse = [n for n, c in r["classes"].items() if c not in NOT_SYNAPSE]
+        synapse = [n for n, c in r["classes"].items() if c in SYNAPSE_CLASSES]
         per_proc = sum(idle["cpu_s"][n] for n in synapse) / idle["seconds"] / max(len(synapse), 1)
         probe = next((v for v in (r.get("probe_cost") or {}).values() if v), None)
         text = (f"- `{p}` idle: {per_proc * 1000:.1f} millicores per Synapse process "

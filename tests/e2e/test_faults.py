@@ -78,7 +78,6 @@ def on(*stacks: str):
 
 
 HOST_SETUP = Path(__file__).with_name("host_setup.sh")
-SERVICES = ("postgres", "redis", "nginx", "nginx-config", "prometheus")  # classes that are not Synapse
 BEFORE = 10  # messages acknowledged before the fault
 AFTER = 20  # ... and after the stack is back
 SEEN_WITHIN_S = 60  # a message sent after the recovery reaches Bob's /sync within this
@@ -105,7 +104,7 @@ class Stack:
 
     def synapse(self) -> list[str]:
         """Process keys of the Synapse containers."""
-        return [k for k, c in self.deployed.classes.items() if c not in SERVICES]
+        return self.deployed.synapse
 
 
 async def _set_up_users_and_room(st: Stack) -> None:

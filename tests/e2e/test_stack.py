@@ -939,7 +939,7 @@ def test_prometheus_scrapes_every_process_with_the_dashboard_labels(stack: World
     class in worker_class, and Synapse's server_name label, all of which Synapse's
     Grafana dashboard selects on."""
     d = stack.deployed
-    synapse = {k: c for k, c in d.classes.items() if k in {p.name for p in _plan_of(stack).processes}}
+    synapse = {k: d.classes[k] for k in d.synapse}
     _scraped_since(stack, time.time())
     up = _prometheus(stack, 'up{job="synapse"}')
     got = {r["metric"]["instance"]: (r["metric"]["index"], r["metric"]["worker_class"],
@@ -1088,7 +1088,7 @@ def test_concurrent_load_opens_more_than_cp_min_and_postgres_refuses_none(stack:
     finally:
         stop.set()
         sampler.join()
-    procs = {p.name for p in _plan_of(stack).processes}
+    procs = set(stack.deployed.synapse)
     print(f"\n{stack.name}: peak database connections per process under load: "
           + json.dumps(dict(sorted(peak.items()))))
     assert procs <= set(peak), f"processes with no connection seen: {procs - set(peak)}"
@@ -1370,8 +1370,7 @@ def _live_change(stack: World, title: str, change: dict[str, Any], cheap: bool) 
     record(f"{stack.name}: live change {title}", deployed.seconds_to_healthy)
     LIVE_RESULTS.append({"stack": stack.name, **summary})
     if cheap:
-        procs = {p["name"] for p in deployed.outputs["processes"]}  # after the change
-        synapse = {n for k, n in deployed.containers.items() if k in procs}
+        synapse = {deployed.containers[k] for k in deployed.synapse}  # after the change
         assert not {n for n, a in planned.items() if a == "replace"} & synapse, planned
         assert planned.get(deployed.containers["nginx-config"]) == "replace"
         assert deployed.containers["nginx"] not in planned, "nginx must reload, not restart"
@@ -1391,8 +1390,8 @@ def test_live_changes_lose_nothing_and_keep_what_the_report_calls_same(stack: Wo
         if "image" in title:
             # Main is up (healthy, so on the schema) before any worker starts.
             main_done = stack.deployed.applied[stack.deployed.containers["main"]][1]
-            for key, cls in stack.deployed.classes.items():
-                if cls not in ("main", "nginx", "nginx-config", "postgres", "redis", "prometheus"):
+            for key in stack.deployed.synapse:
+                if key != "main":
                     name = stack.deployed.containers[key]
                     assert stack.deployed.applied[name][0] >= main_done, (name, main_done)
                     assert api.inspect_container(name)["Image"] == next_id, name

@@ -45,6 +45,12 @@ class Deployed:
     def by_class(self, cls: str) -> list[str]:
         return [k for k, c in self.classes.items() if c == cls]
 
+    @property
+    def synapse(self) -> list[str]:
+        """Process keys of the Synapse containers (main and workers), from the
+        stack's `processes` output: every other container is a service."""
+        return [p["name"] for p in self.outputs["processes"]]
+
 
 def _labels(inputs: Mapping[str, Any]) -> dict[str, str]:
     return {lab["label"]: lab["value"] for lab in inputs.get("labels", [])}
