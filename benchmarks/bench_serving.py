@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from benchmarks import stats
+from benchmarks.bench_deploy import PORTS, stack_file as bench_stack_file
 from components.workers import CLASS_NAMES, MAIN
 
 NAME = "serving"
@@ -59,7 +60,6 @@ TITLE = "Serving: messages per second and send-to-sync latency"
 PRESETS = ("monolith", "specialized", "large")
 STACK_PREFIX = "bench-serving-"
 # Ports of no other stack (dev 8008, prod 18008, the tests'), on loopback.
-PORTS = {"clientPort": 28008, "federationPort": 28448, "adminPort": 28009}
 SERVER_NAME = "bench.localhost"
 MAX_IN_FLIGHT = 2  # per user: beyond that an offered send is counted as not sent
 SYNC_TIMEOUT_MS = 30_000  # the long poll, as Element uses
@@ -119,18 +119,13 @@ def _pcts(values: list[float]) -> dict[str, float | None]:
 
 
 def stack_file(preset: str, directory: Path, extra: Mapping[str, Any] | None = None) -> Path:
-    path = directory / f"Pulumi.{STACK_PREFIX}{preset}.yaml"
-    config = {
-        "synapse:serverName": SERVER_NAME,
-        "synapse:publicBaseUrl": f"http://127.0.0.1:{PORTS['clientPort']}/",
-        "synapse:preset": preset,
-        "synapse:nginx": {"bindAddress": "127.0.0.1", **PORTS},
-        "synapse:egress": False,
-        "synapse:trustedKeyServers": [],
-        "synapse:extraConfig": {**RATE_LIMITS, **(extra or {})},
-    }
-    path.write_text(json.dumps({"config": config}, indent=2))  # JSON is YAML
-    return path
+    """A bench stack file (bench_deploy's) with this benchmark's server name, no
+    served-by header, and the rate limits raised."""
+    return bench_stack_file(directory, f"{STACK_PREFIX}{preset}", preset, {
+        "serverName": SERVER_NAME,
+        "nginx": {"bindAddress": "127.0.0.1", **PORTS},
+        "extraConfig": {**RATE_LIMITS, **(extra or {})},
+    })
 
 
 # --- CPU and the other counters ------------------------------------------------------

@@ -4,6 +4,8 @@ figures instead of stating a conclusion."""
 
 import json
 
+import yaml
+
 import pytest
 
 from benchmarks import bench_serving as bs
@@ -88,7 +90,7 @@ def test_commentary_follows_the_figures():
 
 def test_stack_files_are_bench_stacks_without_egress(tmp_path):
     path = bs.stack_file("large", tmp_path)
-    config = json.loads(path.read_text())["config"]
+    config = yaml.safe_load(path.read_text())["config"]
     assert path.name == "Pulumi.bench-serving-large.yaml"
     assert config["synapse:preset"] == "large"
     assert config["synapse:egress"] is False and config["synapse:trustedKeyServers"] == []
