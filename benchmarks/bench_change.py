@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 import nio
@@ -30,7 +29,8 @@ from components import impact
 from tests.e2e import replay
 from tests.e2e.images.build import SYNAPSE_NEXT
 from tests.e2e.live import Traffic
-from tests.e2e.matrix_client import Recorder, close_all, new_client, register
+from tests.e2e.matrix_client import (Recorder, close_all, lift_message_rate_limit, new_client,
+                                     register)
 
 NAME = "change"
 TITLE = "Change cost: what each kind of change replaces and interrupts"
@@ -66,12 +66,7 @@ async def _users(d: replay.Deployed, recorder: Recorder) -> tuple[nio.AsyncClien
             assert isinstance(resp, nio.LoginResponse), resp
             clients[name] = c
         for c in clients.values():
-            uid = quote(c.user_id, safe="")
-            async with s.post(f"{d.admin_url}/_synapse/admin/v1/users/{uid}/override_ratelimit",
-                              json={"messages_per_second": 0, "burst_count": 0},
-                              headers={"Authorization": f"Bearer {clients['alice'].access_token}"}
-                              ) as r:
-                assert r.status == 200, await r.text()
+            await lift_message_rate_limit(s, d.admin_url, clients["alice"].access_token, c.user_id)
     alice, bob = clients["alice"], clients["bob"]
     room = await alice.room_create(name="bench change")
     assert isinstance(room, nio.RoomCreateResponse), room

@@ -18,6 +18,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
+from urllib.parse import quote
 
 import aiohttp
 import nio
@@ -138,6 +139,18 @@ async def register(session: aiohttp.ClientSession, base_url: str, secret: str, u
                "mac": mac or registration_mac(secret, nonce, user, password, admin)}
     async with session.post(url, json=payload) as resp:
         return resp.status, await resp.json()
+
+
+async def lift_message_rate_limit(session: aiohttp.ClientSession, admin_url: str,
+                                  admin_token: str, user_id: str) -> None:
+    """Synapse's rc_message allows a user 0.2 messages/s; an admin lifts it for one
+    user (admin API override_ratelimit, 0 meaning no limit), so a test sending
+    several a second sees failures only from the stack, not from the limit."""
+    url = (f"{admin_url.rstrip('/')}/_synapse/admin/v1/users/{quote(user_id, safe='')}"
+           "/override_ratelimit")
+    async with session.post(url, json={"messages_per_second": 0, "burst_count": 0},
+                            headers={"Authorization": f"Bearer {admin_token}"}) as r:
+        assert r.status == 200, await r.text()
 
 
 # --- media ----------------------------------------------------------------------

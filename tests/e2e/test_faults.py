@@ -44,7 +44,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
-from urllib.parse import quote
 
 import docker
 import nio
@@ -60,6 +59,7 @@ from tests.e2e.matrix_client import (
     Recorder,
     bodies,
     close_all,
+    lift_message_rate_limit,
     messages_backwards,
     new_client,
     register,
@@ -121,11 +121,7 @@ async def _set_up_users_and_room(st: Stack) -> None:
                 admin_token = body["access_token"]
         # Traffic sends several messages a second; rc_message allows 0.2/s.
         for name in ("alice", "bob"):
-            uid = quote(f"@{name}:{d.server_name}", safe="")
-            async with s.post(f"{d.admin_url}/_synapse/admin/v1/users/{uid}/override_ratelimit",
-                              json={"messages_per_second": 0, "burst_count": 0},
-                              headers={"Authorization": f"Bearer {admin_token}"}) as r:
-                assert r.status == 200, await r.text()
+            await lift_message_rate_limit(s, d.admin_url, admin_token, f"@{name}:{d.server_name}")
     for name in ("alice", "bob"):
         c = new_client(d.nginx_url, st.recorder, name, user=f"@{name}:{d.server_name}")
         resp = await c.login(passwords[name], device_name=f"faults {name}")

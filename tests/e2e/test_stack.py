@@ -61,6 +61,7 @@ from tests.e2e.matrix_client import (
     bodies,
     close_all,
     image_size,
+    lift_message_rate_limit,
     make_png,
     messages_backwards,
     new_client,
@@ -580,11 +581,8 @@ def test_register_users_with_shared_secret(stack: World):
                     stack.admin_token = body["access_token"]
             # 100 messages would hit rc_message (0.2/s): lift it for the test users.
             for name in ("alice", "bob"):
-                uid = quote(stack.users[name].user_id, safe="")
-                async with s.post(f"{d.admin_url}/_synapse/admin/v1/users/{uid}/override_ratelimit",
-                                  json={"messages_per_second": 0, "burst_count": 0},
-                                  headers={"Authorization": f"Bearer {stack.admin_token}"}) as r:
-                    assert r.status == 200, await r.text()
+                await lift_message_rate_limit(s, d.admin_url, stack.admin_token,
+                                              stack.users[name].user_id)
 
     stack.run(go())
     assert_routed(stack, mark)
