@@ -31,6 +31,7 @@ from typing import Any
 import docker
 
 from components.containers import LABEL_PREFIX, REDIS_SOCKET
+from components.prometheus_conf import PORT as PROMETHEUS_PORT
 from components.topology import POSTGRES_SOCKET_DIR
 
 READY_POLL_S = 0.05
@@ -68,7 +69,7 @@ def _http_health(path: str) -> bool:
         return s.recv(64).split(b" ", 2)[1:2] == [b"200"]
 
 
-def _tcp_ready(port: int) -> bool:
+def _prometheus_ready(port: int) -> bool:
     """Prometheus's /-/ready (what its wget probe asks), on its port published on loopback."""
     with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
         s.sendall(b"GET /-/ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
@@ -187,8 +188,8 @@ class StartWatch:
         elif sock:
             check = lambda: _http_health(root + sock)  # noqa: E731
         elif role == "prometheus":
-            port = int(info["HostConfig"]["PortBindings"]["9090/tcp"][0]["HostPort"])
-            check = lambda: _tcp_ready(port)  # noqa: E731
+            port = int(info["HostConfig"]["PortBindings"][f"{PROMETHEUS_PORT}/tcp"][0]["HostPort"])
+            check = lambda: _prometheus_ready(port)  # noqa: E731
         else:
             check = lambda: True  # noqa: E731
         w = Watched(name, info["Id"], role, labels.get(f"{LABEL_PREFIX}.class", role), pid,

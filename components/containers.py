@@ -560,7 +560,7 @@ def _prometheus_spec(plan: Plan, synapse: list[ContainerSpec]) -> ContainerSpec:
                     owner=PROMETHEUS_UID),),
         mounts=(Mount("prometheus-data", prometheus_conf.DATA_DIR),),
         networks=("backend", "frontend"),
-        ports=(Port(prometheus_conf.PORT, s.metrics.port, "127.0.0.1"),),
+        ports=(Port(prometheus_conf.PORT, s.metrics.port, prometheus_conf.BIND_ADDRESS),),
         sockets=(),
         size=s.container_sizes["prometheus"],
         depends_on=(),

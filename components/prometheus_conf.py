@@ -22,6 +22,7 @@ from components.topology import Plan
 JOB = "synapse"
 METRICS_PATH = "/_synapse/metrics"  # where Synapse's metrics listener serves
 PORT = 9090  # Prometheus's web UI and HTTP API, inside its container
+BIND_ADDRESS = "127.0.0.1"  # where the host publishes it: it has no authentication
 CONFIG_PATH = "/etc/prometheus/prometheus.yml"  # the official image's --config.file
 DATA_DIR = "/prometheus"  # the official image's --storage.tsdb.path and VOLUME
 DEFAULT_SCRAPE_TIMEOUT_S = 10  # Prometheus's; it refuses one above the interval

@@ -13,6 +13,7 @@ import pulumi
 import pulumi_docker as docker
 from pulumi.runtime import config as runtime_config
 
+from components import prometheus_conf
 from components.containers import Deployment, build_deployment
 from components.docker_container import Host, volume
 from components.errors import ConfigError
@@ -98,7 +99,8 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
         "adminUrl": f"http://{s.nginx.admin_bind_address}:{s.nginx.admin_port}/_synapse/admin/",
         "nginxContainer": nginx.container.name,
         # Prometheus's UI and HTTP API (loopback only): every process's metrics.
-        **({"prometheusUrl": f"http://127.0.0.1:{s.metrics.port}/"} if s.metrics.enabled else {}),
+        **({"prometheusUrl": f"http://{prometheus_conf.BIND_ADDRESS}:{s.metrics.port}/"}
+           if s.metrics.enabled else {}),
         "processes": [
             {"name": p.name, "class": p.worker_class, "sockets": list(p.sockets)}
             for p in plan.processes
