@@ -30,6 +30,7 @@ from components.synapse_config import (
     SECRET_CONFIG_PATH,
     SECRETS_DIR,
     SYNAPSE_SECRETS,
+    federation_ca_files,
     log_config_path,
     render_homeserver,
     render_log_config,
@@ -299,7 +300,8 @@ def _shared_files(plan: Plan) -> dict[str, str]:
     it per process made planning quadratic) and each class's log config."""
     classes = dict.fromkeys(p.worker_class for p in plan.processes)
     return {HOMESERVER_PATH: render_homeserver(plan),
-            **{log_config_path(c): render_log_config(plan, c) for c in classes}}
+            **{log_config_path(c): render_log_config(plan, c) for c in classes},
+            **federation_ca_files(plan)}
 
 
 def _synapse_files(plan: Plan, p: Process, shared: Mapping[str, str]) -> tuple[list[File], list[str]]:
@@ -317,6 +319,9 @@ def _synapse_files(plan: Plan, p: Process, shared: Mapping[str, str]) -> tuple[l
     files += [
         File(log_config_path(p.worker_class), text(log_config_path(p.worker_class))),
         File(START_SCRIPT, lambda _sec: _start_script(p), executable=True),
+        # Any process may make outbound federation requests (senders, joins,
+        # backfill, keys, remote media): each gets the extra CAs.
+        *(File(path, text(path)) for path in federation_ca_files(plan)),
     ]
     for key, secret in SYNAPSE_SECRETS.items():
         if p.is_main or not secret.main_only:

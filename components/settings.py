@@ -82,6 +82,10 @@ ENFORCED_HOMESERVER_KEYS = frozenset(
         "registration_shared_secret", "trusted_key_servers", "enable_media_repo",
         "worker_replication_secret_path", "macaroon_secret_key_path", "form_secret_path",
         "registration_shared_secret_path",
+        # synapse:federation
+        "federation_custom_ca_list", "ip_range_whitelist", "federation_domain_whitelist",
+        "federation_client_minimum_tls_version", "allow_public_rooms_over_federation",
+        "allow_profile_lookup_over_federation",
         "worker_app", "worker_name", "worker_listeners", "worker_log_config",
         *{k for c in WORKER_CLASSES for k in c.duties},
     }
@@ -141,6 +145,27 @@ class MetricsSettings:
     retention_days: int = 15  # Prometheus's default
 
 
+# Outbound federation TLS versions Synapse accepts
+# (federation_client_minimum_tls_version, synapse/config/tls.py).
+TLS_VERSIONS = ("1", "1.1", "1.2", "1.3")
+
+
+@dataclass(frozen=True)
+class FederationSettings:
+    """`synapse:federation`: whom this server federates with, and how it trusts them."""
+    # PEM of each extra CA trusted for outbound federation TLS, one certificate each
+    # (federation_custom_ca_list); the system CAs are then no longer trusted.
+    custom_ca_certificates: tuple[str, ...] = ()
+    # Networks outbound requests may reach although ip_range_blacklist covers them.
+    ip_range_whitelist: tuple[str, ...] = ()
+    # Server names to federate with, and no others; None: any server.
+    domain_whitelist: tuple[str, ...] | None = None
+    # TLS 1.0 and 1.1 are deprecated (RFC 8996); Synapse's own default is "1".
+    minimum_tls_version: str = "1.2"
+    allow_public_rooms: bool = False  # other servers may read our room directory
+    allow_profile_lookup: bool = True  # other servers may read our users' profiles
+
+
 @dataclass(frozen=True)
 class LogSettings:
     level: str
@@ -184,6 +209,7 @@ class Settings:
     # Healthcheck start_interval (s) for every container; 0: none. Docker 25+ only
     # (API 1.44): pulumi-docker's client refuses it on an older engine.
     healthcheck_start_interval_s: int = 0
+    federation: FederationSettings = FederationSettings()
 
 
 # --- small typed readers; each names the key path on error ---------------------
@@ -232,14 +258,15 @@ def _str(value: Any, path: tuple, check: Callable[[str], bool] | None = None,
     return value
 
 
-def _server_name(value: Any) -> str:
-    def ok(v: str) -> bool:
-        host, colon, port = v.rpartition(":") if v.count(":") == 1 else (v, "", "")
-        if colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-            return False
-        return bool(_HOST.match(host))
+def _is_server_name(v: str) -> bool:
+    host, colon, port = v.rpartition(":") if v.count(":") == 1 else (v, "", "")
+    if colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        return False
+    return bool(_HOST.match(host))
 
-    return _str(value, ("serverName",), ok, "a DNS name, optionally with :port")
+
+def _server_name(value: Any, path: tuple = ("serverName",)) -> str:
+    return _str(value, path, _is_server_name, "a DNS name, optionally with :port")
 
 
 def _base_url(value: Any) -> str:
@@ -363,6 +390,45 @@ def _metrics(raw: Mapping, nginx: NginxSettings) -> MetricsSettings:
                                path + ("scrapeIntervalSeconds",), 1, 3600),
         retention_days=_int(value.get("retentionDays", MetricsSettings.retention_days),
                             path + ("retentionDays",), 1, 3650),
+    )
+
+
+def _federation(raw: Mapping) -> FederationSettings:
+    value = _mapping(raw, "federation")
+    path = ("federation",)
+    _no_unknown(value, ("customCaCertificates", "ipRangeWhitelist", "domainWhitelist",
+                        "minimumTlsVersion", "allowPublicRooms", "allowProfileLookup"), path)
+    cas = value.get("customCaCertificates", [])
+    _expect(cas, list, path + ("customCaCertificates",), "a list of PEM CA certificates")
+    certificates: list[str] = []
+    for i, pem in enumerate(cas):
+        at = path + ("customCaCertificates", i)
+        found, problem = validators.ca_certificates(_str(pem, at, what="PEM text"))
+        if problem:
+            raise ConfigError(at, problem)
+        certificates += [c for c in found if c not in certificates]
+    ranges = value.get("ipRangeWhitelist", [])
+    _expect(ranges, list, path + ("ipRangeWhitelist",), "a list of networks")
+    domains = value.get("domainWhitelist")
+    if domains is not None:
+        _expect(domains, list, path + ("domainWhitelist",), "a list of server names")
+        domains = tuple(_server_name(d, path + ("domainWhitelist", i)) for i, d in enumerate(domains))
+    version = value.get("minimumTlsVersion", FederationSettings.minimum_tls_version)
+    if not isinstance(version, str) or version not in TLS_VERSIONS:
+        # A YAML 1.2 is a float: say to quote it.
+        raise ConfigError(path + ("minimumTlsVersion",),
+                          f"must be one of {', '.join(repr(v) for v in TLS_VERSIONS)} "
+                          f"(quoted), got {version!r}")
+    flag = lambda key, default: _expect(value.get(key, default), bool, path + (key,),  # noqa: E731
+                                        "true or false")
+    return FederationSettings(
+        custom_ca_certificates=tuple(certificates),
+        ip_range_whitelist=tuple(_cidr(n, path + ("ipRangeWhitelist", i))
+                                 for i, n in enumerate(ranges)),
+        domain_whitelist=domains,
+        minimum_tls_version=version,
+        allow_public_rooms=flag("allowPublicRooms", FederationSettings.allow_public_rooms),
+        allow_profile_lookup=flag("allowProfileLookup", FederationSettings.allow_profile_lookup),
     )
 
 
@@ -500,7 +566,7 @@ KNOWN_KEYS = (
     "serverName", "publicBaseUrl", "namePrefix", "preset", "workers", "images", "nginx", "log",
     "sizes", "containerSizes", "maxUploadSizeMb", "trustedKeyServers", "egress",
     "reportStats", "extraConfig", "secretConfig", "postgres", "streamWriters",
-    "metrics", "healthcheckStartInterval", *ALL_SECRET_KEYS,
+    "metrics", "healthcheckStartInterval", "federation", *ALL_SECRET_KEYS,
 )
 
 
@@ -546,6 +612,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         stream_writers=_stream_writers(raw, workers),
         healthcheck_start_interval_s=_int(raw.get("healthcheckStartInterval", 0),
                                           ("healthcheckStartInterval",), 0, 60),
+        federation=_federation(raw),
     )
 
 

@@ -35,6 +35,7 @@ SYNAPSE_MAIN_INSTANCE = "master"  # main's instance name inside Synapse
 MAIN_CONFIG_PATH = f"{CONFIG_DIR}/main.yaml"  # what only main reads
 SECRET_CONFIG_PATH = f"{SECRETS_DIR}/config.yaml"  # the operator's synapse:secretConfig
 SIGNING_KEY_PATH = f"{SECRETS_DIR}/signing.key"
+FEDERATION_CA_DIR = f"{CONFIG_DIR}/federation-ca"  # synapse:federation.customCaCertificates
 PGPASS_PATH = f"{SECRETS_DIR}/pgpass"
 
 POSTGRES_DB = "synapse"
@@ -71,7 +72,6 @@ DEFAULTS: Mapping[str, Any] = {
     "enable_registration": False,
     "allow_guest_access": False,
     "suppress_key_server_warning": True,
-    "allow_public_rooms_over_federation": False,
     "url_preview_enabled": False,
     "presence": {"enabled": True},
     "user_directory": {"enabled": True, "search_all_users": False},
@@ -96,6 +96,32 @@ def worker_config_path(name: str) -> str:
 
 def log_file_path(worker_class: str) -> str:
     return f"{DATA_DIR}/log/{worker_class}.log"
+
+
+def federation_ca_files(plan: Plan) -> dict[str, str]:
+    """One file per extra federation CA: Synapse loads one certificate per file
+    (synapse/config/tls.py, Certificate.loadPEM)."""
+    return {f"{FEDERATION_CA_DIR}/ca-{i}.pem": pem
+            for i, pem in enumerate(plan.settings.federation.custom_ca_certificates)}
+
+
+def _federation(plan: Plan) -> dict[str, Any]:
+    """synapse:federation as Synapse's options (synapse/config/federation.py,
+    tls.py, server.py)."""
+    f = plan.settings.federation
+    out: dict[str, Any] = {
+        "federation_client_minimum_tls_version": f.minimum_tls_version,
+        "allow_public_rooms_over_federation": f.allow_public_rooms,
+        "allow_profile_lookup_over_federation": f.allow_profile_lookup,
+    }
+    if f.custom_ca_certificates:
+        # Replaces the system's trust store for outbound federation (tls.py).
+        out["federation_custom_ca_list"] = list(federation_ca_files(plan))
+    if f.ip_range_whitelist:
+        out["ip_range_whitelist"] = list(f.ip_range_whitelist)
+    if f.domain_whitelist is not None:
+        out["federation_domain_whitelist"] = list(f.domain_whitelist)
+    return out
 
 
 def dump(data: Mapping[str, Any]) -> str:
@@ -171,6 +197,7 @@ def homeserver_dict(plan: Plan) -> dict[str, Any]:
                            for k, v in plan.stream_writers.items()},
         **{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in plan.duties.items()},
         **plan.shared,
+        **_federation(plan),
         **{f.option: f.path for f in SYNAPSE_SECRETS.values() if not f.main_only},
     }
     # Server identity first for readers, then defaults and extraConfig, then topology.

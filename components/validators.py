@@ -164,3 +164,42 @@ def http_url_problem(url: str) -> str | None:
     if not _URL_PATH.fullmatch(parts.path):
         return "the path holds characters a URL must escape (or a bad % escape)"
     return None
+
+
+# --- CA certificates ----------------------------------------------------------
+
+
+def ca_certificates(pem: str, now=None) -> tuple[list[str], str | None]:
+    """The certificates in a PEM bundle, each re-encoded on its own (Synapse's
+    federation_custom_ca_list reads one certificate per file: synapse/config/tls.py
+    loads each with Certificate.loadPEM), or the reason the bundle is refused.
+    Parsed with `cryptography`, never by hand."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    blocks = re.findall(r"-----BEGIN ([A-Z0-9 ]+)-----", pem)
+    if not blocks:
+        return [], "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    if set(blocks) != {"CERTIFICATE"}:
+        return [], f"holds a {sorted(set(blocks) - {'CERTIFICATE'})[0]} block; only certificates belong here"
+    try:
+        certs = x509.load_pem_x509_certificates(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as e:
+        return [], f"is not a readable PEM certificate ({e})"
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    out = []
+    for cert in certs:
+        subject = cert.subject.rfc4514_string() or "(no subject)"
+        if cert.not_valid_after_utc < now:
+            return [], f"certificate {subject!r} expired on {cert.not_valid_after_utc:%Y-%m-%d}"
+        try:
+            constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            constraints = None
+        if constraints is not None and not constraints.ca:
+            return [], (f"certificate {subject!r} is not a CA certificate (basicConstraints "
+                        "CA:FALSE); give the CA that signed the peers' certificates")
+        out.append(cert.public_bytes(Encoding.PEM).decode("ascii"))
+    return out, None

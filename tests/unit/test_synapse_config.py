@@ -206,3 +206,44 @@ def test_synapse_accepts_writers_from_the_stream_writers_setting(tmp_path):
         assert writers.device_lists == ["client_sync1", "rooms1"]
         assert writers.thread_subscriptions == ["rooms1", "master"]
         assert writers.quarantined_media_changes == ["master", "media1"]
+
+
+def test_federation_settings_reach_synapse_as_its_own_options(tmp_path):
+    """synapse:federation, parsed back by Synapse: each CA its own file in every
+    Synapse container (and only there), the ranges, the closed federation."""
+    from tests.support.certs import self_signed
+
+    ca1, ca2 = self_signed("CA one"), self_signed("CA two")
+    settings = load_settings({"serverName": "a.test", "federation": {
+        "customCaCertificates": [ca1 + ca2, ca1],  # a bundle, and a repeat
+        "ipRangeWhitelist": ["172.16.0.0/12", "fd00::/8"],
+        "domainWhitelist": ["b.test", "c.test:8448"],
+        "minimumTlsVersion": "1.3",
+        "allowPublicRooms": True,
+        "allowProfileLookup": False,
+    }}, "t")
+    deployment = build_deployment(build_plan(settings))
+    paths = ["/conf/federation-ca/ca-0.pem", "/conf/federation-ca/ca-1.pem"]
+    for spec in deployment.containers:
+        has = [p for p in paths if p in spec.rendered_files()]
+        assert has == (paths if spec.role in ("main", "worker") else []), spec.key
+    cfg = parse(deployment.container("sender1"), tmp_path)
+    # Synapse built its trust root from exactly the two CAs, in order.
+    roots = cfg.tls.federation_ca_trust_root._caCerts
+    assert [r.to_cryptography().subject.rfc4514_string() for r in roots] == ["CN=CA one", "CN=CA two"]
+    assert "172.20.1.1" in cfg.server.federation_ip_range_allowlist
+    assert "10.0.0.1" not in cfg.server.federation_ip_range_allowlist
+    assert cfg.federation.federation_domain_whitelist == {"b.test": True, "c.test:8448": True}
+    assert cfg.tls.federation_client_minimum_tls_version == "1.3"
+    assert cfg.server.allow_public_rooms_over_federation is True
+    assert cfg.federation.allow_profile_lookup_over_federation is False
+
+
+def test_federation_defaults_open_federation_over_tls_1_2_and_a_closed_directory(tmp_path):
+    cfg = parse(build_deployment(plan_for()).container("main"), tmp_path)
+    assert cfg.federation.federation_domain_whitelist is None
+    assert cfg.tls.federation_ca_trust_root is None  # the system's CAs
+    assert cfg.tls.federation_client_minimum_tls_version == "1.2"
+    assert cfg.server.allow_public_rooms_over_federation is False
+    assert cfg.federation.allow_profile_lookup_over_federation is True
+    assert "172.20.1.1" not in (cfg.server.federation_ip_range_allowlist or [])

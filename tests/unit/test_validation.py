@@ -11,6 +11,7 @@ the Pulumi CLI would (fake_decrypt), the render command cannot.
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -23,10 +24,14 @@ from components import stack as program
 from components.errors import ConfigError
 from components.stack_config import Encrypted, override_arg, read_stack_file
 from tests.support.capture import _run, install_pairs, stack_file_pairs
+from tests.support.certs import private_key_pem, self_signed
 
 DEV = Path("config/Pulumi.dev.yaml")
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 GOOD_KEY = "ed25519 a_abc " + "A" * 43
+# PEM as one JSON-quoted YAML scalar (YAML reads JSON strings).
+q = json.dumps
+LEAF, EXPIRED_CA, A_KEY = self_signed("leaf", ca=False), self_signed(expired=True), private_key_pem()
 
 
 def fake_decrypt(ciphertext: str) -> str:
@@ -266,6 +271,39 @@ BAD = [
          "synapse:metrics.scrapeIntervalSeconds", "between 1 and 3600"),
     case("metrics-retention-float", "synapse:metrics:\n  retentionDays: 1.5",
          "synapse:metrics.retentionDays", "an integer"),
+    case("federation-not-object", "synapse:federation: open", "synapse:federation", "an object"),
+    case("federation-unknown-key", "synapse:federation:\n  whitelist: []",
+         "synapse:federation.whitelist", "unknown key"),
+    case("federation-ca-not-list", f"synapse:federation:\n  customCaCertificates: {q(LEAF)}",
+         "synapse:federation.customCaCertificates", "a list of PEM CA certificates"),
+    case("federation-ca-not-pem", "synapse:federation:\n  customCaCertificates: [my-ca]",
+         "synapse:federation.customCaCertificates[0]", "holds no PEM certificate"),
+    case("federation-ca-is-a-key", f"synapse:federation:\n  customCaCertificates: [{q(A_KEY)}]",
+         "synapse:federation.customCaCertificates[0]", "holds a PRIVATE KEY block"),
+    case("federation-ca-broken", "synapse:federation:\n  customCaCertificates: "
+         "['-----BEGIN CERTIFICATE-----\n  AAAA\n  -----END CERTIFICATE-----']",
+         "synapse:federation.customCaCertificates[0]", "not a readable PEM certificate"),
+    case("federation-ca-is-a-leaf", f"synapse:federation:\n  customCaCertificates: [{q(LEAF)}]",
+         "synapse:federation.customCaCertificates[0]", "is not a CA certificate"),
+    case("federation-ca-expired", "synapse:federation:\n  customCaCertificates: "
+         f"[{q(self_signed())}, {q(EXPIRED_CA)}]",
+         "synapse:federation.customCaCertificates[1]", "expired on"),
+    case("federation-ip-range-not-cidr", "synapse:federation:\n  ipRangeWhitelist: [10.1.2.0/40]",
+         "synapse:federation.ipRangeWhitelist[0]", "CIDR"),
+    case("federation-ip-range-not-list", "synapse:federation:\n  ipRangeWhitelist: 10.0.0.0/8",
+         "synapse:federation.ipRangeWhitelist", "a list of networks"),
+    case("federation-domain-bad", "synapse:federation:\n  domainWhitelist: [matrix.org, 'a b']",
+         "synapse:federation.domainWhitelist[1]", "a DNS name"),
+    case("federation-domain-port", "synapse:federation:\n  domainWhitelist: ['c.test:99999']",
+         "synapse:federation.domainWhitelist[0]", "a DNS name"),
+    case("federation-tls-version-float", "synapse:federation:\n  minimumTlsVersion: 1.2",
+         "synapse:federation.minimumTlsVersion", "(quoted), got 1.2"),
+    case("federation-tls-version-unknown", "synapse:federation:\n  minimumTlsVersion: '1.4'",
+         "synapse:federation.minimumTlsVersion", "must be one of"),
+    case("federation-public-rooms-text", "synapse:federation:\n  allowPublicRooms: 'no'",
+         "synapse:federation.allowPublicRooms", "true or false"),
+    case("federation-extra-config", "synapse:extraConfig:\n  ip_range_whitelist: [10.0.0.0/8]",
+         "synapse:extraConfig.ip_range_whitelist", "use the dedicated stack setting"),
     case("postgres-not-object", "synapse:postgres: fast", "synapse:postgres", "an object"),
     case("postgres-unknown-key", "synapse:postgres:\n  tuning: {}", "synapse:postgres.tuning",
          "unknown key"),
