@@ -29,9 +29,17 @@ HASH_LABEL = "synapse-e2e.build-hash"
 ROOTFS_REPO = "synapse-e2e-rootfs"
 # A second tag of the Synapse stand-in, with its own image ID: the e2e image change.
 SYNAPSE_NEXT = "matrixdotorg/synapse:v1.163.2-next"
+# An older Synapse release, for the federation peers the tests configure by hand
+# (tests/e2e/fedbed.py): a mistake our renderer shares with itself cannot hide there.
+PEER_SYNAPSE_VERSION = "1.140.0"
+# Its dependencies as they were a few days after its release: today's
+# prometheus_client breaks 1.140's metrics module (InFlightGauge's MRO).
+PEER_EXCLUDE_NEWER = "2025-10-20"
+SYNAPSE_PEER = f"matrixdotorg/synapse:v{PEER_SYNAPSE_VERSION}"
 IMAGES = {  # tag the program expects -> Dockerfile with its metadata
     "matrixdotorg/synapse:v1.163.2": "Dockerfile.synapse",
     SYNAPSE_NEXT: "Dockerfile.synapse-next",
+    SYNAPSE_PEER: "Dockerfile.synapse-peer",
     "postgres:15-bookworm": "Dockerfile.postgres",
     "redis:7.0-bookworm": "Dockerfile.redis",
     "nginx:1.22.1": "Dockerfile.nginx",
@@ -99,6 +107,8 @@ def build_rootfs(client, build_hash):
         SUITE, "-", *MIRRORS,
     ]
     env = dict(os.environ, E2E_UV=str(uv_binary()), E2E_SYNAPSE_REQUIREMENT=SYNAPSE_REQUIREMENT,
+               E2E_SYNAPSE_PEER_REQUIREMENT=f"matrix-synapse=={PEER_SYNAPSE_VERSION}",
+               E2E_SYNAPSE_PEER_EXCLUDE_NEWER=PEER_EXCLUDE_NEWER,
                E2E_ROOTFS_FILES=str(HERE / "rootfs"))
     ref = f"{ROOTFS_REPO}:{build_hash[:12]}"
     log = CACHE / "mmdebstrap.log"

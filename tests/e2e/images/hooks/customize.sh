@@ -1,6 +1,7 @@
 #!/bin/sh
 # mmdebstrap customize hook: runs after all packages are installed, with the
-# rootfs as $1. Needs E2E_UV (a uv binary), E2E_SYNAPSE_REQUIREMENT and
+# rootfs as $1. Needs E2E_UV (a uv binary), E2E_SYNAPSE_REQUIREMENT,
+# E2E_SYNAPSE_PEER_REQUIREMENT, E2E_SYNAPSE_PEER_EXCLUDE_NEWER and
 # E2E_ROOTFS_FILES (our files, overlaid onto the rootfs) from build.py.
 set -eu
 root="$1"
@@ -19,6 +20,10 @@ in_root() {
 in_root /tmp/uv venv --quiet --system-site-packages --python /usr/bin/python3 /opt/synapse
 in_root /tmp/uv pip install --quiet --python /opt/synapse/bin/python --compile-bytecode \
     "$E2E_SYNAPSE_REQUIREMENT"
+# The federation peers' older release, in a venv of its own (SQLite: no psycopg2).
+in_root /tmp/uv venv --quiet --python /usr/bin/python3 /opt/synapse-peer
+in_root /tmp/uv pip install --quiet --python /opt/synapse-peer/bin/python --compile-bytecode \
+    --exclude-newer "$E2E_SYNAPSE_PEER_EXCLUDE_NEWER" "$E2E_SYNAPSE_PEER_REQUIREMENT"
 rm "$root/tmp/uv" "$root/tmp/ca.crt"
 
 # Our entrypoints and configs, owned by root whatever the checkout's umask.
