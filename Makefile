@@ -80,7 +80,7 @@ e2e: venv host images
 host:
 	bash tests/e2e/host_setup.sh
 
-## Benchmarks (not part of `make test`): planning, deploy, change and serving cost on
+## Benchmarks (not part of `make test`): planning, deploy, change, serving and federation cost on
 ## this machine; writes benchmarks/results/*.json, benchmarks/plots/*.png and BENCHMARKS.md.
 bench: .venv/.bench-installed host images
 	$(PY) -m benchmarks

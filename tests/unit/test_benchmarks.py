@@ -80,7 +80,8 @@ def test_report_says_which_sections_are_not_run_yet(tmp_path, monkeypatch):
     monkeypatch.setattr(report.machine, "collect", lambda: MACHINE)
     text = report.render(results=tmp_path / "results", plots_dir=tmp_path / "plots")
     headings = [line for line in text.splitlines() if line.startswith("## ")]
-    assert headings == ["## Planning cost", "## Deploy time", "## Change cost", "## Serving"]
+    assert headings == ["## Planning cost", "## Deploy time", "## Change cost", "## Serving",
+                        "## Federation"]
     for name in registry.ORDER:
         assert f"Not run yet: `make bench` (or `.venv/bin/python -m benchmarks --only {name}`)" \
             in text
@@ -179,3 +180,22 @@ def test_make_bench_installs_its_requirements_and_is_not_part_of_make_test():
         == "-r requirements-dev.txt"
     readme = (registry.ROOT / "README.md").read_text()
     assert "| `make bench`" in readme and "## Benchmarks" in readme
+
+
+def test_federation_report_gives_each_destination_and_class_per_preset():
+    from benchmarks import bench_federation as bf
+
+    def lat(p50):
+        return {"n": 10, "min": p50 / 2, "p50": p50, "p95": p50 * 2, "p99": p50 * 3,
+                "max": p50 * 4, "lost": 0}
+
+    result = {"seconds": 60, "presets": {
+        "specialized": {"latency_s": {"B": lat(0.1), "C": lat(0.2), "D": {**lat(0.3), "lost": 2}},
+                        "cores_by_class": {"sender": 0.25, "main": 0.1, "nginx": 0.05}},
+        "monolith": {"latency_s": {"B": lat(0.05), "C": lat(0.06), "D": lat(0.07)},
+                     "cores_by_class": {"main": 0.3, "nginx": 0.04}},
+    }}
+    text = bf.markdown(result, [])
+    assert "| specialized | 100 / 200 / 300 | 200 / 400 / 600 | 300 / 600 / 900 | 2 | 0.35 |" in text
+    assert "| monolith | 50 / 100 / 150 | 60 / 120 / 180 | 70 / 140 / 210 | 0 | 0.30 |" in text
+    assert "| sender | 0.250 | 0.000 |" in text  # a class the monolith lacks reads 0

@@ -190,8 +190,9 @@ def frontend_network(deployed: replay.Deployed) -> str:
     return f"{deployed.outputs['namePrefix']}-frontend"
 
 
-def up() -> Bed:
-    """Build the bed from nothing: CAs, network, A and B (replayed), C and D, relays."""
+def up(a_preset: str | None = None) -> Bed:
+    """Build the bed from nothing: CAs, network, A and B (replayed), C and D, relays.
+    `a_preset`: A's preset instead of its stack file's (`specialized`)."""
     client = _client()
     remove_bed(client)
     workdir = Path(tempfile.mkdtemp(prefix="fedbed-"))
@@ -211,8 +212,11 @@ def up() -> Bed:
     for key, (source, stack, name, base_url, port_base, _) in OURS.items():
         config = _stack_file(workdir, stack, source)
         replay.down(config, delete_data=True)
-        deployed = replay.up(config, stack_overrides(name, base_url, port_base, ca_pem,
-                                                     certs[key].fullchain, certs[key].key))
+        overrides = stack_overrides(name, base_url, port_base, ca_pem,
+                                    certs[key].fullchain, certs[key].key)
+        if key == "A" and a_preset:
+            overrides["preset"] = a_preset
+        deployed = replay.up(config, overrides)
         bed.configs[key] = config
         bed.servers[key] = Server(name, deployed.nginx_url, deployed.admin_url,
                                   deployed.registration_shared_secret, deployed=deployed)
