@@ -79,6 +79,7 @@ class Side:
     plan: Plan
     deployment: Deployment
     secure: Mapping[str, Any]  # secret config key -> its `secure:` value (or None)
+    warnings: tuple[str, ...] = ()  # the config's own (stack_config.StackConfig.warnings)
 
 
 @dataclass
@@ -120,7 +121,7 @@ def load_side(path: Path, overrides: Mapping[str, Any] | None = None,
     given = {k: "sha256:" + hashlib.sha256(str(v).encode()).hexdigest()
              for k, v in (overrides or {}).items() if k in SECRET_VALUED}
     return Side(path, config.plan, build_deployment(config.plan),
-                {k: given.get(k, secure.get(k)) for k in SECRET_VALUED})
+                {k: given.get(k, secure.get(k)) for k in SECRET_VALUED}, config.warnings)
 
 
 def _secrets_marking(changed: set[str]) -> dict[str, str]:
@@ -274,7 +275,7 @@ def impact(old: Side, new: Side) -> Report:
     new_vols = {v.name for v in new.deployment.volumes}
     return Report(
         changes=changes,
-        warnings=warnings_for(old.plan, new.plan, restarted),
+        warnings=[*new.warnings, *warnings_for(old.plan, new.plan, restarted)],
         volumes_created=sorted(new_vols - old_vols),
         volumes_left=sorted(v.name for v in old.deployment.volumes
                             if v.name not in new_vols and v.retain),

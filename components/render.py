@@ -88,9 +88,12 @@ def main(argv: list[str] | None = None) -> int:
                              "`pulumi config set --path` does: workers.rooms=8")
     args = parser.parse_args(argv)
     try:
-        deployment = deployment_for(args.config, dict(args.set))
+        config = read_stack_file(args.config, dict(args.set))
     except (ConfigError, OSError, yaml.YAMLError) as e:
         return cli_error(args.config, e)
+    for warning in config.warnings:
+        print(f"{args.config}: warning: {warning}", file=sys.stderr)
+    deployment = build_deployment(config.plan)
     write(deployment, args.out)
     print(f"wrote {sum(len(c.files) for c in deployment.containers)} files for "
           f"{len(deployment.containers)} containers to {args.out}")

@@ -114,6 +114,8 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
 
 def main() -> Mapping[str, Any]:
     config = read_config()
+    for warning in config.warnings:
+        pulumi.log.warn(warning)
     plan = config.plan
     outputs = deploy(plan, build_deployment(plan),
                      stack_secrets(config.secrets, config.secret_config))

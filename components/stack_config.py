@@ -61,6 +61,7 @@ from typing import Any, Callable, Collection, Mapping
 
 import yaml
 
+from components import tls_material
 from components.errors import ConfigError
 from components.settings import (
     ALL_SECRET_KEYS,
@@ -98,6 +99,8 @@ class StackConfig:
     # decrypting), or None (the program generates it).
     secrets: Mapping[str, str | Encrypted | None]
     secret_config: Mapping[str, Any] | Encrypted
+    # Said before deploying, not refused (a certificate about to expire, ...).
+    warnings: tuple[str, ...] = ()
 
 
 # --- the one reader -------------------------------------------------------------
@@ -121,9 +124,21 @@ def read_stack(pairs: Mapping[str, Any], secret_keys: Collection[str], stack: st
     settings = load_settings(raw, stack)
     _check_secrets(secrets)
     check_required_secrets(settings, {k for k, v in secrets.items() if v is not None})
+    warnings = _check_tls(settings, secrets)
     plan = build_plan(settings)
     return StackConfig(settings, plan, secrets,
-                       secret_config if secret_config not in (None, "") else {})
+                       secret_config if secret_config not in (None, "") else {},
+                       tuple(warnings))
+
+
+def _check_tls(settings: Settings, secrets: Mapping[str, Any]) -> list[str]:
+    """The TLS certificate and key together (tls_material), where they are readable
+    (the render command and the impact report cannot decrypt `secure:` values;
+    the program can)."""
+    cert, key = secrets.get("tlsCertificate"), secrets.get("tlsKey")
+    if not settings.nginx.tls or not isinstance(cert, str) or not isinstance(key, str):
+        return []
+    return tls_material.check(cert, key, settings.public_base_url, settings.server_name)
 
 
 def from_pulumi(pairs: Mapping[str, Any]) -> dict[str, Any]:

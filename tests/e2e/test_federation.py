@@ -417,6 +417,13 @@ def test_remote_media_is_fetched_through_the_media_worker_both_ways(world: World
                   if e.who == "alice" and "/media/download/" in e.path]
         assert served and all(process_of(e.served_by, world.a.synapse) == "media1"
                               for e in served), served
+        # ... which asked C through authenticated federation media (MSC3916), not the
+        # old unauthenticated /_matrix/media/v3/download.
+        media_id = up_c.content_uri.rsplit("/", 1)[1]
+        fetched = re.compile(r"\[c\.test\] Completed request: 200 .* GET matrix-federation://"
+                             rf"c\.test/_matrix/federation/v1/media/download/{re.escape(media_id)}")
+        assert fetched.search(fedbed.container_logs(world.a.containers["media1"])), \
+            "A's media worker did not fetch it from C over /_matrix/federation/v1/media"
         up_a, _ = await alice.upload(lambda *_: png_a, "image/png", "from-a.png", filesize=len(png_a))
         assert isinstance(up_a, nio.UploadResponse), up_a
         got = await carol.download(up_a.content_uri)  # C fetches it from A's media worker

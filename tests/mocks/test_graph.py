@@ -314,7 +314,7 @@ def test_operator_secret_config_lands_only_in_a_secret_file():
 def test_tls_certificate_and_key_are_secret_files_staged_for_nginx_only(tmp_path):
     """Staged in nginx-config, owned by nginx's user, published into the volume
     nginx reads (read-only nginx takes no uploads) at the paths nginx.conf names."""
-    issued = issue(tmp_path, ["matrix.example.org"])
+    issued = issue(tmp_path, ["example.org"])  # publicBaseUrl's host, by default
     cap = run_program({"serverName": "example.org", "nginx": {"tls": True},
                        "tlsCertificate": issued.fullchain, "tlsKey": issued.key},
                       secret_keys=("tlsCertificate", "tlsKey"))

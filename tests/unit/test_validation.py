@@ -24,7 +24,7 @@ from components import stack as program
 from components.errors import ConfigError
 from components.stack_config import Encrypted, override_arg, read_stack_file
 from tests.support.capture import _run, install_pairs, stack_file_pairs
-from tests.support.certs import private_key_pem, self_signed
+from tests.support.certs import issued_chain, private_key_pem, self_signed
 
 DEV = Path("config/Pulumi.dev.yaml")
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -32,6 +32,9 @@ GOOD_KEY = "ed25519 a_abc " + "A" * 43
 # PEM as one JSON-quoted YAML scalar (YAML reads JSON strings).
 q = json.dumps
 LEAF, EXPIRED_CA, A_KEY = self_signed("leaf", ca=False), self_signed(expired=True), private_key_pem()
+CHAIN, CHAIN_KEY, _ = issued_chain(["example.org"])
+OTHER_CHAIN, OTHER_KEY, _ = issued_chain(["example.org"])
+TLS_ON = "synapse:nginx:\n  tls: true\n"
 
 
 def fake_decrypt(ciphertext: str) -> str:
@@ -256,6 +259,14 @@ BAD = [
     case("tls-certificate-not-pem", "synapse:nginx:\n  tls: true\n"
          "synapse:tlsCertificate: not a certificate\nsynapse:tlsKey: not a key",
          "synapse:tlsCertificate", "must be PEM certificates only"),
+    case("tls-key-of-another-certificate", f"{TLS_ON}synapse:tlsCertificate: {q(CHAIN)}\n"
+         f"synapse:tlsKey: {q(OTHER_KEY)}", "synapse:tlsKey", "does not match the certificate"),
+    case("tls-key-body-not-a-key", f"{TLS_ON}synapse:tlsCertificate: {q(CHAIN)}\nsynapse:tlsKey: "
+         f"{q('-----BEGIN PRIVATE KEY-----' + chr(10) + 'AAAA' + chr(10) + '-----END PRIVATE KEY-----')}",
+         "synapse:tlsKey", "not a readable unencrypted PEM private key"),
+    case("tls-certificate-other-name", f"{TLS_ON}synapse:publicBaseUrl: https://m.example.net/\n"
+         f"synapse:tlsCertificate: {q(CHAIN)}\nsynapse:tlsKey: {q(CHAIN_KEY)}",
+         "synapse:tlsCertificate", "does not cover m.example.net"),
     case("http-port-clash", "synapse:nginx:\n  tls: true\n  httpPort: 8009",
          "synapse:nginx.httpPort", "8009 is already nginx.adminPort"),
     case("metrics-not-object", "synapse:metrics: on", "synapse:metrics", "an object"),
