@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from components import postgres_conf, provider_model, validators
+from components import postgres_conf, provider_model, secret_options, validators
 from components.errors import ConfigError
 from components.workers import (
     CLASS_NAMES, DEFAULT_PRESET, MAIN, MAIN_KEEPS_WRITING, PRESETS, ROUTED_STREAMS,
@@ -495,6 +495,15 @@ def _extra_config(raw: Mapping) -> Mapping[str, Any]:
             raise ConfigError(("extraConfig", key),
                               "is managed by this program (topology, secrets or sockets); "
                               "use the dedicated stack setting instead")
+    found = secret_options.find(value)
+    if found:
+        # extraConfig lands in the plain homeserver.yaml, which previews print.
+        path, why = found
+        raise ConfigError(("extraConfig", *path),
+                          f"holds a secret ({why}); put the whole {path[0]!r} section in "
+                          "synapse:secretConfig (pulumi config set --secret --path "
+                          f"'synapse:secretConfig.{path[0]}...'), which goes to its own "
+                          "0400 file, not the plain homeserver.yaml")
     return _freeze(value)
 
 

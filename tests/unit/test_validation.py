@@ -282,6 +282,47 @@ BAD = [
          "synapse:metrics.scrapeIntervalSeconds", "between 1 and 3600"),
     case("metrics-retention-float", "synapse:metrics:\n  retentionDays: 1.5",
          "synapse:metrics.retentionDays", "an integer"),
+    # Secrets in extraConfig (components/secret_options.py): each named option, nested ones too.
+    case("extra-smtp-pass", "synapse:extraConfig:\n  email: {smtp_host: mx, smtp_pass: hunter22}",
+         "synapse:extraConfig.email.smtp_pass", "holds a secret (Synapse's email.smtp_pass"),
+    case("extra-oidc-client-secret", "synapse:extraConfig:\n  oidc_providers:\n"
+         "    - {idp_id: a, client_id: x}\n    - {idp_id: b, client_id: y, client_secret: s}",
+         "synapse:extraConfig.oidc_providers[1].client_secret", "put the whole 'oidc_providers'"),
+    case("extra-oidc-jwt-key", "synapse:extraConfig:\n  oidc_providers:\n"
+         "    - {idp_id: a, client_secret_jwt_key: {key: k, jwt_header: {alg: ES256}}}",
+         "synapse:extraConfig.oidc_providers[0].client_secret_jwt_key.key", "holds a secret"),
+    case("extra-legacy-oidc", "synapse:extraConfig:\n  oidc_config: {client_secret: s}",
+         "synapse:extraConfig.oidc_config.client_secret", "holds a secret"),
+    case("extra-jwt-secret", "synapse:extraConfig:\n  jwt_config: {enabled: true, secret: s}",
+         "synapse:extraConfig.jwt_config.secret", "jwt.py"),
+    case("extra-recaptcha-private", "synapse:extraConfig:\n  recaptcha_private_key: k",
+         "synapse:extraConfig.recaptcha_private_key", "captcha.py"),
+    case("extra-recaptcha-public", "synapse:extraConfig:\n  recaptcha_public_key: k",
+         "synapse:extraConfig.recaptcha_public_key", "captcha.py"),
+    case("extra-turn-secret", "synapse:extraConfig:\n  turn_shared_secret: t",
+         "synapse:extraConfig.turn_shared_secret", "voip.py"),
+    case("extra-turn-password", "synapse:extraConfig:\n  turn_password: t",
+         "synapse:extraConfig.turn_password", "voip.py"),
+    case("extra-pepper", "synapse:extraConfig:\n  password_config: {enabled: true, pepper: p}",
+         "synapse:extraConfig.password_config.pepper", "auth.py"),
+    case("extra-mas-secret", "synapse:extraConfig:\n  matrix_authentication_service: "
+         "{enabled: true, secret: s}", "synapse:extraConfig.matrix_authentication_service.secret",
+         "mas.py"),
+    case("extra-msc3861-token", "synapse:extraConfig:\n  experimental_features:\n"
+         "    msc3861: {admin_token: t}",
+         "synapse:extraConfig.experimental_features.msc3861.admin_token", "MSC3861"),
+    case("extra-ldap-bind-password", "synapse:extraConfig:\n  password_providers:\n"
+         "    - module: ldap_auth_provider.LdapAuthProvider\n"
+         "      config: {uri: 'ldap://x', bind_dn: cn=x, bind_password: p}",
+         "synapse:extraConfig.password_providers[0].config.bind_password", "named like a secret"),
+    case("extra-s3-secret-key", "synapse:extraConfig:\n  media_storage_providers:\n"
+         "    - module: s3_storage_provider.S3StorageProviderBackend\n"
+         "      config: {bucket: b, access_key_id: id, secret_access_key: k}",
+         "synapse:extraConfig.media_storage_providers[0].config.secret_access_key",
+         "named like a secret"),
+    case("extra-module-api-token", "synapse:extraConfig:\n  modules:\n"
+         "    - module: m.M\n      config: {nested: {api_token: t}}",
+         "synapse:extraConfig.modules[0].config.nested.api_token", "named like a secret"),
     case("federation-not-object", "synapse:federation: open", "synapse:federation", "an object"),
     case("federation-unknown-key", "synapse:federation:\n  whitelist: []",
          "synapse:federation.whitelist", "unknown key"),
