@@ -179,7 +179,7 @@ def _route_regex(route: Route) -> str:
     return f"~^{methods} (?:{route.pattern[1:]})"
 
 
-def _route_maps(plan: Plan, resolver: _Resolver) -> list[Node]:
+def _route_maps(resolver: _Resolver) -> list[Node]:
     *rules, last = routing.ROUTES
     if last.pattern != "^/" or last.methods:
         raise ValueError("the last routing rule must catch every request")
@@ -379,7 +379,7 @@ def _worker_processes(plan: Plan) -> int:
 def _http(plan: Plan) -> D:
     s = plan.settings
     resolver = _Resolver(plan)
-    routes = _route_maps(plan, resolver)  # creates the class and writer upstreams
+    routes = _route_maps(resolver)  # creates the class and writer upstreams
     scheme = urlsplit(s.public_base_url).scheme
     body: list[Node] = [
         D("server_tokens", ("off",)),

@@ -353,5 +353,3 @@ ROUTES: tuple[Route, ...] = (
           "createRoom, admin, SSO and /_synapse/client stay there",
           "POST /_matrix/client/v3/login", "GET /_synapse/admin/v1/server_version"),
 )
-
-ROUTES_BY_NAME: dict[str, Route] = {r.name: r for r in ROUTES}

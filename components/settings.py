@@ -40,7 +40,6 @@ DEFAULT_SIZES = {
     "large": {"cpus": 4, "memoryMb": 8192},
 }
 
-SERVICE_ROLES = ("main", "postgres", "redis", "nginx", "prometheus")
 DEFAULT_CONTAINER_SIZES = {
     "main": "medium",
     "postgres": "medium",
@@ -290,7 +289,9 @@ def _preset(raw: Mapping) -> str:
 def _workers(raw: Mapping, preset: str) -> Mapping[str, int]:
     value = _mapping(raw, "workers")
     _no_unknown(value, CLASS_NAMES, ("workers",))
-    counts = dict(PRESETS[preset])
+    # A class the preset does not name has no processes: adding a class to the
+    # table leaves every preset complete.
+    counts = {**dict.fromkeys(CLASS_NAMES, 0), **PRESETS[preset]}
     for name, count in value.items():
         counts[name] = _int(count, ("workers", name), 0, MAX_WORKERS_PER_CLASS)
     return _freeze(counts)

@@ -51,7 +51,6 @@ def inbound_socket(name: str) -> str:
 class Process:
     name: str  # instance name: "main", "rooms3"
     worker_class: str  # "main" for the main process
-    index: int  # 1-based within its class; 0 for main
     app: str
     replication_socket: str | None  # set iff the process is in instance_map
     inbound_socket: str | None  # set iff nginx routes requests to it
@@ -148,7 +147,6 @@ def build_plan(settings: Settings) -> Plan:
         Process(
             name=MAIN,
             worker_class=MAIN,
-            index=0,
             app=MAIN_APP,
             replication_socket=replication_socket(MAIN),
             inbound_socket=inbound_socket(MAIN),
@@ -158,12 +156,11 @@ def build_plan(settings: Settings) -> Plan:
         )
     ]
     for c in WORKER_CLASSES:
-        for i, name in enumerate(names[c.name], start=1):
+        for name in names[c.name]:
             processes.append(
                 Process(
                     name=name,
                     worker_class=c.name,
-                    index=i,
                     app=c.app,
                     replication_socket=replication_socket(name)
                     if name in needs_replication

@@ -24,10 +24,10 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
+# MAIN: Synapse's name for the main process in instance_map, and the routing
+# target for what only main serves: one name, defined with the routes.
 from components import routing
-from components.routing import Key
-
-MAIN = "main"  # Synapse's name for the main process in instance_map
+from components.routing import MAIN, Key
 
 GENERIC_WORKER = "synapse.app.generic_worker"
 MEDIA_REPOSITORY = "synapse.app.media_repository"
@@ -107,11 +107,6 @@ class WorkerClass:
     # Shared volumes (besides the sockets) every process of the class mounts.
     volumes: tuple[str, ...] = ()
     size: str = "medium"
-
-    @property
-    def routes(self) -> tuple[routing.Route, ...]:
-        """The endpoint rules whose target is this class (routing.ROUTES order)."""
-        return tuple(r for r in routing.ROUTES if r.target == self.name)
 
 
 WORKER_CLASSES: tuple[WorkerClass, ...] = (

@@ -1,7 +1,7 @@
 """The dev and prod stacks, replayed on Docker and driven by a real Matrix client.
 
 For each stack (module-scoped fixture, dev first): bring it up from empty through
-the replay (tests/e2e/replay.py), then, with matrix-nio through nginx: register
+the replay (tests/e2e/replay/), then, with matrix-nio through nginx: register
 users with the shared-secret admin API, log in, create a room, invite, join, send
 100 messages and read them back through /sync and /messages, typing, receipts,
 to-device, media, profile, room directory, the federation version and key server;

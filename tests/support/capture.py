@@ -1,7 +1,7 @@
 """Run the Pulumi program under Pulumi's unit-test mocks and record every resource
 it registers: type, name, inputs, parent, dependencies and resource options.
 
-Used by the mocks tests and by the replay harness (tests/e2e/replay.py), which
+Used by the mocks tests and by the replay harness (tests/e2e/replay/), which
 applies exactly these inputs to a real Docker engine. `preview=False`, so apply
 callbacks run and secret files are really rendered.
 """

@@ -29,10 +29,6 @@ def _first(method: str, path: str):
 EXAMPLES = [(r, ex) for r in ROUTES for ex in r.examples]
 
 
-def test_main_is_named_as_in_the_worker_table():
-    assert routing.MAIN == workers.MAIN
-
-
 def test_rule_names_are_unique_words():
     names = [r.name for r in ROUTES]
     assert len(names) == len(set(names)), names
@@ -79,11 +75,6 @@ def test_target_is_main_a_routable_class_or_a_stream_writer(route):
 def test_classes_nginx_reaches_have_rules_and_the_others_none(cls):
     has_rules = any(r.target == cls.name for r in ROUTES)
     assert has_rules == bool(cls.inbound_resources), cls.name
-
-
-@pytest.mark.parametrize("cls", workers.WORKER_CLASSES, ids=lambda c: c.name)
-def test_worker_table_holds_the_class_rules_in_table_order(cls):
-    assert cls.routes == tuple(r for r in ROUTES if r.target == cls.name), cls.name
 
 
 @pytest.mark.parametrize("route,example", [(r, ex) for r, ex in EXAMPLES

@@ -211,3 +211,18 @@ def test_stream_writers_arrive_from_pulumi_as_json():
     raw = from_pulumi({"synapse:serverName": "example.org",
                        "synapse:streamWriters": '{"receipts": ["client_sync1", "main"]}'})
     assert load_settings(raw, "t").stream_writers["receipts"] == ("client_sync1", "main")
+
+
+def test_a_preset_that_does_not_name_a_class_gives_it_no_process(monkeypatch):
+    """Adding a class to the table leaves every preset complete: the impact report,
+    which reads every class's count, works on it."""
+    from components import impact, settings as st
+    from components.topology import build_plan
+    from components.workers import CLASS_NAMES
+
+    monkeypatch.setattr(st, "PRESETS", {**st.PRESETS, "partial": {"rooms": 2}})
+    s = st.load_settings({"serverName": "example.org", "preset": "partial"}, "t")
+    assert dict(s.workers) == {**dict.fromkeys(CLASS_NAMES, 0), "rooms": 2}
+    one = st.load_settings({"serverName": "example.org"}, "t")
+    warnings = impact.warnings_for(build_plan(one), build_plan(s), [])
+    assert any("goes 1 -> 0" in w for w in warnings), warnings
