@@ -179,24 +179,26 @@ class Privileges:
 
 @dataclass(frozen=True)
 class ContainerSpec:
-    key: str  # logical name: process name, or "nginx"/"postgres"/"redis"
+    """One container. The defaults are a service's: no files, no ports, the
+    internal network only, no capabilities; `_spec` names it after the stack."""
+    key: str  # logical name: process name, or nginx, nginx-config, postgres, redis, prometheus
     name: str  # Docker container name
-    role: str  # main | worker | nginx | postgres | redis
-    worker_class: str | None
+    role: str  # main | worker | nginx | nginx-config | postgres | redis | prometheus
     image: str
-    command: tuple[str, ...]
-    entrypoint: tuple[str, ...] | None
-    env: Mapping[str, str]
     healthcheck: Healthcheck
-    files: tuple[File, ...]
-    mounts: tuple[Mount, ...]
-    networks: tuple[str, ...]
-    ports: tuple[Port, ...]
-    sockets: tuple[str, ...]
     size: str
-    depends_on: tuple[str, ...]  # container keys that must be healthy first
-    destroy_grace_seconds: int
-    privileges: Privileges
+    worker_class: str | None = None
+    command: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] | None = None  # None: the image's
+    env: Mapping[str, str] = field(default_factory=dict)
+    files: tuple[File, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    networks: tuple[str, ...] = ("backend",)
+    ports: tuple[Port, ...] = ()
+    sockets: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()  # container keys that must be healthy first
+    destroy_grace_seconds: int = 10
+    privileges: Privileges = Privileges()
     restart: str = "unless-stopped"
 
     def rendered_files(self, secrets: Secrets = PLACEHOLDERS) -> dict[str, str]:
@@ -245,6 +247,16 @@ class Deployment:
     def container_named(self, name: str) -> ContainerSpec:
         """By Docker name."""
         return next(c for c in self.containers if c.name == name)
+
+
+def _spec(plan: Plan, key: str, *, role: str | None = None, size_of: str | None = None,
+          **fields) -> ContainerSpec:
+    """A container of the stack: named `<namePrefix>-<key>`, sized by its role's (or
+    class's) entry in containerSizes; `role` defaults to the key."""
+    s = plan.settings
+    role = role or key
+    return ContainerSpec(key=key, name=f"{s.name_prefix}-{key}", role=role,
+                         size=s.container_sizes[size_of or role], **fields)
 
 
 # What start.sh needs as root: chown fresh volumes and the uploaded secrets, and
@@ -339,10 +351,10 @@ def _synapse_spec(plan: Plan, p: Process, shared: Mapping[str, str]) -> Containe
     command = ["run", *(f"--config-path={c}" for c in config)]
     mounts = [Mount("sockets", SOCKET_DIR), Mount(f"{p.name}-data", DATA_DIR),
               *(Mount(v, SHARED_MOUNTS[v]) for v in p.volumes)]
-    return ContainerSpec(
-        key=p.name,
-        name=f"{s.name_prefix}-{p.name}",
+    return _spec(
+        plan, p.name,
         role="main" if p.is_main else "worker",
+        size_of="main" if p.is_main else p.worker_class,
         worker_class=None if p.is_main else p.worker_class,
         image=s.images.synapse,
         command=tuple(command),
@@ -357,9 +369,7 @@ def _synapse_spec(plan: Plan, p: Process, shared: Mapping[str, str]) -> Containe
         files=tuple(files),
         mounts=tuple(mounts),
         networks=("backend", "frontend") if s.egress else ("backend",),
-        ports=(),
         sockets=p.sockets,
-        size=s.container_sizes["main" if p.is_main else p.worker_class],
         # Workers refuse to start before main has created the schema.
         depends_on=("postgres", "redis") if p.is_main else ("main",),
         destroy_grace_seconds=30,
@@ -473,15 +483,11 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
     loaded = shlex.quote(NGINX_LOADED)
     # What nginx serves when it serves these files: same order as its run.sh.
     staged = " ".join(shlex.quote(f) for f in (NGINX_STAGED, *NGINX_STAGED_TLS))
-    publisher = ContainerSpec(
-        key="nginx-config",
-        name=f"{s.name_prefix}-nginx-config",
-        role="nginx-config",
-        worker_class=None,
+    publisher = _spec(
+        plan, "nginx-config", size_of="nginx",
         image=s.images.nginx,
         command=(NGINX_PUBLISH,),
         entrypoint=("/bin/sh",),
-        env={},
         # Served by nginx, or no nginx yet (the first up starts nginx after this).
         # Every 2 s like the other singletons, not 1 s: its probes run as long as
         # the stack does, ~70 ms of CPU each (benchmarks/bench_serving.py), for at
@@ -494,10 +500,6 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
                File(NGINX_PUBLISH, lambda _sec: _publish_script(), executable=True),
                *_staged_tls_files(s)),
         mounts=(Mount("nginx-config", NGINX_LIVE_DIR),),
-        networks=("backend",),  # none needed; the internal one has no way out
-        ports=(),
-        sockets=(),
-        size=s.container_sizes["nginx"],
         # Publish routes only once every process they name is healthy.
         depends_on=tuple(p.name for p in plan.processes if p.inbound_socket),
         destroy_grace_seconds=5,
@@ -505,19 +507,14 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
         # config is an upload.
         privileges=Privileges(user=NGINX_USER),
     )
-    nginx = ContainerSpec(
-        key="nginx",
-        name=f"{s.name_prefix}-nginx",
-        role="nginx",
-        worker_class=None,
+    nginx = _spec(
+        plan, "nginx",
         image=s.images.nginx,
         command=("nginx", "-g", "daemon off;"),
         # The script is an argument, not an upload: Docker refuses uploads into a
         # read-only container.
         entrypoint=("/bin/sh", "-c", _run_nginx_script(), NGINX_RUN_NAME),
-        env={},
         healthcheck=_curl_health(nginx_conf.HEALTH_SOCKET, interval_s=SINGLETON_PROBE_INTERVAL_S),
-        files=(),
         mounts=(Mount("sockets", SOCKET_DIR), Mount("nginx-config", NGINX_LIVE_DIR)),
         networks=("frontend",),
         ports=(
@@ -527,10 +524,7 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
             *([Port(NGINX_PORTS["http"], s.nginx.http_port, s.nginx.bind_address)]
               if s.nginx.tls else []),
         ),
-        sockets=(),
-        size=s.container_sizes["nginx"],
         depends_on=("nginx-config",),
-        destroy_grace_seconds=10,
         privileges=_nginx_privileges(plan),
     )
     return publisher, nginx
@@ -546,18 +540,13 @@ def _prometheus_spec(plan: Plan, synapse: list[ContainerSpec]) -> ContainerSpec:
     s = plan.settings
     hosts = {c.key: c.name for c in synapse}
     ready = f"http://127.0.0.1:{prometheus_conf.PORT}/-/ready"
-    return ContainerSpec(
-        key="prometheus",
-        name=f"{s.name_prefix}-prometheus",
-        role="prometheus",
-        worker_class=None,
+    return _spec(
+        plan, "prometheus",
         image=s.images.prometheus,
         # The image's entrypoint is /bin/prometheus; its CMD, plus retention.
         command=(f"--config.file={prometheus_conf.CONFIG_PATH}",
                  f"--storage.tsdb.path={prometheus_conf.DATA_DIR}",
                  f"--storage.tsdb.retention.time={s.metrics.retention_days}d"),
-        entrypoint=None,
-        env={},
         # The official image is busybox: wget, no curl (the stand-in has both).
         healthcheck=Healthcheck(("CMD", "wget", "-q", "-O", "/dev/null", ready)),
         files=(File(prometheus_conf.CONFIG_PATH,
@@ -566,10 +555,6 @@ def _prometheus_spec(plan: Plan, synapse: list[ContainerSpec]) -> ContainerSpec:
         mounts=(Mount("prometheus-data", prometheus_conf.DATA_DIR),),
         networks=("backend", "frontend"),
         ports=(Port(prometheus_conf.PORT, s.metrics.port, prometheus_conf.BIND_ADDRESS),),
-        sockets=(),
-        size=s.container_sizes["prometheus"],
-        depends_on=(),
-        destroy_grace_seconds=10,
         # The image's user from the start, no capabilities. Not read-only: its
         # config is an upload.
         privileges=Privileges(user=f"{PROMETHEUS_UID}:{PROMETHEUS_UID}"),
@@ -587,11 +572,8 @@ def build_deployment(plan: Plan) -> Deployment:
     s = plan.settings
     pg_socket_dirs = f"/var/run/postgresql,{POSTGRES_SOCKET_DIR}"
 
-    postgres = ContainerSpec(
-        key="postgres",
-        name=f"{s.name_prefix}-postgres",
-        role="postgres",
-        worker_class=None,
+    postgres = _spec(
+        plan, "postgres",
         image=s.images.postgres,
         command=(
             "postgres",
@@ -601,7 +583,6 @@ def build_deployment(plan: Plan) -> Deployment:
             # Tuned from the container's size, then synapse:postgres.settings.
             *(a for k, v in sorted(postgres_settings(s).items()) for a in ("-c", f"{k}={v}")),
         ),
-        entrypoint=None,
         env={
             "POSTGRES_USER": POSTGRES_USER,
             "POSTGRES_DB": POSTGRES_DB,
@@ -621,22 +602,15 @@ def build_deployment(plan: Plan) -> Deployment:
         files=(File(POSTGRES_PASSWORD_FILE, lambda sec: render_secret("postgresPassword", sec),
                     secret=True, owner=POSTGRES_UID),),
         mounts=(Mount("sockets", SOCKET_DIR), Mount("postgres-data", POSTGRES_DATA)),
-        networks=("backend",),
-        ports=(),
         sockets=(f"{POSTGRES_SOCKET_DIR}/.s.PGSQL.5432",),
-        size=s.container_sizes["postgres"],
-        depends_on=(),
         destroy_grace_seconds=60,  # a clean shutdown avoids crash recovery
         # As postgres from the start (the entrypoint then neither chowns nor gosu's),
         # so it keeps the sockets group that gosu would drop. Not read-only: its
         # password file is an upload.
         privileges=Privileges(user=f"{POSTGRES_UID}:{POSTGRES_UID}", groups=(str(SOCKETS_GID),)),
     )
-    redis = ContainerSpec(
-        key="redis",
-        name=f"{s.name_prefix}-redis",
-        role="redis",
-        worker_class=None,
+    redis = _spec(
+        plan, "redis",
         image=s.images.redis,
         # Sockets only; Synapse uses Redis for pub/sub and caches, nothing to persist.
         # A bare `--save` means `save ""` (no snapshots): pulumi-docker refuses an
@@ -644,18 +618,10 @@ def build_deployment(plan: Plan) -> Deployment:
         # Its socket is for the sockets group (Synapse) only: 660.
         command=("redis-server", "--port", "0", "--unixsocket", REDIS_SOCKET,
                  "--unixsocketperm", "660", "--save", "--appendonly", "no"),
-        entrypoint=None,
-        env={},
         healthcheck=Healthcheck(("CMD-SHELL", f"redis-cli -s {REDIS_SOCKET} ping | grep -q PONG"),
                                 interval_s=SINGLETON_PROBE_INTERVAL_S),
-        files=(),
         mounts=(Mount("sockets", SOCKET_DIR), Mount("redis-data", "/data")),
-        networks=("backend",),
-        ports=(),
         sockets=(REDIS_SOCKET,),
-        size=s.container_sizes["redis"],
-        depends_on=(),
-        destroy_grace_seconds=10,
         # As redis from the start, in the sockets group; it writes nothing but its
         # socket, so read-only with no tmpfs at all.
         privileges=Privileges(user=REDIS_USER, groups=(str(SOCKETS_GID),), read_only=True),
