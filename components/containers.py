@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable, Mapping
 
-from components import nginx_conf, prometheus_conf
-from components.settings import TLS_SECRET_KEYS
+from components import nginx_conf, prometheus_conf, secret_keys
 from components.synapse_config import (
     CONFIG_DIR,
     DATA_DIR,
@@ -73,8 +72,9 @@ NGINX_PORTS = nginx_conf.PORTS  # inside the nginx container
 # nginx.tls: the certificate chain and key, staged in nginx-config like its config
 # and published next to it, so nginx (read-only, no uploads) reads them from the
 # volume and a renewed certificate is a reload, not a new nginx.
-NGINX_STAGED_TLS = {"/stage/tls/fullchain.pem": nginx_conf.TLS_CERTIFICATE,
-                    "/stage/tls/privkey.pem": nginx_conf.TLS_KEY}
+# nginx.tls: where nginx-config stages each secret (secret_keys) -> where nginx reads it.
+_LIVE_TLS = {"tlsCertificate": nginx_conf.TLS_CERTIFICATE, "tlsKey": nginx_conf.TLS_KEY}
+NGINX_STAGED_TLS = {s.path: _LIVE_TLS[s.key] for s in secret_keys.for_readers(secret_keys.NGINX)}
 NGINX_RUN_NAME = "run.sh"  # $0 of nginx's entrypoint script, in its log lines
 NGINX_USER = f"{NGINX_UID}:{NGINX_UID}"
 NGINX_TEMP_DIRS = ("/var/cache/nginx", "/var/lib/nginx")  # official image; Debian's
@@ -104,7 +104,7 @@ class Healthcheck:
 
 
 SECRET_FILE_MODE = "0400"  # readable by its owner only
-POSTGRES_PASSWORD_FILE = f"{SECRETS_DIR}/postgres_password"
+POSTGRES_PASSWORD_FILE = secret_keys.BY_KEY["postgresPassword"].path
 
 
 @dataclass(frozen=True)
@@ -335,9 +335,10 @@ def _synapse_files(plan: Plan, p: Process, shared: Mapping[str, str]) -> tuple[l
         # backfill, keys, remote media): each gets the extra CAs.
         *(File(path, text(path)) for path in federation_ca_files(plan)),
     ]
-    for key, secret in SYNAPSE_SECRETS.items():
-        if p.is_main or not secret.main_only:
-            files.append(File(secret.path, lambda sec, k=key: render_secret(k, sec), secret=True))
+    for secret in SYNAPSE_SECRETS:
+        if p.is_main or secret.readers == secret_keys.SYNAPSE:
+            files.append(File(secret.path, lambda sec, k=secret.key: render_secret(k, sec),
+                              secret=True))
     files.append(File(PGPASS_PATH, render_pgpass, secret=True))
     if plan.settings.secret_config_keys:
         config.append(SECRET_CONFIG_PATH)
@@ -446,8 +447,8 @@ def _staged_tls_files(s) -> list[File]:
     nginx user (who publishes them and whose nginx reads them)."""
     if not s.nginx.tls:
         return []
-    return [File(path, lambda sec, k=k: render_secret(k, sec), secret=True, owner=NGINX_UID)
-            for path, k in zip(NGINX_STAGED_TLS, TLS_SECRET_KEYS)]
+    return [File(t.path, lambda sec, k=t.key: render_secret(k, sec), secret=True, owner=NGINX_UID)
+            for t in secret_keys.for_readers(secret_keys.NGINX)]
 
 
 def _nginx_privileges(plan: Plan) -> Privileges:

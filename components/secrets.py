@@ -9,8 +9,7 @@ from typing import Any, Mapping
 import pulumi
 import pulumi_random as random
 
-from components.settings import TLS_SECRET_KEYS
-from components.synapse_config import ALL_SECRETS
+from components import secret_keys
 
 SECRET_LENGTH = 48
 
@@ -39,16 +38,16 @@ def stack_secrets(overrides: Mapping[str, str | None],
     """One secret Output holding every secret by its config key, and the
     operator's `synapse:secretConfig` under "secretConfig"."""
     values: dict[str, pulumi.Input[Any]] = {"secretConfig": dict(secret_config or {})}
-    for key in ALL_SECRETS:
-        given = overrides.get(key)
+    for secret in secret_keys.SECRETS:
+        key, given = secret.key, overrides.get(secret.key)
         if given is not None:
-            values[key] = pulumi.Output.secret(given.strip())
-        elif key == "signingKey":
+            # PEM keeps its trailing newline; the others are one line.
+            values[key] = pulumi.Output.secret(given if secret.readers == secret_keys.NGINX
+                                               else given.strip())
+        elif secret.generated == secret_keys.SIGNING_KEY:
             values[key] = _signing_key()
-        else:
+        elif secret.generated == secret_keys.PASSWORD:
             values[key] = random.RandomPassword(_kebab(key), length=SECRET_LENGTH,
                                                 special=False, opts=KEEP).result
-    for key in TLS_SECRET_KEYS:  # never generated; settings require them where used
-        if overrides.get(key) is not None:
-            values[key] = pulumi.Output.secret(overrides[key])
+        # else: never generated; settings require it where it is used
     return pulumi.Output.secret(pulumi.Output.all(**values))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from components import postgres_conf, provider_model, secret_options, validators
+from components import postgres_conf, provider_model, secret_keys, secret_options, validators
 from components.errors import ConfigError
 from components.workers import (
     CLASS_NAMES, DEFAULT_PRESET, MAIN, MAIN_KEEPS_WRITING, PRESETS, ROUTED_STREAMS,
@@ -56,31 +56,16 @@ DEFAULT_CONTAINER_SIZES = {
 # published on loopback only (nginx.adminPort, nginx.adminBindAddress).
 DEFAULT_ADMIN_ALLOW: tuple[str, ...] = ()
 
-# Secret keys: generated once if unset, overridable with `pulumi config set --secret`.
-SECRET_KEYS = (
-    "macaroonSecretKey",
-    "registrationSharedSecret",
-    "formSecret",
-    "workerReplicationSecret",
-    "postgresPassword",
-    "signingKey",
-)
-# Secrets only the operator can give (never generated): the TLS certificate chain
-# and its private key, PEM, for nginx.tls.
-TLS_SECRET_KEYS = ("tlsCertificate", "tlsKey")
-ALL_SECRET_KEYS = (*SECRET_KEYS, *TLS_SECRET_KEYS)
-
 # homeserver.yaml keys the topology owns; extraConfig may not set them, because a
 # silent override would desynchronise workers, nginx and the containers.
 ENFORCED_HOMESERVER_KEYS = frozenset(
     {
         "server_name", "public_baseurl", "listeners", "instance_map", "stream_writers",
-        "database", "redis", "signing_key_path", "media_store_path", "log_config",
+        "database", "redis", "media_store_path", "log_config",
         "pid_file", "report_stats", "enable_metrics", "max_upload_size",
-        "worker_replication_secret", "macaroon_secret_key", "form_secret",
-        "registration_shared_secret", "trusted_key_servers", "enable_media_repo",
-        "worker_replication_secret_path", "macaroon_secret_key_path", "form_secret_path",
-        "registration_shared_secret_path",
+        "trusted_key_servers", "enable_media_repo",
+        # Our secrets' files (secret_keys.SECRETS), and the in-line forms they replace.
+        *secret_keys.synapse_options(),
         # synapse:federation
         "federation_custom_ca_list", "ip_range_whitelist", "federation_domain_whitelist",
         "federation_client_minimum_tls_version", "allow_public_rooms_over_federation",
@@ -576,7 +561,7 @@ KNOWN_KEYS = (
     "serverName", "publicBaseUrl", "namePrefix", "preset", "workers", "images", "nginx", "log",
     "sizes", "containerSizes", "maxUploadSizeMb", "trustedKeyServers", "egress",
     "reportStats", "extraConfig", "secretConfig", "postgres", "streamWriters",
-    "metrics", "healthcheckStartInterval", "federation", *ALL_SECRET_KEYS,
+    "metrics", "healthcheckStartInterval", "federation", *secret_keys.KEYS,
 )
 
 
@@ -649,16 +634,17 @@ def check_secret_overrides(values: Mapping[str, Any]) -> None:
             continue
         if not isinstance(value, str):
             raise ConfigError((key,), "must be a string")
-        if key == "signingKey":
+        check = secret_keys.BY_KEY[key].check
+        if check == secret_keys.KEY_FILE:
             if not _SIGNING_KEY.match(value.strip()):
                 raise ConfigError((key,), "must be one line 'ed25519 a_<id> <unpadded base64 "
                                   "of 32 bytes>', as in a Synapse .signing.key file")
-        elif key == "tlsCertificate":
+        elif check == secret_keys.CERTIFICATES:
             kinds = _pem_kinds(value)
             if not kinds or set(kinds) != {"CERTIFICATE"}:
                 raise ConfigError((key,), "must be PEM certificates only (the server's "
                                   "certificate first, then its chain), as in fullchain.pem")
-        elif key == "tlsKey":
+        elif check == secret_keys.PRIVATE_KEY:
             if _pem_kinds(value) not in ([k] for k in _PRIVATE_KEY_KINDS):
                 raise ConfigError((key,), "must be one unencrypted PEM private key, as in "
                                   "privkey.pem")
@@ -668,8 +654,8 @@ def check_secret_overrides(values: Mapping[str, Any]) -> None:
 
 def check_required_secrets(settings: Settings, given: set[str]) -> None:
     """Secrets that cannot be generated must be set when a setting needs them."""
-    if settings.nginx.tls:
-        for key in TLS_SECRET_KEYS:
+    if settings.nginx.tls:  # nginx's are the only secrets never generated
+        for key in (s.key for s in secret_keys.for_readers(secret_keys.NGINX)):
             if key not in given:
                 raise ConfigError((key,), "is required when nginx.tls is true: "
                                   f"pulumi config set --secret synapse:{key} < FILE.pem")

@@ -63,8 +63,8 @@ import yaml
 
 from components import tls_material
 from components.errors import ConfigError
+from components.secret_keys import KEYS as ALL_SECRET_KEYS
 from components.settings import (
-    ALL_SECRET_KEYS,
     Settings,
     check_required_secrets,
     check_secret_overrides,

@@ -10,13 +10,12 @@ homeserver.yaml is merged from three layers, like ess-helm's numbered files:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import yaml
 
 from components.postgres_conf import DB_POOL_MIN
-from components.settings import TLS_SECRET_KEYS
+from components import secret_keys
 from components.topology import (
     DB_POOL_MAX,
     POSTGRES_SOCKET_DIR,
@@ -26,15 +25,14 @@ from components.topology import (
 )
 from components.workers import MAIN
 
-CONFIG_DIR = "/conf"  # rendered files, uploaded into each container
-SECRETS_DIR = f"{CONFIG_DIR}/secrets"  # one file per secret, 0400, owned by the process user
+CONFIG_DIR = secret_keys.CONFIG_DIR  # rendered files, uploaded into each container
+SECRETS_DIR = secret_keys.SECRETS_DIR  # one file per secret, 0400, owned by the process user
 DATA_DIR = "/data"  # per-process volume: logs
 MEDIA_DIR = "/media"  # shared media store volume
 HOMESERVER_PATH = f"{CONFIG_DIR}/homeserver.yaml"
 SYNAPSE_MAIN_INSTANCE = "master"  # main's instance name inside Synapse
 MAIN_CONFIG_PATH = f"{CONFIG_DIR}/main.yaml"  # what only main reads
 SECRET_CONFIG_PATH = f"{SECRETS_DIR}/config.yaml"  # the operator's synapse:secretConfig
-SIGNING_KEY_PATH = f"{SECRETS_DIR}/signing.key"
 FEDERATION_CA_DIR = f"{CONFIG_DIR}/federation-ca"  # synapse:federation.customCaCertificates
 PGPASS_PATH = f"{SECRETS_DIR}/pgpass"
 
@@ -42,30 +40,10 @@ POSTGRES_DB = "synapse"
 POSTGRES_USER = "synapse"
 
 
-@dataclass(frozen=True)
-class SecretFile:
-    """A generated secret: the file Synapse reads it from, and which option names it."""
-
-    path: str
-    option: str  # the homeserver.yaml key (a `*_path` option) that points at the file
-    main_only: bool = False  # only main needs it: the key goes into main.yaml
-
-
-# Synapse reads each of these from a file (Synapse >= 1.126 for all of them).
-SYNAPSE_SECRETS: Mapping[str, SecretFile] = {
-    "macaroonSecretKey": SecretFile(f"{SECRETS_DIR}/macaroon_secret_key", "macaroon_secret_key_path"),
-    "formSecret": SecretFile(f"{SECRETS_DIR}/form_secret", "form_secret_path"),
-    "workerReplicationSecret": SecretFile(f"{SECRETS_DIR}/worker_replication_secret",
-                                          "worker_replication_secret_path"),
-    "signingKey": SecretFile(SIGNING_KEY_PATH, "signing_key_path"),
-    # Only main serves /_synapse/admin/v1/register, its one user.
-    "registrationSharedSecret": SecretFile(f"{SECRETS_DIR}/registration_shared_secret",
-                                           "registration_shared_secret_path", main_only=True),
-}
-ALL_SECRETS = (*SYNAPSE_SECRETS, "postgresPassword")
-# What the render command and the config hash see instead of the real values.
-PLACEHOLDERS: Mapping[str, str] = {k: f"${{secret:{k}}}"
-                                   for k in (*ALL_SECRETS, *TLS_SECRET_KEYS, "secretConfig")}
+# Synapse's secret files, from the one table (secret_keys.SECRETS): every process's,
+# and main's alone.
+SYNAPSE_SECRETS = secret_keys.for_readers(secret_keys.SYNAPSE, secret_keys.MAIN)
+PLACEHOLDERS = secret_keys.PLACEHOLDERS
 
 
 DEFAULTS: Mapping[str, Any] = {
@@ -198,7 +176,7 @@ def homeserver_dict(plan: Plan) -> dict[str, Any]:
         **{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in plan.duties.items()},
         **plan.shared,
         **_federation(plan),
-        **{f.option: f.path for f in SYNAPSE_SECRETS.values() if not f.main_only},
+        **{f.option: f.path for f in SYNAPSE_SECRETS if f.readers == secret_keys.SYNAPSE},
     }
     # Server identity first for readers, then defaults and extraConfig, then topology.
     head = {k: enforced.pop(k) for k in ("server_name", "public_baseurl", "report_stats")}
@@ -213,7 +191,7 @@ def render_homeserver(plan: Plan) -> str:
 
 def main_config_dict() -> dict[str, Any]:
     """Read by main after homeserver.yaml: the secrets only main needs."""
-    return {f.option: f.path for f in SYNAPSE_SECRETS.values() if f.main_only}
+    return {f.option: f.path for f in SYNAPSE_SECRETS if f.readers == secret_keys.MAIN}
 
 
 def render_main_config() -> str:

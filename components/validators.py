@@ -92,7 +92,7 @@ def _diagnose(ref: str) -> str:
 
 
 # --- the Synapse version an image tag names -----------------------------------
-# Every secret reaches Synapse as a `*_path` option (synapse_config.SYNAPSE_SECRETS):
+# Every secret reaches Synapse as a `*_path` option (secret_keys.SECRETS):
 # form_secret_path and worker_replication_secret_path are new in Synapse 1.126.0
 # (element-hq/synapse v1.126.0 release notes; PR #18191). Replication over UNIX
 # sockets (instance_map `path`) needs 1.89. So 1.126 is the floor.

@@ -64,7 +64,7 @@ def describe(cap: Capture, outcome: engine.Outcome | None, overrides: Mapping[st
     outputs = reveal(cap.outputs)
     tls = outputs["nginxUrl"].startswith("https:")
     public = (NGINX_PORTS["client"], NGINX_PORTS["federation"])
-    by_path = {f.path: key for key, f in SYNAPSE_SECRETS.items()}
+    by_path = {f.path: f.key for f in SYNAPSE_SECRETS}
     for res in cap.containers:
         inputs = res.plain
         labels = _labels(inputs)
