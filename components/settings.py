@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 from components import postgres_conf, provider_model, secret_keys, secret_options, validators
 from components.errors import ConfigError
 from components.workers import (
-    CLASS_NAMES, DEFAULT_PRESET, MAIN, MAIN_KEEPS_WRITING, PRESETS, ROUTED_STREAMS,
-    SINGLE_WRITER_STREAMS, STREAMS, WORKER_CLASSES, process_names, serves_client,
+    CLASS_NAMES, DEFAULT_PRESET, MAIN, PRESETS, STREAMS, WORKER_CLASSES, process_names,
+    writer_problems,
 )
 
 # Default images: pinned official tags. Synapse >= 1.89 is needed for
@@ -521,38 +521,13 @@ def _stream_writers(raw: Mapping, workers: Mapping[str, int]) -> Mapping[str, tu
         path = ("streamWriters", stream)
         listed = [given] if isinstance(given, str) else given
         _expect(listed, list, path, "a process name or a list of them")
-        if not listed:
-            # WorkerConfig.read_config: "Must specify at least one instance to handle ..."
-            raise ConfigError(path, "needs at least one writer")
-        if stream in SINGLE_WRITER_STREAMS and len(listed) != 1:
-            # WorkerConfig.read_config: "Must only specify one instance to handle ..."
-            raise ConfigError(path, f"Synapse allows exactly one writer of {stream}, "
-                                    f"got {len(listed)}")
-        seen: list[str] = []
         for i, name in enumerate(listed):
-            at = path + (i,)
-            _str(name, at)
-            if name not in class_of:
-                raise ConfigError(at, f"no process {name!r} in this stack; processes: "
-                                      + ", ".join(class_of))
-            if name in seen:
-                raise ConfigError(at, f"{name} is listed twice")
-            if stream in ROUTED_STREAMS and not serves_client(class_of[name]):
-                # nginx sends the stream's client endpoints (routing.py) to its writers.
-                raise ConfigError(at, f"{name} does not serve the client API, which "
-                                      f"nginx sends {stream}'s endpoints to; pick main "
-                                      "or a client_sync, rooms or media process")
-            seen.append(name)
-        if stream in MAIN_KEEPS_WRITING:
-            # RoomWorkerStore._insert_quarantine_changes_txn asserts the process
-            # writes the stream: main runs the background update that calls it, and
-            # whoever serves the quarantine admin APIs (main, every media process).
-            needed = [MAIN, *names["media"]]
-            missing = [n for n in needed if n not in seen]
-            if missing:
-                raise ConfigError(path, f"must include {', '.join(missing)}: main's "
-                                        "background update and the quarantine admin "
-                                        "APIs (main or the media workers) write it")
+            _str(name, path + (i,))
+        problems = writer_problems(stream, listed, class_of, names)
+        if problems:
+            at, reason = problems[0]
+            raise ConfigError(path if at is None else path + (at,), reason)
+        seen = list(listed)
         out[stream] = tuple(seen)
     return _freeze(out)
 

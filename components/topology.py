@@ -17,9 +17,8 @@ from components.errors import ConfigError
 from components.postgres_conf import DB_POOL_MAX, RESERVED_CONNECTIONS
 from components.settings import Settings
 from components.workers import (
-    ALL, MAIN, MAIN_KEEPS_WRITING, PRESET_STREAMS, ROUTED_STREAMS,
-    SINGLE_WRITER_STREAMS, STREAMS, WORKER_CLASSES, process_names, serves_client,
-    slot_processes,
+    ALL, MAIN, MAIN_KEEPS_WRITING, PRESET_STREAMS, STREAMS, WORKER_CLASSES, process_names,
+    slot_processes, writer_problems,
 )
 
 SOCKET_DIR = "/sockets"
@@ -189,24 +188,19 @@ def check_plan(plan: Plan) -> None:
     """Synapse's worker rules (synapse/config/workers.py), stated once more."""
     if MAIN not in plan.instance_map:
         raise PlanError("main must be in instance_map")
-    for stream, names in plan.stream_writers.items():
-        if not names:
-            raise PlanError(f"stream {stream!r} has no writer")
-        if stream in SINGLE_WRITER_STREAMS and len(names) != 1:
-            raise PlanError(f"stream {stream!r} allows one writer, got {names}")
+    class_of = {p.name: p.worker_class for p in plan.processes}
+    names: dict[str, list[str]] = {}
+    for p in plan.processes:
+        names.setdefault(p.worker_class, []).append(p.name)
+    for stream, writers in plan.stream_writers.items():
         if stream not in STREAMS:
             raise PlanError(f"Synapse has no stream_writers.{stream}")
-        for n in names:
+        for at, reason in writer_problems(stream, list(writers), class_of, names):
+            who = "" if at is None else f" ({writers[at]})"
+            raise PlanError(f"stream_writers.{stream}{who}: {reason}")
+        for n in writers:
             if n != MAIN and n not in plan.instance_map:
                 raise PlanError(f"{n} writes {stream!r} but is not in instance_map")
-            wc = plan.process(n).worker_class
-            if stream in ROUTED_STREAMS and not serves_client(wc):
-                raise PlanError(f"{n} writes {stream!r} but nginx cannot send it "
-                                "the stream's client endpoints")
-        if stream in MAIN_KEEPS_WRITING:
-            needed = [MAIN, *(p.name for p in plan.by_class("media"))]
-            if any(n not in names for n in needed):
-                raise PlanError(f"{stream!r} writers {names} must include {needed}")
     for p in plan.processes:
         if not p.sockets:
             raise PlanError(f"{p.name} has no socket to health-check")

@@ -223,6 +223,46 @@ def serves_client(worker_class: str) -> bool:
     return worker_class == MAIN or "client" in BY_NAME[worker_class].inbound_resources
 
 
+def must_write_with_main(stream: str, names: Mapping[str, list[str]]) -> list[str]:
+    """Who must write a MAIN_KEEPS_WRITING stream: main, and every process of each
+    class the table gives that stream to ALL (media: the quarantine admin APIs)."""
+    return [MAIN, *(n for c in WORKER_CLASSES if c.streams.get(stream) == ALL
+                    for n in names.get(c.name, []))]
+
+
+def writer_problems(stream: str, writers: list[str], class_of: Mapping[str, str],
+                    names: Mapping[str, list[str]]) -> list[tuple[int | None, str]]:
+    """Synapse's rules for one stream's writers (synapse/config/workers.py
+    WorkerConfig.read_config, and the stores that assert they write:
+    RoomWorkerStore._insert_quarantine_changes_txn), plus nginx's: (index of the
+    writer at fault or None for the list, the reason). `class_of`: process -> class;
+    `names`: class -> its processes. Stated once, for settings (an error naming
+    the key) and the plan check."""
+    if not writers:
+        return [(None, "needs at least one writer")]  # "Must specify at least one instance"
+    if stream in SINGLE_WRITER_STREAMS and len(writers) != 1:
+        # "Must only specify one instance to handle ..."
+        return [(None, f"Synapse allows exactly one writer of {stream}, got {len(writers)}")]
+    out: list[tuple[int | None, str]] = []
+    for i, name in enumerate(writers):
+        if name not in class_of:
+            out.append((i, f"no process {name!r} in this stack; processes: " + ", ".join(class_of)))
+        elif name in writers[:i]:
+            out.append((i, f"{name} is listed twice"))
+        elif stream in ROUTED_STREAMS and not serves_client(class_of[name]):
+            # nginx sends the stream's client endpoints (routing.py) to its writers.
+            client = [c.name for c in WORKER_CLASSES if serves_client(c.name)]
+            out.append((i, f"{name} does not serve the client API, which nginx sends "
+                           f"{stream}'s endpoints to; pick main or a "
+                           f"{', '.join(client[:-1])} or {client[-1]} process"))
+    if stream in MAIN_KEEPS_WRITING:
+        missing = [n for n in must_write_with_main(stream, names) if n not in writers]
+        if missing:
+            out.append((None, f"must include {', '.join(missing)}: main's background update "
+                              "and the quarantine admin APIs (main or the media workers) write it"))
+    return out
+
+
 # Stream writers a preset places on top of the table's, as (class, slots): slots wrap
 # round like the table's; ALL is every process. Ignored while the class is empty.
 # `synapse:streamWriters` overrides both, stream by stream.

@@ -184,7 +184,7 @@ def test_check_plan_rejects_a_routed_stream_on_a_process_nginx_cannot_reach(monk
     broken = dataclasses.replace(workers.BY_NAME["sender"], streams={"typing": 1})
     table = tuple(broken if c.name == "sender" else c for c in workers.WORKER_CLASSES)
     monkeypatch.setattr(topology, "WORKER_CLASSES", table)
-    with pytest.raises(PlanError, match="sender1 writes 'typing'"):
+    with pytest.raises(PlanError, match=r"stream_writers.typing \(sender1\): sender1 does not serve the client API"):
         plan_for(client_sync=0, sender=1)
 
 
@@ -197,3 +197,20 @@ def test_table_and_presets_name_only_synapse_streams():
             assert cls in workers.BY_NAME
             if stream in workers.SINGLE_WRITER_STREAMS:
                 assert slots != workers.ALL and len(slots) == 1, stream
+
+
+def test_who_writes_with_main_comes_from_the_table_not_a_class_name(monkeypatch):
+    """The media special case is the table's: any class given a stream main keeps
+    writing for ALL its processes must write it with main."""
+    rooms = dataclasses.replace(workers.BY_NAME["rooms"],
+                                streams={"quarantined_media_changes": workers.ALL})
+    table = tuple(rooms if c.name == "rooms" else c for c in workers.WORKER_CLASSES)
+    monkeypatch.setattr(workers, "WORKER_CLASSES", table)
+    names = workers.process_names({"media": 1, "rooms": 2})
+    assert workers.must_write_with_main("quarantined_media_changes", names) == \
+        ["main", "media1", "rooms1", "rooms2"]
+    problems = workers.writer_problems("quarantined_media_changes", ["main", "media1"],
+                                       {"main": "main", "media1": "media", "rooms1": "rooms",
+                                        "rooms2": "rooms"}, names)
+    assert problems == [(None, "must include rooms1, rooms2: main's background update and the "
+                               "quarantine admin APIs (main or the media workers) write it")]
