@@ -57,7 +57,7 @@ def run_one(name: str, quick: bool, results: Path) -> bool:
     path = registry.results_path(name, results)
     path.write_text(json.dumps(record, indent=1) + "\n")  # key order is the modules'
     print(f"[{name}] done in {record['seconds']} s: {path.relative_to(registry.ROOT)}", flush=True)
-    if hasattr(module, "refresh_docs"):  # e.g. the README's sizing figures (serving)
+    if hasattr(module, "refresh_docs"):  # e.g. docs/sizing.md's figures (serving)
         module.refresh_docs(result)
     return True
 

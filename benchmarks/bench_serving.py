@@ -31,7 +31,7 @@ the same counter). The load generator runs on the same two cores: its own CPU
 Run alone: .venv/bin/python -m benchmarks.bench_serving [--quick] [--preset P ...]
 (creates containers: run under `flock /tmp/e2e.lock`). It writes
 benchmarks/results/serving.json, the plots and the generated block of the
-README's Sizing section; `--report-only` redoes those from the JSON; an
+docs/sizing.md; `--report-only` redoes those from the JSON; an
 experiment (`--set workers.sender=1 --out other.json`) only prints its figures.
 """
 
@@ -971,7 +971,7 @@ def sizing(result: dict) -> dict[str, Any]:
 
 
 def sizing_markdown(result: dict) -> str:
-    """The model table and what it says, for BENCHMARKS.md and the README."""
+    """The model table and what it says, for BENCHMARKS.md and docs/sizing.md."""
     sz = sizing(result)
     presets = list(sz["models"])
     load = result["load"]
@@ -1093,27 +1093,27 @@ def overhead_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-README_BEGIN = "<!-- serving-sizing:begin (benchmarks/bench_serving.py refresh_readme) -->"
-README_END = "<!-- serving-sizing:end -->"
+SIZING_BEGIN = "<!-- serving-sizing:begin (benchmarks/bench_serving.py refresh_sizing) -->"
+SIZING_END = "<!-- serving-sizing:end -->"
 
 
 def refresh_docs(result: dict) -> None:
-    """Called by the runner after a run: the README's generated sizing figures."""
-    refresh_readme(result)
+    """Called by the runner after a run: the generated figures of docs/sizing.md."""
+    refresh_sizing(result)
 
 
-def refresh_readme(result: dict, readme: Path = ROOT / "README.md") -> bool:
-    """Replace the generated part of the README's Sizing section with the model
+def refresh_sizing(result: dict, page: Path = ROOT / "docs" / "sizing.md") -> bool:
+    """Replace the generated part of docs/sizing.md with the model
     computed from `result`; False if the markers are missing."""
-    text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
+    text = page.read_text()
+    if SIZING_BEGIN not in text or SIZING_END not in text:
         return False
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
+    head, rest = text.split(SIZING_BEGIN, 1)
+    _, tail = rest.split(SIZING_END, 1)
     body = (f"Figures from the run of {result.get('date', '?')} (`benchmarks/results/{NAME}.json`). "
             f"Where the worker layouts' extra CPU goes:\n\n{overhead_markdown(result)}\n"
             f"Sizing model:\n\n{sizing_markdown(result)}")
-    readme.write_text(f"{head}{README_BEGIN}\n{body}{README_END}{tail}")
+    page.write_text(f"{head}{SIZING_BEGIN}\n{body}{SIZING_END}{tail}")
     return True
 
 
@@ -1199,7 +1199,7 @@ def main(argv: list[str] | None = None) -> None:
                          "(e.g. workers.sender=1); write it to another --out")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--report-only", action="store_true",
-                    help="no measurement: plots, README sizing and figures from --out")
+                    help="no measurement: plots, docs/sizing.md figures and the report from --out")
     args = ap.parse_args(argv)
     if args.report_only:
         record = json.loads(args.out.read_text())

@@ -430,7 +430,7 @@ def diff(typ: str, old: Mapping[str, Any], new: Mapping[str, Any],
 
 @dataclass
 class ModelRow:
-    """One row of the table, for the README and the tests."""
+    """One row of the table, for the docs and the tests."""
 
     type: str
     key: str

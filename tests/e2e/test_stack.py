@@ -82,7 +82,7 @@ MESSAGES = 100
 # once, all to the room's one rooms worker. At most 45 at once: Synapse listens on
 # its UNIX sockets with a fixed backlog of 50 (synapse/app/_base.py listen_unix),
 # and beyond that a busy process's socket refuses new connections (EAGAIN) and
-# nginx answers 502 (README, Operating notes).
+# nginx answers 502 (docs/operations.md, Operating notes).
 LOAD_SENDS, LOAD_READS, LOAD_ROUNDS = 20, 25, 4
 WRITER = "writer"  # expected: the process writing `stream` (homeserver.yaml stream_writers)
 _V = "(?:r0|v3)"
