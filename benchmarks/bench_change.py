@@ -75,7 +75,7 @@ async def _users(d: replay.Deployed, recorder: Recorder) -> tuple[nio.AsyncClien
     return alice, bob, room.room_id
 
 
-def _containers_by_action(plan: replay.Plan) -> dict[str, str]:
+def _containers_by_action(plan: replay.StepPlan) -> dict[str, str]:
     return {s.docker_name: s.action for s in plan.steps
             if s.type == replay.CONTAINER and s.action != replay.SAME}
 

@@ -20,7 +20,7 @@ from components.errors import ConfigError
 from components.secrets import stack_secrets
 from components.services import Nginx, NginxArgs, Postgres, Prometheus, Redis, ServiceArgs
 from components.stack_config import StackConfig, read_stack
-from components.synapse_process import SynapseArgs, SynapseMain, WorkerClass
+from components.synapse_process import SynapseArgs, SynapseMain, SynapseWorkers
 from components.topology import Plan
 from components.workers import WORKER_CLASSES
 
@@ -74,7 +74,7 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
 
     main = SynapseMain("main", synapse_args(["main"], [postgres.container, redis.container]))
     workers = {
-        c.name: WorkerClass(
+        c.name: SynapseWorkers(
             c.name, synapse_args([p.name for p in plan.by_class(c.name)], [main.container])
         )
         for c in WORKER_CLASSES

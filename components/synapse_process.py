@@ -53,8 +53,10 @@ class SynapseMain(_SynapseProcesses):
         return self.containers[0]
 
 
-class WorkerClass(_SynapseProcesses):
-    """All workers of one class (`rooms1`..`roomsN`)."""
+class SynapseWorkers(_SynapseProcesses):
+    """All workers of one class (`rooms1`..`roomsN`). Its type token keeps the
+    component's first name, WorkerClass: the token is part of every child's URN, so
+    renaming it would make Pulumi replace every worker container."""
 
     def __init__(self, name: str, args: SynapseArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:

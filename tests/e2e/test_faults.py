@@ -239,7 +239,7 @@ def _registered_upload(st: Stack, key: str, path: str) -> dict[str, Any]:
     return next(u for u in res.plain["uploads"] if u["file"] == path)
 
 
-def _no_changes(plan: replay.Plan) -> dict[str, tuple[str, tuple[str, ...]]]:
+def _no_changes(plan: replay.StepPlan) -> dict[str, tuple[str, tuple[str, ...]]]:
     return {s.docker_name: (s.action, s.changed) for s in plan.steps if s.action != replay.SAME}
 
 

@@ -14,7 +14,7 @@ apply it, since neither can be installed here:
 """
 
 from tests.e2e.replay.docker_api import LOG_TAIL, api, container_logs
-from tests.e2e.replay.engine import CREATE, DELETE, REPLACE, SAME, UPDATE, Plan, capture_stack
+from tests.e2e.replay.engine import CREATE, DELETE, REPLACE, SAME, UPDATE, StepPlan, capture_stack
 from tests.e2e.replay.errors import ReplayError, UnsupportedInput
 from tests.e2e.replay.graph import dependency_graph
 from tests.e2e.replay.inputs import (
@@ -30,7 +30,7 @@ from tests.e2e.replay.provider import read_container
 from tests.e2e.replay.stack import Deployed, describe, down, up
 
 __all__ = [
-    "LOG_TAIL", "api", "container_logs", "CREATE", "DELETE", "REPLACE", "SAME", "UPDATE", "Plan",
+    "LOG_TAIL", "api", "container_logs", "CREATE", "DELETE", "REPLACE", "SAME", "UPDATE", "StepPlan",
     "capture_stack", "ReplayError", "UnsupportedInput", "dependency_graph", "CONTAINER", "IMAGE",
     "NETWORK", "VOLUME", "check_inputs", "is_no_op", "check_isolation", "read_container",
     "Deployed", "describe", "down", "up",

@@ -70,7 +70,8 @@ class Step:
 
 
 @dataclass
-class Plan:
+class StepPlan:
+    """What one `up` does: a step per resource, in order (not topology.Plan)."""
     steps: list[Step]
 
     def by_action(self, action: str) -> list[Step]:
@@ -179,7 +180,7 @@ def desired_inputs(res: Registered, image_ids: Mapping[str, str]) -> dict[str, A
     return inputs
 
 
-def make_plan(cap: Capture, st: Mapping[str, Any], desired: Mapping[str, dict[str, Any]]) -> Plan:
+def make_plan(cap: Capture, st: Mapping[str, Any], desired: Mapping[str, dict[str, Any]]) -> StepPlan:
     steps = []
     for res in cap.resources:
         if is_no_op(res):
@@ -200,7 +201,7 @@ def make_plan(cap: Capture, st: Mapping[str, Any], desired: Mapping[str, dict[st
         if key not in registered:
             steps.append(Step(key, entry["type"], key.split("::", 1)[1], DELETE,
                               docker_name=entry["inputs"]["name"]))
-    return Plan(dependent_replacements(steps, cap, desired))
+    return StepPlan(dependent_replacements(steps, cap, desired))
 
 
 # Where a container names a volume or network: inputs that are ForceNew.
@@ -280,7 +281,7 @@ def _entry(res: Registered, rid: str, stored: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class Outcome:
-    plan: Plan
+    plan: StepPlan
     capture: Capture
     ids: dict[str, str]  # Docker container name -> container ID, after the up
     seconds: float

@@ -23,7 +23,7 @@ class Deployed:
     config: str
     overrides: dict[str, Any]
     capture: Capture
-    plan: engine.Plan  # what this `up` did
+    plan: engine.StepPlan  # what this `up` did
     ids: dict[str, str]  # Docker container name -> container ID
     outputs: dict[str, Any]
     containers: dict[str, str]  # process key ("main", "rooms1", "nginx", ...) -> container name
@@ -91,7 +91,7 @@ def describe(cap: Capture, outcome: engine.Outcome | None, overrides: Mapping[st
         config=str(config),
         overrides=dict(overrides),
         capture=cap,
-        plan=outcome.plan if outcome else engine.Plan([]),
+        plan=outcome.plan if outcome else engine.StepPlan([]),
         ids=dict(outcome.ids) if outcome else {},
         outputs=outputs,
         containers=containers,
