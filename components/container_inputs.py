@@ -21,10 +21,10 @@ from components.synapse_config import PLACEHOLDERS
 # creates the whole schema, which takes longer than the provider's 60 s default.
 WAIT_TIMEOUT_S = 300
 
-# Resource options of every container. The provider only records a healthcheck
-# or tmpfs change in state (neither is ForceNew, and Update has no code for them):
-# replace instead, deleting first since the name is fixed.
-REPLACE_ON_CHANGES = ("healthcheck", "tmpfs")
+# Resource options of every container. The provider only records a healthcheck,
+# tmpfs or same-count mounts change in state (not ForceNew, and Update has no code
+# for them: provider_model): replace instead, deleting first since the name is fixed.
+REPLACE_ON_CHANGES = ("healthcheck", "tmpfs", "mounts")
 DELETE_BEFORE_REPLACE = True
 
 

@@ -2,17 +2,21 @@
 form it reads the value back in (what Pulumi's state then holds), and whether a
 change updates the object in place or replaces it. No Pulumi import.
 
-pulumi-docker 5.2.0 is bridged from kreuzwerker/terraform-provider-docker (its
-`upstream` submodule; the container, volume, network and image code there is
-v4.5.0's). Sources, abbreviated in the table:
+pulumi-docker is bridged from kreuzwerker/terraform-provider-docker. The rows were
+read in kreuzwerker v4.5.0, the upstream of pulumi-docker 5.1.0; requirements.txt
+pins 5.2.0, whose SDK already has inputs v4.5.0 lacks (upload owner/group,
+device_cgroup_rules: a later upstream, kreuzwerker 4.6.0's release PR #998), so
+the rows are unverified for 5.2.0 where that release changed them
+(../shared/notes/provider-facts.md). Sources, abbreviated in the table:
   K/container  kreuzwerker internal/provider/resource_docker_container.go (schema)
   K/read       kreuzwerker internal/provider/resource_docker_container_funcs.go
                (resourceDockerContainerRead, ...Create, ...Update, ...Delete)
   K/helpers    kreuzwerker internal/provider/helpers.go (nanoInt64ToDecimalString)
-  K/structures kreuzwerker internal/provider/structures_container.go (flatten*)
+  K/structures kreuzwerker internal/provider/resource_docker_container_structures.go (flatten*)
   K/volume     kreuzwerker internal/provider/resource_docker_volume.go
   K/network    kreuzwerker internal/provider/resource_docker_network.go (+ _funcs.go)
-  K/image      kreuzwerker internal/provider/resource_docker_remote_image.go (+ _funcs.go)
+  K/image      kreuzwerker internal/provider/resource_docker_image.go (+ _funcs.go;
+               Terraform's docker_image, Pulumi's RemoteImage)
   M/container  moby daemon/container.go (validateCapabilities: names checked, kept as sent)
   M/archive    moby daemon/archive*.go (containerExtractToDir: refuses a read-only rootfs)
   P/resources  pulumi/pulumi-docker provider/resources.go
@@ -174,6 +178,10 @@ class Attr:
     computed: bool = False
     # Schema defaults of nested fields, filled in before comparing (as a plan does).
     fill: Callable[[Any], Any] | None = None
+    # REPLACE only when this holds for (old, new); otherwise the change is an update.
+    replace_if: Callable[[Any, Any], bool] | None = None
+    # The schema's DiffSuppressFunc: (old, new) that the provider takes for no change.
+    suppress: Callable[[Any, Any], bool] | None = None
 
 
 # The lowest Docker API version that takes a healthcheck start_interval. The
@@ -240,9 +248,14 @@ CONTAINER_ATTRS: dict[str, Attr] = {
     "uploads": Attr(REPLACE, "not read back; written once between create and start ('The "
                     "container is mutated once, and never updated later'): a changed file "
                     "replaces the container", f"{C}, {R} (create)", SET, read=False),
+    # ForceNew sits on the set's size (`mounts.#`) only: a mount whose source, target
+    # or read-only flag changes while the count stays is an in-place update that
+    # resourceDockerContainerUpdate has no code for (the container keeps its old
+    # mounts). The program adds replace_on_changes, as for healthcheck.
     "mounts": Attr(REPLACE, "HostConfig.Mounts as submitted: target, source, type and "
                    "read_only (false when unset)", f"{C}, {R} getDockerContainerMounts", SET,
-                   normal=_mount_defaults, fill=_mount_defaults),
+                   normal=_mount_defaults, fill=_mount_defaults,
+                   replace_if=lambda old, new: len(old or []) != len(new or [])),
     # Read back only when the set is empty, which GetOk never reports: never read.
     "networksAdvanced": Attr(REPLACE, "not read back (the read is guarded by a GetOk that "
                              "never lets it run): state keeps them as sent", f"{C}, {R}", SET,
@@ -262,7 +275,9 @@ CONTAINER_ATTRS: dict[str, Attr] = {
                         fill=_healthcheck_defaults),
     # Least privilege (docs/least-privilege.md). All ForceNew but tmpfs.
     "user": Attr(REPLACE, "Config.User verbatim; '' (the image's user) when unset, which the "
-                 "schema's DiffSuppressFunc takes for no change", f"{C}, {R}", default=""),
+                 "schema's DiffSuppressFunc takes for no change", f"{C}, {R}", default="",
+                 # Removing `user` is no diff: the container keeps its old user.
+                 suppress=lambda old, new: new in (None, "")),
     "groupAdds": Attr(REPLACE, "HostConfig.GroupAdd verbatim", f"{C}, {R}", SET),
     # Docker validates capability names but stores them as sent (M/container): "CHOWN"
     # stays "CHOWN"; the program sends Docker's CAP_ form.
@@ -415,10 +430,13 @@ def diff(typ: str, old: Mapping[str, Any], new: Mapping[str, Any],
         if key not in new and attr.computed:
             continue  # the program leaves it to the provider: whatever it read is fine
         if _canonical(attr, old.get(key)) != _canonical(attr, new.get(key)):
+            if attr.suppress and attr.suppress(old.get(key), new.get(key)):
+                continue
             changed.append(key)
     if not changed:
         return Diff("same")
-    forced = tuple(k for k in changed if attrs[k].change == REPLACE)
+    forced = tuple(k for k in changed if attrs[k].change == REPLACE and (
+        attrs[k].replace_if is None or attrs[k].replace_if(old.get(k), new.get(k))))
     by_option = tuple(k for k in changed if k in replace_on_changes or "*" in replace_on_changes)
     if forced:
         dbr = delete_before_replace or typ in PROVIDER_DELETE_BEFORE_REPLACE

@@ -62,7 +62,7 @@ def test_every_container_has_a_healthcheck_replaced_on_change(prod):
     for c in prod.containers:
         hc = c.plain["healthcheck"]
         assert hc["tests"][0] in ("CMD", "CMD-SHELL"), c.name
-        assert c.options["replaceOnChanges"] == ["healthcheck", "tmpfs"], c.name
+        assert c.options["replaceOnChanges"] == ["healthcheck", "tmpfs", "mounts"], c.name
         # A replacement that only replace_on_changes causes is create-before-delete
         # unless asked otherwise, and the fixed name would clash.
         assert c.options["deleteBeforeReplace"] is True, c.name

@@ -58,4 +58,4 @@ def test_registered_containers_are_exactly_container_inputs(stack, path):
         expected = _secret_contents_dropped(container_inputs(spec, deployment, sizes), secret_files)
         got = _secret_contents_dropped(pm.numbers_as_sent(registered[spec.name].plain), secret_files)
         assert got == expected, spec.name
-        assert registered[spec.name].options["replaceOnChanges"] == ["healthcheck", "tmpfs"]
+        assert registered[spec.name].options["replaceOnChanges"] == ["healthcheck", "tmpfs", "mounts"]

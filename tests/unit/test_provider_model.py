@@ -112,3 +112,29 @@ def test_a_tmpfs_change_replaces_only_through_the_resource_options():
     assert pm.diff(pm.CONTAINER, old, {**BASE, "tmpfs": {"/run": "size=1m"}}).same
     d = pm.diff(pm.CONTAINER, old, new, ["healthcheck", "tmpfs"], delete_before_replace=True)
     assert d.action == "replace" and d.delete_before_replace
+
+
+def test_a_same_count_mounts_change_replaces_only_through_the_resource_options():
+    """ForceNew sits on `mounts.#` only: the provider would record a new source in
+    state and keep the container's old mount, so the program asks for a replace."""
+    from components.container_inputs import DELETE_BEFORE_REPLACE, REPLACE_ON_CHANGES
+
+    def mounts(*sources):
+        return [{"target": f"/m{i}", "type": "volume", "source": s} for i, s in enumerate(sources)]
+
+    old, new = {**BASE, "mounts": mounts("a")}, {**BASE, "mounts": mounts("b")}
+    assert pm.diff(pm.CONTAINER, old, new).action == "update"  # the provider: state only
+    d = pm.diff(pm.CONTAINER, old, new, REPLACE_ON_CHANGES, DELETE_BEFORE_REPLACE)
+    assert (d.action, d.replace_keys, d.delete_before_replace) == ("replace", ("mounts",), True)
+    read_only = {**BASE, "mounts": [{**mounts("a")[0], "readOnly": True}]}
+    assert pm.diff(pm.CONTAINER, old, read_only).action == "update"
+    # A mount more or less: the provider's own replace.
+    d = pm.diff(pm.CONTAINER, old, {**BASE, "mounts": mounts("a", "c")})
+    assert (d.action, d.replace_keys) == ("replace", ("mounts",))
+
+
+def test_removing_user_is_no_diff_the_container_keeps_its_user():
+    with_user = {**BASE, "user": "999:999"}
+    assert pm.diff(pm.CONTAINER, with_user, BASE).same
+    assert pm.diff(pm.CONTAINER, with_user, {**BASE, "user": ""}).same
+    assert pm.diff(pm.CONTAINER, with_user, {**BASE, "user": "101:101"}).action == "replace"
