@@ -9,7 +9,7 @@ endif
 # A local state backend: state (secrets encrypted with the passphrase) in .pulumi-state/.
 PULUMI  := PULUMI_BACKEND_URL=file://$(STATE) $(PASSPHRASE) pulumi
 
-.PHONY: venv up preview down destroy-data guard-secrets render impact test unit e2e host images \
+.PHONY: venv up preview down destroy-data guard-secrets render impact doctor test unit e2e host images \
         replay-up replay-down replay-destroy-data bench
 
 venv: .venv/.installed
@@ -30,7 +30,7 @@ guard-secrets:
 ## Deploy the $(STACK) stack on the local Docker engine (needs the pulumi CLI).
 ## --refresh reads every container back first: one that was removed or stopped
 ## behind Pulumi's back is created or started again.
-up: guard-secrets venv
+up: guard-secrets venv doctor
 	mkdir -p $(STATE)
 	$(PULUMI) stack select --create $(STACK)
 	$(PULUMI) up --refresh --stack $(STACK)
@@ -62,6 +62,11 @@ AGAINST ?= config/Pulumi.$(STACK).yaml
 impact: venv
 	$(PY) -m components.impact --config config/Pulumi.$(STACK).yaml --against $(AGAINST) \
 	    $(foreach s,$(SET),--set $(s))
+
+## What this host's Docker engine would make drift or refuse, before deploying
+## $(STACK) (components/doctor.py); `make up` runs it first.
+doctor: venv
+	$(PY) -m components.doctor --config config/Pulumi.$(STACK).yaml
 
 ## Every file each container of $(STACK) would get, without Pulumi, into out/$(STACK).
 render: venv

@@ -25,6 +25,8 @@ WAIT_TIMEOUT_S = 300
 # tmpfs or same-count mounts change in state (not ForceNew, and Update has no code
 # for them: provider_model): replace instead, deleting first since the name is fixed.
 REPLACE_ON_CHANGES = ("healthcheck", "tmpfs", "mounts")
+# Every container's json-file rotation (doctor.py warns of daemon-wide extras).
+LOG_OPTS = {"max-size": "50m", "max-file": "3"}
 DELETE_BEFORE_REPLACE = True
 
 
@@ -63,7 +65,7 @@ def container_inputs(spec: ContainerSpec, deployment: Deployment, sizes: Mapping
         "memorySwap": size.memory_mb,  # no swap; unset, Docker stores 2 x memory
         "cpus": pm.cpus(size.cpus),
         "logDriver": "json-file",
-        "logOpts": {"max-size": "50m", "max-file": "3"},
+        "logOpts": dict(LOG_OPTS),
         "destroyGraceSeconds": spec.destroy_grace_seconds,
         "wait": True,
         "waitTimeout": WAIT_TIMEOUT_S,
