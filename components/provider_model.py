@@ -32,6 +32,11 @@ tests/unit/test_provider_model.py holds every registered input against this tabl
 
 from __future__ import annotations
 
+# The pulumi-docker release requirements.txt pins, and the upstream its rows were
+# read in (tests/unit/test_provider_model.py ties the pin to this).
+PINNED_PULUMI_DOCKER = "5.2.0"
+ROWS_READ_IN = "kreuzwerker/terraform-provider-docker v4.5.0 (pulumi-docker 5.1.0's upstream)"
+
 import json
 import re
 from dataclasses import dataclass, field

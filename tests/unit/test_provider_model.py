@@ -138,3 +138,13 @@ def test_removing_user_is_no_diff_the_container_keeps_its_user():
     assert pm.diff(pm.CONTAINER, with_user, BASE).same
     assert pm.diff(pm.CONTAINER, with_user, {**BASE, "user": ""}).same
     assert pm.diff(pm.CONTAINER, with_user, {**BASE, "user": "101:101"}).action == "replace"
+
+
+def test_the_model_names_the_provider_release_requirements_pin():
+    from pathlib import Path
+
+    pins = dict(line.split("#")[0].strip().split("==") for line in
+                (Path(__file__).resolve().parents[2] / "requirements.txt").read_text().splitlines()
+                if "==" in line)
+    assert pins["pulumi-docker"] == pm.PINNED_PULUMI_DOCKER, \
+        "a new pulumi-docker pin needs its upstream read and the model's rows checked"
