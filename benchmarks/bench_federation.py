@@ -169,6 +169,19 @@ def markdown(result: dict, plots: list[str]) -> str:
         synapse = sum(v for c, v in r["cores_by_class"].items()
                       if c not in ("nginx", "nginx-config", "postgres", "redis", "prometheus"))
         lines.append(f"| {preset} | {' | '.join(cells)} | {lost} | {synapse:.2f} |")
+    synapse_cores = {
+        preset: sum(v for c, v in r["cores_by_class"].items()
+                    if c not in ("nginx", "nginx-config", "postgres", "redis", "prometheus"))
+        for preset, r in presets.items()}
+    if {"specialized", "monolith"} <= set(presets) and synapse_cores["monolith"]:
+        spec = presets["specialized"]["cores_by_class"]
+        lines += ["", f"On this load `specialized` spends {synapse_cores['specialized'] / synapse_cores['monolith']:.1f}x "
+                  f"the Synapse CPU of `monolith` ({synapse_cores['specialized']:.2f} against "
+                  f"{synapse_cores['monolith']:.2f} cores), {spec.get('sender', 0):.2f} of it in the "
+                  "senders: every sender follows every event over replication, and only one of "
+                  "them owns each destination. The latency adds an extra replication hop (rooms "
+                  "worker, then sender) and, to B, B's own hop to its client_sync worker; a 1 s "
+                  "long poll on each receiver is part of every figure."]
     lines += ["", "CPU of A's containers in the window, cores per class:", "",
               "| class | " + " | ".join(presets) + " |", "|---|" + "---|" * len(presets)]
     classes = sorted({c for r in presets.values() for c in r["cores_by_class"]},

@@ -13,7 +13,7 @@ from typing import Any
 from benchmarks import machine, registry
 
 REGENERATE = """\
-Regenerate: `make bench` (about 20 minutes here; needs root and Docker, like `make test`)
+Regenerate: `make bench` (about 25 minutes here; needs root and Docker, like `make test`)
 measures everything and rewrites this file and `benchmarks/plots/`;
 `.venv/bin/python -m benchmarks --only planning` (or `deploy`, `change`, `serving`)
 measures one section; `.venv/bin/python -m benchmarks.report` rewrites this file and
