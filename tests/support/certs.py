@@ -18,7 +18,7 @@ def self_signed(name: str = "test CA", *, ca: bool = True, days: int = 2,
     now = datetime.datetime.now(datetime.timezone.utc)
     start, end = ((now - datetime.timedelta(days=3), now - datetime.timedelta(days=1))
                   if expired else (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    subject = _name(name)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(start).not_valid_after(end)
