@@ -20,6 +20,7 @@ from urllib.parse import quote
 import aiohttp
 import nio
 
+from tests.e2e import replay
 from tests.e2e.matrix_client import connector
 
 PROBE_INTERVAL_S = 0.25
@@ -171,3 +172,20 @@ class Traffic:
                 total += samples[-1][0] - down_since
             out[cls] = round(total, 2)
         return out
+
+
+def wait_restarted_healthy(container: str, pid: int, restarts: int, timeout_s: float) -> float:
+    """Seconds until a container whose PID 1 (`pid`) was killed is running again under
+    its restart policy (a new PID, more restarts than `restarts`) and healthy."""
+    api = replay.api()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        info = api.inspect_container(container)
+        state = info["State"]
+        if (info["RestartCount"] > restarts and state["Running"] and state["Pid"] != pid
+                and state["Health"]["Status"] == "healthy"):
+            return time.monotonic() - t0
+        time.sleep(0.25)
+    raise AssertionError(f"{container} did not come back healthy within {timeout_s} s: "
+                         f"restarts={info['RestartCount']} state={state}\n"
+                         f"{replay.container_logs(container)}")

@@ -49,6 +49,7 @@ from tests.e2e.matrix_client import (
     sync_once,
     sync_until,
 )
+from tests.e2e.live import wait_restarted_healthy
 from tests.e2e.timings import record
 
 pytestmark = pytest.mark.e2e
@@ -644,22 +645,12 @@ async def _arrives(world: World, key: str, room: str, prefix: str,
         await asyncio.sleep(2)
 
 
-def _kill_pid1(container: str) -> int:
+def _kill_pid1(container: str) -> tuple[int, int]:
     """SIGKILL a container's PID 1 from the host (docker kill would cancel its
-    restart policy); returns its restart count before."""
+    restart policy); returns (that PID, the restart count before)."""
     info = fedbed._client().api.inspect_container(container)
     os.kill(info["State"]["Pid"], signal.SIGKILL)
-    return info["RestartCount"]
-
-
-def _wait_healthy_again(container: str, restarts: int, timeout_s: float = 120) -> float:
-    api, t0 = fedbed._client().api, time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        info = api.inspect_container(container)
-        if info["RestartCount"] > restarts and info["State"].get("Health", {}).get("Status") == "healthy":
-            return time.monotonic() - t0
-        time.sleep(0.5)
-    raise AssertionError(f"{container} not healthy again within {timeout_s} s")
+    return info["State"]["Pid"], info["RestartCount"]
 
 
 def test_fault_c_down_for_60_s_catches_up_when_back(world: World):
@@ -691,9 +682,8 @@ def test_fault_the_sender_owning_c_killed_mid_stream(world: World):
         sending = asyncio.ensure_future(_send_series(world.client("A"), room, "sender-kill", 20,
                                                      0.5, sent))
         await asyncio.sleep(3)
-        restarts = _kill_pid1(container)
-        back = await asyncio.get_running_loop().run_in_executor(
-            None, _wait_healthy_again, container, restarts)
+        pid, restarts = _kill_pid1(container)
+        back = await asyncio.to_thread(wait_restarted_healthy, container, pid, restarts, 120)
         await sending
         seconds = await _arrives(world, "C", room, "sender-kill", sent)
         record(f"federation: {owner} killed, healthy again", back)

@@ -51,7 +51,7 @@ from components.synapse_config import POSTGRES_DB, POSTGRES_USER, log_config_pat
 from components.topology import POSTGRES_SOCKET_DIR, postgres_settings
 from tests.e2e import replay
 from tests.e2e.images.build import SYNAPSE_NEXT
-from tests.e2e.live import Traffic
+from tests.e2e.live import Traffic, wait_restarted_healthy
 from tests.e2e.stacks import STACKS, TLS_NAMES, prepare
 from tests.e2e.timings import record
 from tests.e2e.matrix_client import (
@@ -1210,21 +1210,6 @@ def _room_process(stack: World) -> str:
     return proc
 
 
-def _wait_restarted_healthy(container: str, pid: int, restarts: int, timeout_s: float) -> float:
-    api = replay.api()
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        info = api.inspect_container(container)
-        state = info["State"]
-        if (info["RestartCount"] > restarts and state["Running"] and state["Pid"] != pid
-                and state["Health"]["Status"] == "healthy"):
-            return time.monotonic() - t0
-        time.sleep(0.25)
-    raise AssertionError(f"{container} did not come back healthy within {timeout_s} s: "
-                         f"restarts={info['RestartCount']} state={state}\n"
-                         f"{replay.container_logs(container)}")
-
-
 def test_fault_rooms_worker_killed(stack: World):
     """kill -9 the Synapse process of the room's worker while Alice sends: Docker
     restarts it (restart policy), it turns healthy again, and every message the
@@ -1274,7 +1259,7 @@ def test_fault_rooms_worker_killed(stack: World):
         task = asyncio.create_task(sender())
         await until(10)
         os.kill(pid, signal.SIGKILL)  # a crash, not a `docker stop`: the restart policy applies
-        back = await asyncio.to_thread(_wait_restarted_healthy, container, pid, restarts, 180)
+        back = await asyncio.to_thread(wait_restarted_healthy, container, pid, restarts, 180)
         await until(len(acked) + 10)
         stop.set()
         await task
