@@ -22,7 +22,6 @@ internal, and the stacks' frontends are behind the DOCKER-USER drop rule.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 import time
@@ -76,7 +75,6 @@ class Bed:
     workdir: Path
     rogue_ca_dir: Path  # another CA, trusted by nobody in the bed
     configs: dict[str, Path] = field(default_factory=dict)  # A, B: stack file
-    started: float = field(default_factory=time.monotonic)
 
 
 def _stack_file(workdir: Path, name: str, source: str) -> Path:
@@ -250,7 +248,3 @@ def container_logs(name: str, since: float | None = None) -> str:
     """A container's whole log (stdout and stderr), or since a UNIX time."""
     kwargs = {"since": int(since)} if since else {}
     return _client().api.logs(name, stdout=True, stderr=True, **kwargs).decode(errors="replace")
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
