@@ -81,11 +81,9 @@ def container_inputs(spec: ContainerSpec, deployment: Deployment, sizes: Mapping
 
 
 def _upload(f: File, secrets: Secrets) -> dict[str, Any]:
-    upload: dict[str, Any] = {"file": f.path, "content": f.render(secrets),
-                              "executable": f.executable, "permissions": f.mode}
-    if f.owner is not None:  # numeric: the provider would resolve names on the Pulumi host
-        upload["owner"] = upload["group"] = str(f.owner)
-    return upload
+    # Root's: pulumi-docker 5.1.0 has no upload owner (File.non_root_reader).
+    return {"file": f.path, "content": f.render(secrets),
+            "executable": f.executable, "permissions": f.mode}
 
 
 def privilege_inputs(spec: ContainerSpec) -> dict[str, Any]:

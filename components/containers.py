@@ -104,6 +104,7 @@ class Healthcheck:
 
 
 SECRET_FILE_MODE = "0400"  # readable by its owner only
+SHARED_SECRET_FILE_MODE = "0444"  # root's upload, read by a non-root process (File)
 POSTGRES_PASSWORD_FILE = secret_keys.BY_KEY["postgresPassword"].path
 
 
@@ -113,15 +114,18 @@ class File:
     render: Callable[[Secrets], str]
     secret: bool = False  # content holds a secret: a secret Output in Pulumi
     executable: bool = False
-    # Uploaded owned by this UID (and its same-numbered group); None: by root.
-    # Synapse's start.sh hands its root-owned secrets to the Synapse user; Postgres
-    # runs as postgres from the start, so its password file is uploaded as its own.
-    owner: int | None = None
+    # A secret read by a process that is not root from the start. Uploads are
+    # root's (pulumi-docker 5.1.0 has no upload owner; provider_model), so such a
+    # file is world-readable: only in a container that runs that one user. Synapse's
+    # start.sh instead hands its root-owned 0400 secrets to the Synapse user.
+    non_root_reader: bool = False
 
     @property
     def mode(self) -> str:
         """The upload's permissions, as the provider applies them (tar header mode)."""
-        return SECRET_FILE_MODE if self.secret else "0744" if self.executable else "0644"
+        if self.secret:
+            return SHARED_SECRET_FILE_MODE if self.non_root_reader else SECRET_FILE_MODE
+        return "0744" if self.executable else "0644"
 
 
 @dataclass(frozen=True)
@@ -428,14 +432,17 @@ def _publish_script() -> str:
     """The nginx-config container: copy its config (and with TLS the certificate
     and key, before it) into the shared volume (an atomic rename, so nginx never
     reads half a file), then stay up: the provider starts a stopped container
-    again on every up."""
-    copies = [*NGINX_STAGED_TLS.items(), (NGINX_STAGED, NGINX_CONF)]  # the config last
+    again on every up. The certificate and key are staged as root's 0444 uploads
+    (File.non_root_reader); what nginx reads is nginx's own 0400 copy."""
+    copies = [*((src, dst, SECRET_FILE_MODE) for src, dst in NGINX_STAGED_TLS.items()),
+              (NGINX_STAGED, NGINX_CONF, "0644")]  # the config last
     return "\n".join([
         "#!/bin/sh",
         "set -eu",
         f"mkdir -p {shlex.quote(nginx_conf.TLS_DIR)}",
         *(f"if [ -e {shlex.quote(src)} ]; then cp {shlex.quote(src)} {shlex.quote(dst)}.new"
-          f" && mv {shlex.quote(dst)}.new {shlex.quote(dst)}; fi" for src, dst in copies),
+          f" && chmod {mode} {shlex.quote(dst)}.new"
+          f" && mv {shlex.quote(dst)}.new {shlex.quote(dst)}; fi" for src, dst, mode in copies),
         "trap 'exit 0' TERM INT QUIT",  # QUIT: the nginx image's STOPSIGNAL
         "while :; do sleep 3600 & wait $! || true; done",
         "",
@@ -447,7 +454,8 @@ def _staged_tls_files(s) -> list[File]:
     nginx user (who publishes them and whose nginx reads them)."""
     if not s.nginx.tls:
         return []
-    return [File(t.path, lambda sec, k=t.key: render_secret(k, sec), secret=True, owner=NGINX_UID)
+    return [File(t.path, lambda sec, k=t.key: render_secret(k, sec), secret=True,
+                 non_root_reader=True)
             for t in secret_keys.for_readers(secret_keys.NGINX)]
 
 
@@ -551,8 +559,7 @@ def _prometheus_spec(plan: Plan, synapse: list[ContainerSpec]) -> ContainerSpec:
         # The official image is busybox: wget, no curl (the stand-in has both).
         healthcheck=Healthcheck(("CMD", "wget", "-q", "-O", "/dev/null", ready)),
         files=(File(prometheus_conf.CONFIG_PATH,
-                    lambda _sec: prometheus_conf.render_prometheus_conf(plan, hosts),
-                    owner=PROMETHEUS_UID),),
+                    lambda _sec: prometheus_conf.render_prometheus_conf(plan, hosts)),),
         mounts=(Mount("prometheus-data", prometheus_conf.DATA_DIR),),
         networks=("backend", "frontend"),
         ports=(Port(prometheus_conf.PORT, s.metrics.port, prometheus_conf.BIND_ADDRESS),),
@@ -601,7 +608,7 @@ def build_deployment(plan: Plan) -> Deployment:
                                  f" -U {POSTGRES_USER} -d {POSTGRES_DB}"),
                                 interval_s=SINGLETON_PROBE_INTERVAL_S),
         files=(File(POSTGRES_PASSWORD_FILE, lambda sec: render_secret("postgresPassword", sec),
-                    secret=True, owner=POSTGRES_UID),),
+                    secret=True, non_root_reader=True),),
         mounts=(Mount("sockets", SOCKET_DIR), Mount("postgres-data", POSTGRES_DATA)),
         sockets=(f"{POSTGRES_SOCKET_DIR}/.s.PGSQL.5432",),
         destroy_grace_seconds=60,  # a clean shutdown avoids crash recovery

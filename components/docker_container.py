@@ -26,8 +26,7 @@ def _files(spec: ContainerSpec, plain: list[dict], secrets: pulumi.Output
         content = pulumi.Output.secret(secrets.apply(f.render)) if f.secret else u["content"]
         uploads.append(docker.ContainerUploadArgs(file=u["file"], content=content,
                                                   executable=u["executable"],
-                                                  permissions=u["permissions"],
-                                                  owner=u.get("owner"), group=u.get("group")))
+                                                  permissions=u["permissions"]))
     return uploads
 
 

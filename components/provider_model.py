@@ -3,11 +3,13 @@ form it reads the value back in (what Pulumi's state then holds), and whether a
 change updates the object in place or replaces it. No Pulumi import.
 
 pulumi-docker is bridged from kreuzwerker/terraform-provider-docker. The rows were
-read in kreuzwerker v4.5.0, the upstream of pulumi-docker 5.1.0; requirements.txt
-pins 5.2.0, whose SDK already has inputs v4.5.0 lacks (upload owner/group,
-device_cgroup_rules: a later upstream, kreuzwerker 4.6.0's release PR #998), so
-the rows are unverified for 5.2.0 where that release changed them
-(../shared/notes/provider-facts.md). Sources, abbreviated in the table:
+read in kreuzwerker v4.5.0, the upstream of pulumi-docker 5.1.0, which is the
+release requirements.txt pins (tests/unit/test_provider_model.py ties the two).
+5.2.0 bridges a later upstream (its SDK has upload owner/group and
+device_cgroup_rules, kreuzwerker 4.6.0's release PR #998) whose source has not
+been read here, so it is not pinned (../shared/notes/provider-facts.md).
+
+Sources, abbreviated in the table:
   K/container  kreuzwerker internal/provider/resource_docker_container.go (schema)
   K/read       kreuzwerker internal/provider/resource_docker_container_funcs.go
                (resourceDockerContainerRead, ...Create, ...Update, ...Delete)
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 # The pulumi-docker release requirements.txt pins, and the upstream its rows were
 # read in (tests/unit/test_provider_model.py ties the pin to this).
-PINNED_PULUMI_DOCKER = "5.2.0"
+PINNED_PULUMI_DOCKER = "5.1.0"
 ROWS_READ_IN = "kreuzwerker/terraform-provider-docker v4.5.0 (pulumi-docker 5.1.0's upstream)"
 
 import json
@@ -246,10 +248,8 @@ CONTAINER_ATTRS: dict[str, Attr] = {
                  read=False, computed=True),
     "labels": Attr(REPLACE, "not read back: state keeps them as sent", f"{C}, {R}", SET,
                    read=False, computed=True),
-    # owner/group: in pulumi-docker 5.2.0's schema ("numeric IDs can be used
-    # directly"; kreuzwerker issue #996), newer than the stored kreuzwerker source:
-    # the file's owner, which CopyToContainer can only carry as the tar header's
-    # uid/gid (measured: Docker applies them; docs/least-privilege.md).
+    # No owner/group in v4.5.0: the tar header carries uid/gid 0, so every upload
+    # is root's with its `permissions` (File.non_root_reader).
     "uploads": Attr(REPLACE, "not read back; written once between create and start ('The "
                     "container is mutated once, and never updated later'): a changed file "
                     "replaces the container", f"{C}, {R} (create)", SET, read=False),

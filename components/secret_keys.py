@@ -5,7 +5,7 @@ gives is checked. Settings, the reader, rendering, the containers, the impact
 report and the replay all derive what they need from it: adding a secret is one
 entry (and, for a new kind of check or generation, its code).
 
-Every secret is its own 0400 file, never inline in a config file, so each config
+Every secret is its own file, never inline in a config file, so each config
 file stays plain and a preview can show its diff.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 CONFIG_DIR = "/conf"  # rendered files, uploaded into each container
-SECRETS_DIR = f"{CONFIG_DIR}/secrets"  # one file per secret, 0400, owned by the process user
+SECRETS_DIR = f"{CONFIG_DIR}/secrets"  # one file per secret (containers.File.mode)
 
 # Who gets a secret's file.
 SYNAPSE = "synapse"  # every Synapse process

@@ -26,7 +26,7 @@ from components.topology import (
 from components.workers import MAIN
 
 CONFIG_DIR = secret_keys.CONFIG_DIR  # rendered files, uploaded into each container
-SECRETS_DIR = secret_keys.SECRETS_DIR  # one file per secret, 0400, owned by the process user
+SECRETS_DIR = secret_keys.SECRETS_DIR  # one file per secret, 0400, the Synapse user's (start.sh)
 DATA_DIR = "/data"  # per-process volume: logs
 MEDIA_DIR = "/media"  # shared media store volume
 HOMESERVER_PATH = f"{CONFIG_DIR}/homeserver.yaml"

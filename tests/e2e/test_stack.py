@@ -44,7 +44,7 @@ import nio
 import pytest
 import yaml
 
-from components import impact, postgres_conf, render
+from components import impact, nginx_conf, postgres_conf, render
 from components.containers import NGINX_PORTS, POSTGRES_UID
 from components.nginx_conf import SERVED_BY_HEADER
 from components.synapse_config import POSTGRES_DB, POSTGRES_USER, log_config_path, log_file_path
@@ -334,22 +334,34 @@ def test_every_container_healthy_as_registered(stack: World):
 
 
 def test_secret_files_readable_only_by_their_process(stack: World):
-    """Each secret is its own file, 0400 and owned by the process user (Synapse's
-    991, handed over by start.sh; postgres's 999, uploaded as its own): another
-    user in the same container cannot read it."""
+    """Each secret is its own file. Synapse's are 0400 and the Synapse user's (991,
+    handed over by start.sh): another user in the same container cannot read
+    them. Postgres's is root's 0444 upload (pulumi-docker 5.1.0 has no upload
+    owner), read by postgres, the only user its container runs; with TLS, the key
+    nginx reads is nginx's own 0400 copy."""
     api = replay.api()
     d = stack.deployed
-    for key in ("main", "rooms1", "postgres"):
+    for key in ("main", "rooms1"):
         name = d.containers[key]
-        owner = "999" if key == "postgres" else "991"
         # As the owner: even root cannot list Synapse's 0500 secrets directory
         # (no CAP_DAC_READ_SEARCH in the container).
         out = _exec(api, name, ["sh", "-c", "stat -c '%u %a %n' /conf/secrets/*"],
-                    user=f"{owner}:{owner}")
+                    user="991:991")
         lines = out.strip().splitlines()
-        assert lines and all(l.split()[:2] == [owner, "400"] for l in lines), (name, lines)
+        assert lines and all(l.split()[:2] == ["991", "400"] for l in lines), (name, lines)
         code, text = _exec_rc(api, name, ["cat", lines[0].split()[2]], user="65534")
         assert code != 0 and "Permission denied" in text, (name, code, text)
+    pg = d.containers["postgres"]
+    out = _exec(api, pg, ["stat", "-c", "%u %a", "/conf/secrets/postgres_password"])
+    assert out.split() == ["0", "444"], out
+    uids = _exec(api, pg, ["sh", "-c", "for s in /proc/[0-9]*/status; do "
+                               "awk '/^Uid:/ {print $2}' $s; done"]).split()
+    # Every process but the probe's own shell (`docker exec` runs as the container's
+    # user too) is postgres.
+    assert uids and set(uids) == {str(POSTGRES_UID)}, uids
+    if stack.ca_file is not None:
+        key = _exec(api, d.containers["nginx"], ["stat", "-c", "%u %a", nginx_conf.TLS_KEY])
+        assert key.split() == ["101", "400"], key
     main_files = _exec(api, d.containers["main"], ["ls", "/conf/secrets"], user="991:991").split()
     worker_files = _exec(api, d.containers["rooms1"], ["ls", "/conf/secrets"],
                          user="991:991").split()

@@ -148,3 +148,13 @@ def test_the_model_names_the_provider_release_requirements_pin():
                 if "==" in line)
     assert pins["pulumi-docker"] == pm.PINNED_PULUMI_DOCKER, \
         "a new pulumi-docker pin needs its upstream read and the model's rows checked"
+    # The rows were read in the pinned release's own upstream, and the installed SDK
+    # is that release (5.2.0's SDK already has upload owner/group, v4.5.0 does not).
+    assert f"pulumi-docker {pm.PINNED_PULUMI_DOCKER}'s upstream" in pm.ROWS_READ_IN
+    import importlib.metadata
+    import inspect
+
+    import pulumi_docker
+
+    assert importlib.metadata.version("pulumi-docker") == pm.PINNED_PULUMI_DOCKER
+    assert "owner" not in inspect.signature(pulumi_docker.ContainerUploadArgs).parameters

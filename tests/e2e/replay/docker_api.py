@@ -80,9 +80,8 @@ def remove_container(name: str, grace_s: int) -> bool:
 
 def upload_archive(uploads: Iterable[Mapping[str, Any]]) -> bytes:
     """One tar of every upload, each as the provider writes it: the path as given,
-    mode `permissions` if given, else 0744 if executable, else 0644; owned by root,
-    or by `owner`/`group` (numeric), which the tar header carries and Docker
-    applies (pulumi-docker 5.2.0's upload owner/group; see provider_model)."""
+    mode `permissions` if given, else 0744 if executable, else 0644; owned by root
+    (the tar header's uid/gid 0: pulumi-docker 5.1.0 has no upload owner)."""
     buf = io.BytesIO()
     now = time.time()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -95,14 +94,9 @@ def upload_archive(uploads: Iterable[Mapping[str, Any]]) -> bytes:
             else:
                 info.mode = 0o744 if up.get("executable") else 0o644
             info.mtime = now
-            info.uid, info.gid = _numeric_id(up, "owner"), _numeric_id(up, "group")
+            info.uid = info.gid = 0
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
-
-
-def _numeric_id(upload: Mapping[str, Any], key: str) -> int:
-    """owner/group as a number (check_inputs refuses names); root when unset."""
-    return int(upload.get(key) or 0)
 
 
 def wait_healthy(name: str, timeout_s: float) -> float:

@@ -26,8 +26,7 @@ CONTAINER_SCHEMA: dict[str, Any] = {
     "command": [str],
     "envs": [str],
     "labels": [{"label": str, "value": str}],
-    "uploads": [{"file": str, "content": str, "executable": bool, "owner": str, "group": str,
-                 "permissions": str}],
+    "uploads": [{"file": str, "content": str, "executable": bool, "permissions": str}],
     "mounts": [{"target": str, "type": str, "source": str, "readOnly": bool}],
     "networksAdvanced": [{"name": str, "aliases": [str]}],
     "ports": [{"internal": float, "external": float, "ip": str, "protocol": str}],
@@ -79,13 +78,6 @@ def check_inputs(res: Registered) -> dict[str, Any]:
                                    "modelled by the replay")
     plain = res.plain
     _check(plain, schema, where)
-    for up in plain.get("uploads", []) if res.type == CONTAINER else []:
-        for key in ("owner", "group"):
-            # The provider resolves names in the Pulumi host's user database, which
-            # says nothing about the container's: only numeric IDs mean one thing.
-            if key in up and not str(up[key]).isdigit():
-                raise UnsupportedInput(f"{where}: upload {up['file']} {key} {up[key]!r} is a "
-                                       "name; the replay applies numeric IDs only")
     return plain
 
 
