@@ -11,6 +11,7 @@ import tarfile
 import pytest
 
 from components import provider_model as pm
+from components.containers import LABEL_PREFIX
 from tests.e2e import replay
 from tests.e2e.replay import engine, graph, state as state_mod
 from tests.e2e.replay.docker_api import upload_archive
@@ -104,6 +105,73 @@ def test_depending_on_a_component_waits_for_its_children():
     g = replay.dependency_graph(replay.engine.Capture("t", [comp, child, later], {}))
     assert "urn:child" in g["urn:later"]
     assert "urn:comp" in g["urn:child"]
+
+
+def test_each_resource_starts_when_its_own_dependencies_are_done():
+    """Not in stages: `late` depends only on `fast`, so it runs while `slow` (which
+    it does not depend on) is still running; `slow` finishes only once `late` has
+    started, so a staged run would stall and fail."""
+    import threading
+
+    late_started = threading.Event()
+
+    def action(key):
+        if key == "slow":
+            assert late_started.wait(20), "late waited for slow, which it does not depend on"
+        if key == "late":
+            late_started.set()
+        return key
+
+    done = graph.run_graph(["slow", "fast", "late"], {"late": {"fast"}}, action, str)
+    assert done["late"].started_at >= done["fast"].finished_at
+    assert done["late"].started_at < done["slow"].finished_at
+
+
+def test_steps_run_with_no_parallelism_limit():
+    """Pulumi's --parallel is unbounded by default: 40 independent steps all run at
+    once (a barrier of 40 would break under any smaller limit)."""
+    import threading
+
+    barrier = threading.Barrier(40, timeout=20)
+    done = graph.run_graph([f"k{i}" for i in range(40)], {}, lambda k: str(barrier.wait()), str)
+    assert len(done) == 40
+
+
+def test_deletes_run_in_antichains_dependents_first(prod):
+    """The engine deletes one antichain at a time: what depends on a resource goes
+    in an earlier antichain than the resource itself."""
+    g = replay.dependency_graph(prod)
+    by_urn = {r.urn: r for r in prod.resources}
+    custom = {u for u in g if not replay.is_no_op(by_urn[u])}
+    chains = graph.delete_antichains({u: g[u] & custom for u in custom})
+    index = {u: i for i, chain in enumerate(chains) for u in chain}
+    assert set(index) == custom
+    for u in custom:
+        for d in g[u] & custom:
+            assert index[u] < index[d], (by_urn[u].name, by_urn[d].name)
+    name = {by_urn[u].name: i for u, i in index.items()}
+    assert name["nginx-container"] < name["nginx-config"] < name["rooms1"] < name["main"] \
+        < name["postgres-container"]
+    # Independent resources share an antichain: the workers nginx routes to go
+    # together; the senders, on which nothing depends, go first, with nginx.
+    assert len({name[f"rooms{i}"] for i in range(1, 5)} | {name["client_sync1"]}) == 1
+    assert name["sender1"] == name["nginx-container"] == 0
+    with pytest.raises(replay.ReplayError):
+        graph.delete_antichains({"a": {"b"}, "b": {"a"}})
+
+
+def test_state_from_before_dependencies_deletes_by_type_and_rank():
+    entries = {
+        "v": {"type": replay.VOLUME, "inputs": {"name": "v"}},
+        "m": {"type": CONTAINER, "inputs": {"name": "m", "labels": [
+            {"label": f"{LABEL_PREFIX}.role", "value": "main"}]}},
+        "n": {"type": CONTAINER, "inputs": {"name": "n", "labels": [
+            {"label": f"{LABEL_PREFIX}.role", "value": "nginx"}]}},
+        "kept": {"type": CONTAINER, "inputs": {"name": "k"}, "dependencies": []},
+    }
+    chains = graph.delete_antichains(engine._delete_deps(entries))
+    order = {k: i for i, c in enumerate(chains) for k in c}
+    assert order["n"] < order["m"] < order["v"]
 
 
 def test_uploads_are_written_like_the_provider():

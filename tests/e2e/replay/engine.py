@@ -5,10 +5,13 @@ up:   run the program under mocks (tests/support/capture.py); refuse any input t
       Docker (`make up` runs `pulumi up --refresh`); plan each resource with the
       provider model (components/provider_model.py): same, update in place,
       replace (delete-before-replace where the provider or the program says so),
-      create, or delete; print the plan like a preview; apply only that, in
-      dependency order; deletions last.
+      create, or delete; print the plan like a preview; apply only that, each
+      resource once its own dependencies are done; then the deletes (removed
+      resources and the old halves of create-before-delete replacements), one
+      antichain at a time (graph.py has the engine's rules and their sources).
 down: `pulumi destroy --exclude-protected`, as `make down` runs it: every object the
-      state holds is deleted except protected ones (the generated secrets);
+      state holds is deleted, dependents first by the dependencies state keeps,
+      except protected ones (the generated secrets);
       retained ones (the data volumes) leave the state but stay on the host, and
       the next `up` takes them over. `delete_data=True` is `make destroy-data`:
       everything goes, volumes and secrets included.
@@ -31,14 +34,14 @@ from components.stack_config import stack_name_of
 from tests.e2e.replay import provider, state as state_mod
 from tests.e2e.replay.docker_api import api
 from tests.e2e.replay.errors import ReplayError, log
-from tests.e2e.replay.graph import dependency_graph, depth, run_graph
+from tests.e2e.replay.graph import delete_antichains, dependency_graph, depth, run_graph
 from tests.e2e.replay.inputs import CONTAINER, IMAGE, NETWORK, VOLUME, check_inputs, is_no_op
 from tests.e2e.replay.isolation import check_isolation
 from tests.support import capture as capture_mod
 from tests.support.capture import Capture, Registered, reveal
 
 CREATE, UPDATE, REPLACE, DELETE, SAME = "create", "update", "replace", "delete", "same"
-# Deletion order by type when the graph is gone (down works from state alone).
+# Deletion order by type, for state written before entries kept their dependencies.
 DELETE_ORDER = (CONTAINER, NETWORK, VOLUME, IMAGE)
 
 
@@ -275,8 +278,50 @@ def _options(res: Registered) -> dict[str, Any]:
             if k in ("protect", "retainOnDelete", "deleteBeforeReplace", "replaceOnChanges") and v}
 
 
-def _entry(res: Registered, rid: str, stored: dict[str, Any]) -> dict[str, Any]:
-    return {"type": res.type, "id": rid, "inputs": stored, "options": _options(res)}
+def _entry(res: Registered, rid: str, stored: dict[str, Any],
+           dependencies: list[str]) -> dict[str, Any]:
+    """A state entry; like Pulumi's, it keeps the resource's dependencies (state
+    keys), which order its delete after the program no longer registers it."""
+    return {"type": res.type, "id": rid, "inputs": stored, "options": _options(res),
+            "dependencies": dependencies}
+
+
+def _delete_deps(entries: Mapping[str, Mapping[str, Any]]) -> dict[str, set[str]]:
+    """key -> keys it depends on, for ordering deletes. An entry from older state
+    without dependencies depends on every entry of a later type in DELETE_ORDER
+    (and a container on those of a later start rank)."""
+    def rank(e: Mapping[str, Any]) -> tuple[int, int]:
+        return (DELETE_ORDER.index(e["type"]),
+                _container_rank(e) if e["type"] == CONTAINER else 0)
+
+    out = {}
+    for key, e in entries.items():
+        if "dependencies" in e:
+            out[key] = set(e["dependencies"])
+        else:
+            out[key] = {k for k, o in entries.items() if rank(o) > rank(e)}
+    return out
+
+
+def _delete_all(stack: str, st: dict[str, Any], doomed: Mapping[str, Mapping[str, Any]],
+                delete_data: bool = False) -> None:
+    """Delete `doomed` (key -> state entry) as the engine schedules deletes: one
+    antichain at a time, its members in parallel (graph.delete_antichains)."""
+    lock = threading.Lock()
+
+    def delete(key: str) -> str:
+        entry = doomed[key]
+        note = _delete(entry, delete_data)
+        with lock:
+            if st["resources"].get(key) is entry:
+                del st["resources"][key]
+            state_mod.save(stack, st)
+        return note
+
+    for chain in delete_antichains(_delete_deps(doomed)):
+        run_graph(chain, {}, delete,
+                  lambda k: f"delete {doomed[k]['type'].split(':')[-1]} "
+                            f"{doomed[k]['inputs']['name']}", label="delete")
 
 
 @dataclass
@@ -325,6 +370,11 @@ def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
     dbr_lock = threading.Lock()
     steps = {s.key: s for s in plan.steps}
     by_urn = {r.urn: r for r in cap.resources}
+    # What state keeps as each resource's dependencies: the objects it waits for.
+    deps_of = {u: sorted(state_mod.key_of(by_urn[d].type, by_urn[d].name) for d in ds
+                         if not is_no_op(by_urn[d]))
+               for u, ds in graph.items()}
+    replaced: dict[str, dict[str, Any]] = {}  # create-before-delete: old halves
 
     def save() -> None:
         with lock:
@@ -339,6 +389,7 @@ def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
         old = st["resources"].get(step.key)
         if step.action == SAME:
             old["options"] = _options(res)
+            old["dependencies"] = deps_of[urn]
             return ""
         if step.action == UPDATE:
             note = (provider.update_container(new["name"], {k: new.get(k) for k in step.changed})
@@ -349,7 +400,7 @@ def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
                 if k not in new:
                     stored.pop(k, None)
             with lock:
-                st["resources"][step.key] = _entry(res, old["id"], stored)
+                st["resources"][step.key] = _entry(res, old["id"], stored, deps_of[urn])
             save()
             return note
         note = ""
@@ -371,22 +422,22 @@ def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
                 save()
         rid, created = _CREATE[res.type](new)
         if step.action == REPLACE and not step.delete_before_replace:
-            note += "created beside the old one, then old deleted: " + _delete(old) + "; "
+            # The old one goes with the deletes, after every create (GenerateDeletes).
+            note += "created beside the old one (deleted at the end); "
+            with lock:
+                replaced[f"{step.key}#replaced"] = old
         _, read_back = _read(res.type, new["name"])
         with lock:
-            st["resources"][step.key] = _entry(res, rid, _stored(res.type, read_back, new))
+            st["resources"][step.key] = _entry(res, rid, _stored(res.type, read_back, new),
+                                               deps_of[urn])
         save()
         return note + created
 
     t1 = time.monotonic()
     results = run_graph([r.urn for r in cap.resources], graph, apply,
                         lambda u: f"{by_urn[u].type.split(':')[-1]} {by_urn[u].name}", label="up")
-    for typ in DELETE_ORDER:
-        for step in plan.by_action(DELETE):
-            if step.type == typ:
-                log(f"delete {step.line().split(None, 2)[-1]}: {_delete(st['resources'][step.key])}")
-                del st["resources"][step.key]
-                save()
+    _delete_all(stack, st, {**{s.key: st["resources"][s.key] for s in plan.by_action(DELETE)},
+                            **replaced})
     seconds = time.monotonic() - t1
     stages = depth(graph, lambda u: by_urn[u].type == CONTAINER)
     stage_seconds: dict[int, float] = {}
@@ -409,17 +460,9 @@ def down(config: str | Path, delete_data: bool = False) -> float:
     stack = stack_of(config)
     st = state_mod.load(stack)
     t0 = time.monotonic()
-    for typ in DELETE_ORDER:
-        entries = [(k, e) for k, e in st["resources"].items() if e["type"] == typ]
-        if typ == CONTAINER:
-            # Reverse start order: nginx, then workers, then main, then the services.
-            entries.sort(key=lambda ke: _container_rank(ke[1]))
-        for key, entry in entries:
-            if entry.get("options", {}).get("protect") and not delete_data:
-                continue
-            log(f"{typ.split(':')[-1]} {entry['inputs']['name']}: {_delete(entry, delete_data)}")
-            del st["resources"][key]
-            state_mod.save(stack, st)
+    _delete_all(stack, st, {k: e for k, e in st["resources"].items()
+                            if delete_data or not e.get("options", {}).get("protect")},
+                delete_data)
     if delete_data:
         _remove_leftover_volumes(st.get("outputs", {}).get("namePrefix", f"synapse-{stack}"))
         state_mod.forget(stack)  # the secrets go with the data they protected

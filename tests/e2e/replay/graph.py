@@ -1,6 +1,24 @@
-"""Resource ordering, as the Pulumi engine does it: a resource is applied once
-everything it depends on (its `dependencies` and its parent) is done, in
-parallel otherwise; deletions run in the reverse order."""
+"""Resource ordering, as the Pulumi engine does it.
+
+Creates and updates: a resource is applied once everything it depends on (its
+`dependencies` and its parent) is done, with no other limit. The Python SDK sends
+a resource's RegisterResource only after awaiting the URN of every resource it
+depends on, a local component standing for its children (pulumi
+`runtime/rpc.py`, `_add_dependency`; `runtime/resource.py`, where a URN resolves
+when RegisterResource returns); the engine answers a registration once its step
+has run (pkg/resource/deploy/source_eval.go, step_executor.go), and runs steps
+with `--parallel` unbounded by default ("Defaults to unbounded (2147483647)",
+pulumi `automation/_stack.py`). So each resource starts when its own
+dependencies are done, never in stages.
+
+Deletes (resources gone from the program, the old halves of create-before-delete
+replacements, and a destroy) come after the program has registered everything:
+the step generator groups them into antichains, each resource in one after
+everything depending on it, and the executor runs one antichain at a time, its
+members in parallel (step_generator.go `ScheduleDeletes`,
+deployment_executor.go). The SDK-side files were read in the installed SDK
+(requirements.txt's pulumi); the engine's Go files could not be fetched here and
+are cited from their known layout."""
 
 from __future__ import annotations
 
@@ -76,6 +94,21 @@ def depth(graph: Mapping[str, set[str]], counts: Callable[[str], bool]) -> dict[
     return {k: d(k) for k in graph if counts(k)}
 
 
+def delete_antichains(deps: Mapping[str, set[str]]) -> list[list[str]]:
+    """Keys to delete -> antichains in order: a key comes once nothing left in the
+    set depends on it (`deps`: key -> keys it depends on; others are ignored)."""
+    left = set(deps)
+    chains: list[list[str]] = []
+    while left:
+        needed = {d for k in left for d in deps[k] if d in left and d != k}
+        chain = sorted(left - needed)
+        if not chain:
+            raise ReplayError(f"dependency cycle among {sorted(left)}")
+        chains.append(chain)
+        left -= set(chain)
+    return chains
+
+
 @dataclass
 class Done:
     """One step's result and when it ran (seconds since the run started)."""
@@ -90,10 +123,11 @@ class Done:
 
 
 def run_graph(keys: list[str], graph: Mapping[str, set[str]], action: Callable[[str], str],
-              describe: Callable[[str], str], workers: int = 16,
+              describe: Callable[[str], str], workers: int | None = None,
               label: str = "apply") -> dict[str, Done]:
     """Run `action` on every key once its dependencies (within `keys`) are done, in
-    parallel as the engine does. Stops scheduling at the first failure."""
+    parallel as the engine does (unbounded unless `workers` is given). Stops
+    scheduling at the first failure."""
     pending = list(keys)
     wanted = set(keys)
     results: dict[str, Done] = {}
@@ -107,7 +141,8 @@ def run_graph(keys: list[str], graph: Mapping[str, set[str]], action: Callable[[
         note = action(key)
         return Done(key, note or "", t0, time.monotonic() - t_start)
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=label) as pool:
+    with ThreadPoolExecutor(max_workers=workers or max(1, len(keys)),
+                            thread_name_prefix=label) as pool:
         while pending or running:
             if not errors:
                 for key in list(pending):
