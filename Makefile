@@ -9,7 +9,8 @@ endif
 # A local state backend: state (secrets encrypted with the passphrase) in .pulumi-state/.
 PULUMI  := PULUMI_BACKEND_URL=file://$(STATE) $(PASSPHRASE) pulumi
 
-.PHONY: venv up preview down destroy-data guard-secrets render impact doctor test unit e2e host images \
+.PHONY: venv up preview down destroy-data guard-secrets render impact doctor backup restore \
+        test unit e2e host images \
         replay-up replay-down replay-destroy-data bench
 
 venv: .venv/.installed
@@ -54,6 +55,27 @@ destroy-data: guard-secrets venv
 	$(PULUMI) destroy --yes --stack $(STACK)
 	docker volume ls -q | grep "^$$(cat $(STATE)/$(STACK).prefix)-" | xargs -r docker volume rm
 	rm -f $(STATE)/$(STACK).prefix
+
+## One backup of the running $(STACK) stack into $(DEST)/$(STACK)/<UTC time>: the
+## database (pg_dump, Synapse keeps writing), the media, the generated secrets
+## encrypted with BACKUP_PASSPHRASE (else the stack's passphrase) and a manifest;
+## the newest $(KEEP) are kept (ops/backup.py, docs/backups.md).
+DEST ?= backups
+KEEP ?= 7
+backup: guard-secrets venv
+	$(PASSPHRASE) $(PY) -m ops.backup --config config/Pulumi.$(STACK).yaml --dest $(DEST) --keep $(KEEP)
+
+## Restore FROM=<backup dir> into $(STACK), which must be down: database and media
+## into its volumes before Synapse starts, the backup's secrets (signing key
+## included) as the stack's secrets, then `make up`. FORCE=1 replaces data the
+## stack's volumes already hold (refused otherwise, naming it).
+restore: guard-secrets venv
+	@[ -n "$(FROM)" ] || { echo "usage: make restore STACK=$(STACK) FROM=backups/$(STACK)/<UTC time> [FORCE=1]" >&2; exit 2; }
+	mkdir -p $(STATE)
+	$(PULUMI) stack select --create $(STACK)
+	PULUMI_BACKEND_URL=file://$(STATE) $(PASSPHRASE) $(PY) -m ops.restore --config config/Pulumi.$(STACK).yaml \
+	    --from $(FROM) --set-secrets $(if $(FORCE),--force)
+	$(MAKE) up STACK=$(STACK)
 
 ## What a change does to $(STACK) before `make up`: every container created, replaced,
 ## updated in place or deleted, and why. SET="workers.rooms=8 log.level=DEBUG";

@@ -56,7 +56,8 @@ def test_a_documented_command_runs_as_written(command, page, tmp_path):
     assert run.stdout.strip(), f"{page}: {command} printed nothing"
 
 
-@pytest.mark.parametrize("module", ["components.render", "components.impact",
+@pytest.mark.parametrize("module", ["components.render", "components.impact", "components.doctor",
+                                    "ops.backup", "ops.restore",
                                     "tests.e2e.replay", "benchmarks"])
 def test_every_documented_entry_point_answers_help(module):
     run = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,

@@ -39,3 +39,16 @@ def test_the_resource_layer_is_what_imports_pulumi():
     # If a module here stops importing Pulumi it belongs below: keep the set honest.
     for module in RESOURCE_LAYER:
         assert any(i.split(".")[0].startswith("pulumi") for i in imports_of(module)), module
+
+
+OPS = COMPONENTS.parent / "ops"
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in OPS.glob("*.py") if p.stem != "__init__"))
+def test_the_data_tools_import_neither_pulumi_nor_the_resource_layer(module):
+    """make backup / make restore run beside the Pulumi CLI, not inside it."""
+    tree = ast.parse((OPS / f"{module}.py").read_text())
+    found = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | {
+        n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not [i for i in found if i.split(".")[0].startswith("pulumi")
+                or (i.startswith("components.") and i.split(".")[1] in RESOURCE_LAYER)], found
