@@ -94,8 +94,11 @@ def bk(tmp_path_factory, docker_engine):
     try:
         yield state
     finally:
-        loop.run_until_complete(asyncio.gather(
-            *(c.close() for c in state["clients"].values()), return_exceptions=True))
+        async def close() -> None:
+            await asyncio.gather(*(c.close() for c in state["clients"].values()),
+                                 return_exceptions=True)
+
+        loop.run_until_complete(close())
         loop.close()
         for k, v in old_env.items():
             if v is None:
@@ -289,7 +292,7 @@ def test_restore_brings_everything_back(before: Before, bk):
         bk["clients"]["alice-old"] = old
         old.access_token = before.token
         status, who = await raw(old, "GET", "/_matrix/client/v3/account/whoami")
-        assert status == 200 and who["user_id"] == old.user_id, (status, who)
+        assert status == 200 and who["user_id"] == f"@alice:{d.server_name}", (status, who)
 
         fresh = new_client(d.nginx_url, recorder, "alice-again", f"@alice:{d.server_name}")
         bk["clients"]["alice-again"] = fresh
