@@ -9,7 +9,7 @@ endif
 # A local state backend: state (secrets encrypted with the passphrase) in .pulumi-state/.
 PULUMI  := PULUMI_BACKEND_URL=file://$(STATE) $(PASSPHRASE) pulumi
 
-.PHONY: venv up preview down destroy-data guard-secrets render impact doctor backup restore \
+.PHONY: venv up preview down destroy-data guard-secrets render impact doctor schema-check backup restore \
         test unit e2e host images \
         replay-up replay-down replay-destroy-data bench
 
@@ -31,7 +31,7 @@ guard-secrets:
 ## Deploy the $(STACK) stack on the local Docker engine (needs the pulumi CLI).
 ## --refresh reads every container back first: one that was removed or stopped
 ## behind Pulumi's back is created or started again.
-up: guard-secrets venv doctor
+up: guard-secrets venv doctor schema-check
 	mkdir -p $(STATE)
 	$(PULUMI) stack select --create $(STACK)
 	$(PULUMI) up --refresh --stack $(STACK)
@@ -84,6 +84,13 @@ AGAINST ?= config/Pulumi.$(STACK).yaml
 impact: venv
 	$(PY) -m components.impact --config config/Pulumi.$(STACK).yaml --against $(AGAINST) \
 	    $(foreach s,$(SET),--set $(s))
+	$(PY) -m ops.schema_check --config config/Pulumi.$(STACK).yaml $(foreach s,$(SET),--set $(s))
+
+## Can the configured Synapse image run on $(STACK)'s database? Refuses an image the
+## database is too new for, before anything is replaced (ops/schema_check.py);
+## `make up` and `make impact` run it.
+schema-check: venv
+	$(PY) -m ops.schema_check --config config/Pulumi.$(STACK).yaml
 
 ## What this host's Docker engine would make drift or refuse, before deploying
 ## $(STACK) (components/doctor.py); `make up` runs it first.
