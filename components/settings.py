@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 from components import postgres_conf, provider_model, secret_keys, secret_options, validators
 from components.errors import ConfigError
 from components.workers import (
-    CLASS_NAMES, DEFAULT_PRESET, MAIN, PRESETS, STREAMS, WORKER_CLASSES, process_names,
-    writer_problems,
+    CLASS_NAMES, DEFAULT_PRESET, MAIN, PRESETS, STREAM_SINCE, STREAMS, WORKER_CLASSES,
+    process_names, stream_exists, writer_problems,
 )
 
 # Default images: pinned official tags. Synapse >= 1.89 is needed for
@@ -509,11 +509,21 @@ def _secret_config(raw: Mapping, extra: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _stream_writers(raw: Mapping, workers: Mapping[str, int]) -> Mapping[str, tuple[str, ...]]:
+def _stream_writers(raw: Mapping, workers: Mapping[str, int],
+                    synapse_image: str) -> Mapping[str, tuple[str, ...]]:
     """`synapse:streamWriters.<stream>`: a process name or a list of them ("main",
-    "client_sync2", ...), checked against Synapse 1.163's rules."""
+    "client_sync2", ...), checked against Synapse 1.163's rules, and only for a
+    stream the configured Synapse has (workers.STREAM_SINCE)."""
     value = _mapping(raw, "streamWriters")
     _no_unknown(value, STREAMS, ("streamWriters",))
+    version = validators.synapse_version(synapse_image)
+    for stream in value:
+        if not stream_exists(stream, version):
+            since = STREAM_SINCE[stream]
+            raise ConfigError(("streamWriters", stream),
+                              f"images.synapse is Synapse {version[0]}.{version[1]}, which has no "
+                              f"{stream} stream (new in {since[0]}.{since[1]}): leave it out, or "
+                              "use a newer image")
     names = process_names(workers)
     class_of = {MAIN: MAIN, **{n: c for c, ns in names.items() for n in ns}}
     out: dict[str, tuple[str, ...]] = {}
@@ -556,6 +566,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
     _expect(keys, list, ("trustedKeyServers",), "a list of server names")
     workers = _workers(raw, preset)
     nginx = _nginx(raw, base_url)
+    images = _images(raw)
     return Settings(
         stack=stack,
         server_name=server_name,
@@ -563,7 +574,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         name_prefix=prefix,
         preset=preset,
         workers=workers,
-        images=_images(raw),
+        images=images,
         nginx=nginx,
         log=_log(raw),
         sizes=sizes,
@@ -579,7 +590,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         postgres=_postgres(raw),
         metrics=_metrics(raw, nginx),
         secret_config_keys=_secret_config(raw, raw.get("extraConfig") or {}),
-        stream_writers=_stream_writers(raw, workers),
+        stream_writers=_stream_writers(raw, workers, images.synapse),
         healthcheck_start_interval_s=_int(raw.get("healthcheckStartInterval", 0),
                                           ("healthcheckStartInterval",), 0, 60),
         federation=_federation(raw),

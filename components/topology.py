@@ -16,9 +16,10 @@ from components import postgres_conf
 from components.errors import ConfigError
 from components.postgres_conf import DB_POOL_MAX, RESERVED_CONNECTIONS
 from components.settings import Settings
+from components.validators import synapse_version
 from components.workers import (
     ALL, MAIN, MAIN_KEEPS_WRITING, PRESET_STREAMS, STREAMS, WORKER_CLASSES, process_names,
-    slot_processes, writer_problems,
+    slot_processes, stream_exists, writer_problems,
 )
 
 SOCKET_DIR = "/sockets"
@@ -136,6 +137,9 @@ def build_plan(settings: Settings) -> Plan:
     # synapse:streamWriters replaces both (settings.py checked it).
     for stream, named in settings.stream_writers.items():
         writers[stream] = list(named)
+    # A stream the configured Synapse does not have yet: no key for it at all.
+    version = synapse_version(settings.images.synapse)
+    writers = {s: w for s, w in writers.items() if stream_exists(s, version)}
 
     needs_replication = {n for ws in writers.values() for n in ws}
     needs_replication |= {

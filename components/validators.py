@@ -100,17 +100,24 @@ MIN_SYNAPSE = (1, 126)
 _VERSION_TAG = re.compile(r"(?:release-)?v?(\d+)\.(\d+)(?:\.\d+)?(?:rc\d+)?(?:[-_.+].*)?", re.ASCII)
 
 
-def synapse_version_problem(ref: str) -> str | None:
-    """Why the tag of a Synapse image names a version this program cannot run, or
-    None: `latest`, `develop`, a digest alone or a tag that names no version pass."""
+def synapse_version(ref: str) -> tuple[int, int] | None:
+    """The (major, minor) a Synapse image's tag names; None for `latest`,
+    `develop`, a digest alone or a tag that names no version."""
     rest = ref.partition("@")[0]
-    name, colon, tag = rest.rpartition(":")
+    _name, colon, tag = rest.rpartition(":")
     if not colon or "/" in tag:
         return None
     m = _VERSION_TAG.fullmatch(tag)
-    if not m:
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def synapse_version_problem(ref: str) -> str | None:
+    """Why the tag of a Synapse image names a version this program cannot run, or
+    None: `latest`, `develop`, a digest alone or a tag that names no version pass."""
+    version = synapse_version(ref)
+    if version is None:
         return None
-    version = (int(m.group(1)), int(m.group(2)))
+    tag = ref.partition("@")[0].rpartition(":")[2]
     if version >= MIN_SYNAPSE:
         return None
     return (f"tag {tag!r} is Synapse {version[0]}.{version[1]}; this program needs Synapse "

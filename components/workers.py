@@ -48,6 +48,25 @@ STREAMS: tuple[str, ...] = (
     "quarantined_media_changes",
 )
 
+# Streams newer than the oldest Synapse this program runs (validators.MIN_SYNAPSE):
+# the release whose WriterLocations (synapse/config/workers.py) first has the
+# attribute, read in the PyPI wheels (1.134: neither of the first two; 1.135 both;
+# 1.151 no quarantined_media_changes, 1.152 has it). An older Synapse refuses a
+# stream_writers key it does not know (TypeError in WorkerConfig.read_config), so
+# such a stream is left out for it (stream_exists) and its writers are main's.
+STREAM_SINCE: Mapping[str, tuple[int, int]] = {
+    "device_lists": (1, 135),
+    "thread_subscriptions": (1, 135),
+    "quarantined_media_changes": (1, 152),
+}
+
+
+def stream_exists(stream: str, synapse: tuple[int, int] | None) -> bool:
+    """Whether Synapse `synapse` (None: a tag naming no version, taken as current)
+    has the stream."""
+    return synapse is None or synapse >= STREAM_SINCE.get(stream, (0, 0))
+
+
 # Streams Synapse lets only one instance write: WorkerConfig.read_config raises
 # "Must only specify one instance to handle ..." unless len(writers.<stream>) == 1.
 # The others (events, receipts, device_lists, thread_subscriptions,

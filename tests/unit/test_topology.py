@@ -214,3 +214,40 @@ def test_who_writes_with_main_comes_from_the_table_not_a_class_name(monkeypatch)
                                         "rooms2": "rooms"}, names)
     assert problems == [(None, "must include rooms1, rooms2: main's background update and the "
                                "quarantine admin APIs (main or the media workers) write it")]
+
+
+def _plan_on(image: str, preset: str, **raw):
+    return build_plan(load_settings({"serverName": "example.org", "preset": preset,
+                                     "images": {"synapse": image}, **raw}, "t"))
+
+
+def test_streams_an_older_synapse_lacks_are_left_out():
+    """Synapse's WriterLocations refuses a key it does not know: 1.140 has no
+    quarantined_media_changes, 1.134 no device_lists or thread_subscriptions either
+    (workers.STREAM_SINCE), so their keys go and the streams stay main's."""
+    from components.synapse_config import render_homeserver
+    import yaml
+
+    current = _plan_on("matrixdotorg/synapse:v1.163.2", "large")
+    assert {"quarantined_media_changes", "device_lists", "thread_subscriptions"} <= set(
+        current.stream_writers)
+    on_140 = _plan_on("matrixdotorg/synapse:v1.140.0", "large")
+    assert "quarantined_media_changes" not in on_140.stream_writers
+    assert on_140.stream_writers["device_lists"] == current.stream_writers["device_lists"]
+    on_134 = _plan_on("matrixdotorg/synapse:v1.134.0", "large")
+    assert not {"quarantined_media_changes", "device_lists", "thread_subscriptions"} & set(
+        on_134.stream_writers)
+    rendered = yaml.safe_load(render_homeserver(on_134))["stream_writers"]
+    assert not {"quarantined_media_changes", "device_lists", "thread_subscriptions"} & set(rendered)
+    # A tag naming no version is taken as current.
+    assert _plan_on("matrixdotorg/synapse:latest", "large").stream_writers == current.stream_writers
+
+
+def test_a_stream_writer_for_a_stream_the_image_lacks_is_refused():
+    from components.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        _plan_on("matrixdotorg/synapse:v1.140.0", "one-of-each",
+                 streamWriters={"quarantined_media_changes": ["main", "media1"]})
+    assert e.value.path == ("streamWriters", "quarantined_media_changes")
+    assert "Synapse 1.140" in str(e.value) and "new in 1.152" in str(e.value)

@@ -107,7 +107,7 @@ def build_rootfs(client, build_hash):
         SUITE, "-", *MIRRORS,
     ]
     env = dict(os.environ, E2E_UV=str(uv_binary()), E2E_SYNAPSE_REQUIREMENT=SYNAPSE_REQUIREMENT,
-               E2E_SYNAPSE_PEER_REQUIREMENT=f"matrix-synapse=={PEER_SYNAPSE_VERSION}",
+               E2E_SYNAPSE_PEER_REQUIREMENT=f"matrix-synapse[redis]=={PEER_SYNAPSE_VERSION}",
                E2E_SYNAPSE_PEER_EXCLUDE_NEWER=PEER_EXCLUDE_NEWER,
                E2E_ROOTFS_FILES=str(HERE / "rootfs"))
     ref = f"{ROOTFS_REPO}:{build_hash[:12]}"

@@ -195,6 +195,10 @@ def make_plan(cap: Capture, st: Mapping[str, Any], desired: Mapping[str, dict[st
         if entry is None:
             steps.append(Step(key, res.type, res.name, CREATE, docker_name=name))
             continue
+        if entry.get("tainted"):  # a create that failed part way: replaced
+            steps.append(Step(key, res.type, res.name, REPLACE, ("(tainted)",), (),
+                              True, name))
+            continue
         d = pm.diff(res.type, entry["inputs"], new, res.options.get("replaceOnChanges", ()),
                     bool(res.options.get("deleteBeforeReplace")))
         steps.append(Step(key, res.type, res.name, d.action if not d.same else SAME, d.changed,
@@ -420,7 +424,14 @@ def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
                 if old is not None:  # else deleted first by a volume or network it named
                     note += "replaced (deleted first: " + _delete(old) + "); "
                 save()
-        rid, created = _CREATE[res.type](new)
+        try:
+            rid, created = _CREATE[res.type](new)
+        except provider.PartialCreate as e:
+            with lock:  # saved tainted, as the bridge saves a create that failed with an ID
+                st["resources"][step.key] = {**_entry(res, e.cid, dict(new), deps_of[urn]),
+                                             "tainted": True}
+            save()
+            raise
         if step.action == REPLACE and not step.delete_before_replace:
             # The old one goes with the deletes, after every create (GenerateDeletes).
             note += "created beside the old one (deleted at the end); "

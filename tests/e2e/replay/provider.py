@@ -119,6 +119,16 @@ def check_start_interval(where: str, api_version: str) -> None:
                           f"{api_version} (synapse:healthcheckStartInterval needs Docker 25+)")
 
 
+class PartialCreate(ReplayError):
+    """Created, then failed (files, start or `wait`): the provider has set the ID
+    already (K/read create: d.SetId right after ContainerCreate), so the resource
+    is saved in state as tainted, and the next up replaces it, a destroy deletes it."""
+
+    def __init__(self, message: str, cid: str) -> None:
+        super().__init__(message)
+        self.cid = cid
+
+
 def create_container(inputs: Mapping[str, Any]) -> tuple[str, str]:
     """Create, join the other networks, upload the files, start, and with `wait`
     poll until healthy. Returns (ID, a note for the log)."""
@@ -129,6 +139,13 @@ def create_container(inputs: Mapping[str, Any]) -> tuple[str, str]:
     except docker.errors.APIError as e:
         raise ReplayError(f"container {name}: create failed: {e.explanation or e}") from None
     cid = created["Id"]
+    try:
+        return cid, _finish_create(client, cid, name, inputs)
+    except Exception as e:  # noqa: BLE001 - re-raised with the ID
+        raise PartialCreate(str(e), cid) from e
+
+
+def _finish_create(client, cid: str, name: str, inputs: Mapping[str, Any]) -> str:
     networks = inputs.get("networksAdvanced", [])
     if networks:  # K/read create: leave the default bridge, join each network with its aliases
         client.disconnect_container_from_network(cid, "bridge")
@@ -141,7 +158,7 @@ def create_container(inputs: Mapping[str, Any]) -> tuple[str, str]:
     note = f"{len(uploads)} files"
     if inputs.get("wait"):
         note += f", healthy {wait_healthy(name, float(inputs.get('waitTimeout', 60))):.1f} s after start"
-    return cid, note
+    return note
 
 
 def read_container(name: str) -> tuple[str, dict[str, Any]] | None:

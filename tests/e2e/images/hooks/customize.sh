@@ -20,8 +20,9 @@ in_root() {
 in_root /tmp/uv venv --quiet --system-site-packages --python /usr/bin/python3 /opt/synapse
 in_root /tmp/uv pip install --quiet --python /opt/synapse/bin/python --compile-bytecode \
     "$E2E_SYNAPSE_REQUIREMENT"
-# The federation peers' older release, in a venv of its own (SQLite: no psycopg2).
-in_root /tmp/uv venv --quiet --python /usr/bin/python3 /opt/synapse-peer
+# The older release (federation peers, the upgrade test), in a venv of its own;
+# psycopg2 from Debian like the main venv's, since the upgrade test runs it on Postgres.
+in_root /tmp/uv venv --quiet --system-site-packages --python /usr/bin/python3 /opt/synapse-peer
 in_root /tmp/uv pip install --quiet --python /opt/synapse-peer/bin/python --compile-bytecode \
     --exclude-newer "$E2E_SYNAPSE_PEER_EXCLUDE_NEWER" "$E2E_SYNAPSE_PEER_REQUIREMENT"
 rm "$root/tmp/uv" "$root/tmp/ca.crt"

@@ -1,4 +1,4 @@
-#!/opt/synapse/bin/python
+#!/usr/bin/env python
 """Stand-in for the official Synapse image's /start.py, run mode only.
 
 Contract kept: first argument is the mode ("run" if absent); the rest go to
