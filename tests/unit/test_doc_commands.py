@@ -57,7 +57,7 @@ def test_a_documented_command_runs_as_written(command, page, tmp_path):
 
 
 @pytest.mark.parametrize("module", ["components.render", "components.impact", "components.doctor",
-                                    "ops.backup", "ops.restore",
+                                    "ops.backup", "ops.restore", "ops.schema_check",
                                     "tests.e2e.replay", "benchmarks"])
 def test_every_documented_entry_point_answers_help(module):
     run = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
