@@ -2,7 +2,8 @@
 
     python -m benchmarks [--quick] [--only NAME ...]
 
-Benchmarks run in the order planning, deploy, change, serving, federation (registry.ORDER).
+Benchmarks run in the order planning, deploy, change, serving, federation, backup
+(registry.ORDER).
 Each writes benchmarks/results/<name>.json (machine, timestamps, figures) as soon
 as it finishes, so a later failure keeps the earlier figures. Then the report is
 written from every results file present. --quick: fewer repeats and sizes, for

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-ORDER = ("planning", "deploy", "change", "serving", "federation")
+ORDER = ("planning", "deploy", "change", "serving", "federation", "backup")
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -81,7 +81,7 @@ def test_report_says_which_sections_are_not_run_yet(tmp_path, monkeypatch):
     text = report.render(results=tmp_path / "results", plots_dir=tmp_path / "plots")
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings == ["## Planning cost", "## Deploy time", "## Change cost", "## Serving",
-                        "## Federation"]
+                        "## Federation", "## Backup and restore"]
     for name in registry.ORDER:
         assert f"Not run yet: `make bench` (or `.venv/bin/python -m benchmarks --only {name}`)" \
             in text
@@ -199,3 +199,19 @@ def test_federation_report_gives_each_destination_and_class_per_preset():
     assert "| specialized | 100 / 200 / 300 | 200 / 400 / 600 | 300 / 600 / 900 | 2 | 0.35 |" in text
     assert "| monolith | 50 / 100 / 150 | 60 / 120 / 180 | 70 / 140 / 210 | 0 | 0.30 |" in text
     assert "| sender | 0.250 | 0.000 |" in text  # a class the monolith lacks reads 0
+
+
+def test_backup_report_gives_a_row_per_size():
+    from benchmarks import bench_backup as bb
+
+    result = {"sizes": [
+        {"db_padding_mb": 0, "media_mb": 10, "database_bytes": 12 << 20, "backup_s": 1.5,
+         "backup_parts_s": {"database": 0.4, "media": 0.3, "total": 1.2}, "restore_s": 3.25,
+         "dump_bytes": 1 << 20, "media_tar_bytes": 10 << 20, "backup_bytes": 11 << 20},
+        {"db_padding_mb": 100, "media_mb": 100, "database_bytes": 112 << 20, "backup_s": 9.0,
+         "backup_parts_s": {"database": 5.0, "media": 3.0, "total": 8.5}, "restore_s": 12.0,
+         "dump_bytes": 100 << 20, "media_tar_bytes": 100 << 20, "backup_bytes": 201 << 20}]}
+    text = bb.markdown(result, [])
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert rows == ["| 12 | 10 | 1.5 | 0.4 / 0.3 | 11 | 3.2 |",
+                    "| 112 | 100 | 9.0 | 5.0 / 3.0 | 201 | 12.0 |"]
