@@ -4,7 +4,8 @@ acknowledged messages were lost (none may be) and how long each class of
 endpoint was unavailable.
 
 Probes use their own aiohttp session (not the clients' traced ones), one request
-per class every PROBE_INTERVAL_S; a class is unavailable from a failed probe to
+per class every PROBE_INTERVAL_S (sent again once if a kept-alive connection was
+closed under it, as HTTP clients do); a class is unavailable from a failed probe to
 the next successful one.
 """
 
@@ -46,6 +47,7 @@ class Traffic:
     seen: dict[str, float] = field(default_factory=dict)  # body -> when bob's /sync had it
     gaps: int = 0  # limited timelines in bob's incremental syncs (events skipped)
     samples: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
+    reused_closed: int = 0  # probes sent again after a closed keep-alive connection
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -115,13 +117,24 @@ class Traffic:
         samples = self.samples.setdefault(cls, [])
         while not self._stop.is_set():
             t = time.monotonic()
-            try:
-                async with session.get(url, headers=headers,
-                                       timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                    await resp.read()
-                    ok = resp.status == 200
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                ok = False
+            for attempt in (1, 2):
+                try:
+                    async with session.get(url, headers=headers,
+                                           timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                        await resp.read()
+                        ok = resp.status == 200
+                except aiohttp.ServerDisconnectedError:
+                    # An idle keep-alive connection the server closed as the request
+                    # went out (nginx's old workers close theirs on a reload): what
+                    # HTTP clients do, and RFC 9112 section 9.3.1 allows for a GET,
+                    # is to send it again once on a new connection.
+                    ok = False
+                    if attempt == 1:
+                        self.reused_closed += 1
+                        continue
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    ok = False
+                break
             samples.append((t, ok))
             await asyncio.sleep(max(0.0, PROBE_INTERVAL_S - (time.monotonic() - t)))
 
