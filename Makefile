@@ -47,13 +47,16 @@ down: guard-secrets venv
 	$(PULUMI) destroy --exclude-protected --stack $(STACK)
 
 ## Delete the stack's data for real: database, media, logs, and its secrets
-## (signing key included). Asks for CONFIRM=<stack>.
+## (signing key included); the scheduled backups' volume stays (docs/backups.md).
+## Asks for CONFIRM=<stack>.
 destroy-data: guard-secrets venv
 	@[ "$(CONFIRM)" = "$(STACK)" ] || { echo "this deletes the database, media and signing key of stack $(STACK); run: make destroy-data STACK=$(STACK) CONFIRM=$(STACK)" >&2; exit 2; }
 	$(PULUMI) stack output namePrefix --stack $(STACK) > $(STATE)/$(STACK).prefix
 	$(PULUMI) state unprotect --all --yes --stack $(STACK)
 	$(PULUMI) destroy --yes --stack $(STACK)
-	docker volume ls -q | grep "^$$(cat $(STATE)/$(STACK).prefix)-" | xargs -r docker volume rm
+	docker volume ls -q | grep "^$$(cat $(STATE)/$(STACK).prefix)-" \
+	    | grep -vx "$$(cat $(STATE)/$(STACK).prefix)-backups" | xargs -r docker volume rm
+	@echo "kept: volume $$(cat $(STATE)/$(STACK).prefix)-backups, if any (the scheduled backups)"
 	rm -f $(STATE)/$(STACK).prefix
 
 ## One backup of the running $(STACK) stack into $(DEST)/$(STACK)/<UTC time>: the

@@ -46,7 +46,7 @@ def container_inputs(spec: ContainerSpec, deployment: Deployment, sizes: Mapping
         "labels": [{"label": k, "value": v} for k, v in spec.labels.items()],
         "uploads": [_upload(f, secrets) for f in spec.files],
         "mounts": [{"target": m.target, "type": "volume", "source": volume_names[m.volume],
-                    "readOnly": False} for m in spec.mounts],
+                    "readOnly": m.read_only} for m in spec.mounts],
         "networksAdvanced": [{"name": network_names[n], "aliases": [spec.key]}
                              for n in spec.networks],
         "healthcheck": {

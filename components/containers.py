@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable, Mapping
 
-from components import nginx_conf, prometheus_conf, secret_keys
+from components import backup_conf, nginx_conf, prometheus_conf, secret_keys
 from components.synapse_config import (
     CONFIG_DIR,
     DATA_DIR,
@@ -83,6 +83,12 @@ NGINX_BODY_BUFFERS = 4  # uploads of the largest size nginx's tmpfs holds at onc
 LABEL_PREFIX = "org.matrix.synapse-workers"
 
 
+def backups_volume(name_prefix: str) -> str:
+    """The scheduled backups' volume: `make destroy-data` leaves it (the way back
+    after it is a restore from there); remove it by name when no longer wanted."""
+    return f"{name_prefix}-backups"
+
+
 # Docker probes first one `interval` after start, then every `interval`, each probe
 # an exec costing ~60 ms of CPU (benchmarks/bench_deploy.py): one each of postgres,
 # redis, main, nginx-config and nginx, whatever the preset, each alone on the up's
@@ -144,6 +150,7 @@ class VolumeSpec:
 class Mount:
     volume: str  # VolumeSpec.key
     target: str
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -539,7 +546,8 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
     return publisher, nginx
 
 
-def _prometheus_spec(plan: Plan, synapse: list[ContainerSpec]) -> ContainerSpec:
+def _prometheus_spec(plan: Plan, synapse: list[ContainerSpec],
+                     backup: list[ContainerSpec]) -> ContainerSpec:
     """Prometheus scraping every Synapse process's metrics listener on the backend
     network; its UI and API published on loopback only (it has no authentication),
     which takes the frontend network: Docker publishes no port of a container on
@@ -547,7 +555,7 @@ def _prometheus_spec(plan: Plan, synapse: list[ContainerSpec]) -> ContainerSpec:
     worker added or removed) replaces the container; its data volume is kept, so
     only a few seconds of samples are missed."""
     s = plan.settings
-    hosts = {c.key: c.name for c in synapse}
+    hosts = {c.key: c.name for c in (*synapse, *backup)}
     ready = f"http://127.0.0.1:{prometheus_conf.PORT}/-/ready"
     return _spec(
         plan, "prometheus",
@@ -566,6 +574,33 @@ def _prometheus_spec(plan: Plan, synapse: list[ContainerSpec]) -> ContainerSpec:
         # The image's user from the start, no capabilities. Not read-only: its
         # config is an upload.
         privileges=Privileges(user=f"{PROMETHEUS_UID}:{PROMETHEUS_UID}"),
+    )
+
+
+def _backup_spec(plan: Plan) -> ContainerSpec:
+    """synapse:backup: backups on a schedule (backup_conf.py), from the stack's
+    Postgres image. It starts as root only to hand its volume to the Synapse user
+    (gosu), who reads the media it owns and, in the sockets group, reaches
+    Postgres; so the same capabilities as Synapse's start.sh, and no others."""
+    s = plan.settings
+    return _spec(
+        plan, "backup",
+        image=s.images.postgres,
+        command=(backup_conf.RUN_SCRIPT,),
+        entrypoint=("/bin/bash",),
+        env=backup_conf.env(s),
+        healthcheck=Healthcheck(backup_conf.healthcheck_test(s), start_period_s=0),
+        files=(File(backup_conf.RUN_SCRIPT,
+                    lambda _sec: backup_conf.render_run_script(s, SYNAPSE_UID), executable=True),
+               File(backup_conf.METRICS_SCRIPT, lambda _sec: backup_conf.render_metrics_script()),
+               # Sealed (only the passphrase opens it), read by the Synapse user.
+               File(backup_conf.SEALED_SECRETS,
+                    lambda sec: backup_conf.render_sealed_secrets(s, sec),
+                    secret=True, non_root_reader=True)),
+        mounts=(Mount("sockets", SOCKET_DIR), Mount("media", MEDIA_DIR, read_only=True),
+                Mount("backups", backup_conf.BACKUP_DIR)),
+        depends_on=("main",),  # main has made (or migrated) the schema it dumps
+        privileges=Privileges(cap_add=SYNAPSE_CAPS),
     )
 
 
@@ -637,7 +672,8 @@ def build_deployment(plan: Plan) -> Deployment:
     shared = _shared_files(plan)
     synapse = [_synapse_spec(plan, p, shared) for p in plan.processes]
     publisher, nginx = _nginx_specs(plan)
-    metrics = [_prometheus_spec(plan, synapse)] if s.metrics.enabled else []
+    backup = [_backup_spec(plan)] if s.backup.enabled else []
+    metrics = [_prometheus_spec(plan, synapse, backup)] if s.metrics.enabled else []
 
     volumes = [
         # Sockets live in RAM, in a directory of root and the sockets group: only
@@ -662,6 +698,8 @@ def build_deployment(plan: Plan) -> Deployment:
                     "o": f"uid={NGINX_UID},gid={NGINX_UID},mode=0700"}, retain=False),
         # Metrics history: kept like the other data volumes.
         *(VolumeSpec("prometheus-data", f"{s.name_prefix}-prometheus-data") for _ in metrics),
+        # Backups: kept even by `make destroy-data` (BACKUPS_VOLUME).
+        *(VolumeSpec("backups", backups_volume(s.name_prefix)) for _ in backup),
     ]
     return Deployment(
         healthcheck_start_interval_s=s.healthcheck_start_interval_s,
@@ -673,5 +711,5 @@ def build_deployment(plan: Plan) -> Deployment:
             "frontend": (f"{s.name_prefix}-frontend", False),
         },
         volumes=tuple(volumes),
-        containers=(postgres, redis, *synapse, publisher, nginx, *metrics),
+        containers=(postgres, redis, *synapse, publisher, nginx, *backup, *metrics),
     )

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 import yaml
 
 from components import provider_model as pm
+from components import secret_keys
 from components.container_inputs import (
     DELETE_BEFORE_REPLACE,
     REPLACE_ON_CHANGES,
@@ -335,10 +336,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
     else:
-        sets = " ".join(f"{k}={json.dumps(v)}" for k, v in args.set)
+        sets = " ".join(f"{k}={_shown(k, v)}" for k, v in args.set)
         print(format_text(report, f"impact of {args.config}{' with ' + sets if sets else ''} "
                                   f"against {args.against}:"), end="")
     return 0
+
+
+def _shown(key: str, value: Any) -> str:
+    """A --set value as the report's header shows it: never a secret's."""
+    top = key.split(".", 1)[0]
+    return "[secret]" if top in (*secret_keys.KEYS, "secretConfig") else json.dumps(value)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,11 @@ from typing import Any, Mapping
 
 import yaml
 
+from components import backup_conf
 from components.topology import Plan
 
 JOB = "synapse"
+BACKUP_JOB = "synapse_backup"  # the backup container (synapse:backup), when enabled
 METRICS_PATH = "/_synapse/metrics"  # where Synapse's metrics listener serves
 PORT = 9090  # Prometheus's web UI and HTTP API, inside its container
 BIND_ADDRESS = "127.0.0.1"  # where the host publishes it: it has no authentication
@@ -34,8 +36,8 @@ def labels(process_name: str, worker_class: str) -> dict[str, str]:
 
 
 def scrape_config(plan: Plan, hosts: Mapping[str, str]) -> dict[str, Any]:
-    """`hosts`: process name -> the container name Prometheus resolves on the
-    backend network."""
+    """`hosts`: process name (and "backup") -> the container name Prometheus
+    resolves on the backend network."""
     m = plan.settings.metrics
     interval = m.scrape_interval_s
     return {
@@ -52,7 +54,10 @@ def scrape_config(plan: Plan, hosts: Mapping[str, str]) -> dict[str, Any]:
                  "labels": labels(p.name, p.worker_class)}
                 for p in plan.processes if p.metrics_port
             ],
-        }],
+        }, *([{
+            "job_name": BACKUP_JOB,
+            "static_configs": [{"targets": [f"{hosts['backup']}:{backup_conf.METRICS_PORT}"]}],
+        }] if plan.settings.backup.enabled else [])],
     }
 
 

@@ -22,6 +22,7 @@ SYNAPSE = "synapse"  # every Synapse process
 MAIN = "main"  # the main process only
 POSTGRES = "postgres"
 NGINX = "nginx"  # staged in nginx-config, published beside nginx.conf (with nginx.tls)
+BACKUP = "backup"  # the scheduled backup container (synapse:backup)
 
 # How a secret comes to be when the operator gives none.
 PASSWORD = "password"  # pulumi-random, 48 letters and digits, kept in state
@@ -38,7 +39,7 @@ PRIVATE_KEY = "one PEM private key"
 class Secret:
     key: str  # stack config key: synapse:<key>
     path: str  # the file in the container
-    readers: str  # SYNAPSE | MAIN | POSTGRES | NGINX
+    readers: str  # SYNAPSE | MAIN | POSTGRES | NGINX | BACKUP
     check: str
     option: str | None = None  # the homeserver.yaml `*_path` option naming the file
     generated: str | None = None  # PASSWORD | SIGNING_KEY; None: only the operator's
@@ -63,6 +64,10 @@ SECRETS: tuple[Secret, ...] = (
     # nginx.tls: staged paths in nginx-config (nginx_conf names where nginx reads them).
     Secret("tlsCertificate", "/stage/tls/fullchain.pem", NGINX, CERTIFICATES),
     Secret("tlsKey", "/stage/tls/privkey.pem", NGINX, PRIVATE_KEY),
+    # synapse:backup: the passphrase itself is written nowhere; the backup container
+    # gets this file, the generated secrets sealed with it (backup_secrets.py), and
+    # copies it into every backup.
+    Secret("backupPassphrase", f"{CONFIG_DIR}/backup/secrets.enc", BACKUP, LENGTH),
 )
 BY_KEY: Mapping[str, Secret] = {s.key: s for s in SECRETS}
 KEYS: tuple[str, ...] = tuple(BY_KEY)

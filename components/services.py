@@ -1,5 +1,5 @@
-"""The services around Synapse: Postgres, Redis, nginx and Prometheus, one
-container each (nginx with its config publisher)."""
+"""The services around Synapse: Postgres, Redis, nginx, Prometheus and the
+scheduled backup, one container each (nginx with its config publisher)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,13 @@ class Prometheus(_Service):
 
     def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("synapse:index:Prometheus", name, args, opts)
+
+
+class Backup(_Service):
+    """Backups on a schedule into its retained volume (synapse:backup)."""
+
+    def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("synapse:index:Backup", name, args, opts)
 
 
 @dataclass

@@ -46,6 +46,7 @@ DEFAULT_CONTAINER_SIZES = {
     "redis": "small",
     "nginx": "small",
     "prometheus": "small",
+    "backup": "small",
     **{c.name: c.size for c in WORKER_CLASSES},
 }
 
@@ -129,6 +130,23 @@ class MetricsSettings:
     retention_days: int = 15  # Prometheus's default
 
 
+@dataclass(frozen=True)
+class BackupSettings:
+    """`synapse:backup`: the scheduled backup container (backup_conf.py). A run is
+    due at every time t with (t - offset_s) % period_s == 0, in Unix seconds (UTC)."""
+    enabled: bool = False
+    schedule: str = "daily 03:00"  # as given: "daily HH:MM" or "every N{s,m,h,d}"
+    period_s: int = 86400
+    offset_s: int = 3 * 3600
+    keep: int = 7  # the newest complete backups kept
+
+
+BACKUP_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MIN_BACKUP_PERIOD_S = 10
+_DAILY = re.compile(r"daily ([01][0-9]|2[0-3]):([0-5][0-9])")
+_EVERY = re.compile(r"every ([1-9][0-9]{0,5})([smhd])")
+
+
 # Outbound federation TLS versions Synapse accepts
 # (federation_client_minimum_tls_version, synapse/config/tls.py).
 TLS_VERSIONS = ("1", "1.1", "1.2", "1.3")
@@ -194,6 +212,7 @@ class Settings:
     # (API 1.44): pulumi-docker's client refuses it on an older engine.
     healthcheck_start_interval_s: int = 0
     federation: FederationSettings = FederationSettings()
+    backup: BackupSettings = BackupSettings()
 
 
 # --- small typed readers; each names the key path on error ---------------------
@@ -379,6 +398,27 @@ def _metrics(raw: Mapping, nginx: NginxSettings) -> MetricsSettings:
     )
 
 
+def _backup(raw: Mapping) -> BackupSettings:
+    value = _mapping(raw, "backup")
+    path = ("backup",)
+    _no_unknown(value, ("enabled", "schedule", "keep"), path)
+    enabled = _expect(value.get("enabled", False), bool, path + ("enabled",), "true or false")
+    schedule = _expect(value.get("schedule", BackupSettings.schedule), str, path + ("schedule",),
+                       "a string")
+    if m := _DAILY.fullmatch(schedule):
+        period, offset = 86400, int(m.group(1)) * 3600 + int(m.group(2)) * 60
+    elif m := _EVERY.fullmatch(schedule):
+        period, offset = int(m.group(1)) * BACKUP_UNITS[m.group(2)], 0
+    else:
+        raise ConfigError(path + ("schedule",), f"must be 'daily HH:MM' (UTC) or 'every N' with "
+                          f"a unit s, m, h or d (e.g. 'every 6h'), got {schedule!r}")
+    if period < MIN_BACKUP_PERIOD_S:
+        raise ConfigError(path + ("schedule",), f"runs at most every {MIN_BACKUP_PERIOD_S} s")
+    return BackupSettings(enabled=enabled, schedule=schedule, period_s=period, offset_s=offset,
+                          keep=_int(value.get("keep", BackupSettings.keep), path + ("keep",),
+                                    1, 10000))
+
+
 def _federation(raw: Mapping) -> FederationSettings:
     value = _mapping(raw, "federation")
     path = ("federation",)
@@ -546,7 +586,7 @@ KNOWN_KEYS = (
     "serverName", "publicBaseUrl", "namePrefix", "preset", "workers", "images", "nginx", "log",
     "sizes", "containerSizes", "maxUploadSizeMb", "trustedKeyServers", "egress",
     "reportStats", "extraConfig", "secretConfig", "postgres", "streamWriters",
-    "metrics", "healthcheckStartInterval", "federation", *secret_keys.KEYS,
+    "metrics", "healthcheckStartInterval", "federation", "backup", *secret_keys.KEYS,
 )
 
 
@@ -594,6 +634,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         healthcheck_start_interval_s=_int(raw.get("healthcheckStartInterval", 0),
                                           ("healthcheckStartInterval",), 0, 60),
         federation=_federation(raw),
+        backup=_backup(raw),
     )
 
 
@@ -640,7 +681,11 @@ def check_secret_overrides(values: Mapping[str, Any]) -> None:
 
 def check_required_secrets(settings: Settings, given: set[str]) -> None:
     """Secrets that cannot be generated must be set when a setting needs them."""
-    if settings.nginx.tls:  # nginx's are the only secrets never generated
+    if settings.backup.enabled and "backupPassphrase" not in given:
+        raise ConfigError(("backupPassphrase",), "is required when backup.enabled is true (the "
+                          "backups' secrets are encrypted with it; a restore asks for it): "
+                          "pulumi config set --secret synapse:backupPassphrase")
+    if settings.nginx.tls:
         for key in (s.key for s in secret_keys.for_readers(secret_keys.NGINX)):
             if key not in given:
                 raise ConfigError((key,), "is required when nginx.tls is true: "

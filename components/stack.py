@@ -14,11 +14,13 @@ import pulumi_docker as docker
 from pulumi.runtime import config as runtime_config
 
 from components import prometheus_conf
-from components.containers import Deployment, build_deployment
+from components.containers import Deployment, backups_volume, build_deployment
 from components.docker_container import Host, volume
 from components.errors import ConfigError
 from components.secrets import stack_secrets
-from components.services import Nginx, NginxArgs, Postgres, Prometheus, Redis, ServiceArgs
+from components.services import (
+    Backup, Nginx, NginxArgs, Postgres, Prometheus, Redis, ServiceArgs,
+)
 from components.stack_config import StackConfig, read_stack
 from components.synapse_process import SynapseArgs, SynapseMain, SynapseWorkers
 from components.topology import Plan
@@ -87,6 +89,10 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
                                      publisher=deployment.container("nginx-config"),
                                      config_volume=volume_specs["nginx-config"],
                                      host=host, depends_on=routed))
+    if s.backup.enabled:
+        Backup("backup", ServiceArgs(spec=deployment.container("backup"), host=host,
+                                     data_volume=volume_specs["backups"],
+                                     depends_on=[main.container]))
     if s.metrics.enabled:
         Prometheus("prometheus", ServiceArgs(spec=deployment.container("prometheus"), host=host,
                                              data_volume=volume_specs["prometheus-data"]))
@@ -106,8 +112,10 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
             for p in plan.processes
         ],
         # Retained on delete; `make destroy-data` removes every volume named
-        # <namePrefix>-*, including those of workers scaled away earlier.
+        # <namePrefix>-*, including those of workers scaled away earlier, but
+        # the backups volume.
         "dataVolumes": [v.name for v in deployment.volumes if v.retain],
+        **({"backupsVolume": backups_volume(s.name_prefix)} if s.backup.enabled else {}),
         "namePrefix": s.name_prefix,
     }
 

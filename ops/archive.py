@@ -6,7 +6,9 @@ A backup is a directory `<dest>/<stack>/<UTC time>` holding
   media.tar       the media store, numeric owners kept
   secrets.enc     the generated secrets (signing key included), encrypted with a
                   key derived from the passphrase (scrypt, then Fernet: AES-128-CBC
-                  with an HMAC-SHA256, from `cryptography`); never plain at rest
+                  with an HMAC-SHA256, from `cryptography`); never plain at rest.
+                  The scheduled backup container copies in the program's sealed
+                  file instead (components/backup_secrets.py); both open here
   manifest.json   versions, sizes and SHA-256 of the three files above
 It is written under a `.partial` name and renamed when complete, so a directory
 without that suffix and with a manifest is a whole backup.
@@ -24,15 +26,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from components import backup_secrets
+from components.backup_secrets import SCRYPT_N, SCRYPT_P, SCRYPT_R
 
 DATABASE, MEDIA, SECRETS, MANIFEST = "database.dump", "media.tar", "secrets.enc", "manifest.json"
 PAYLOAD = (DATABASE, MEDIA, SECRETS)
 PARTIAL = ".partial"
 FORMAT = 1
-# scrypt's cost: 2^15 x 8 x 128 bytes = 32 MiB and ~0.1 s per derivation, the
-# interactive-login figure of the scrypt paper; a backup derives it once.
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 PASSPHRASE_VARS = ("BACKUP_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE")
 
 
@@ -51,8 +52,7 @@ def passphrase(env: Mapping[str, str] = os.environ) -> str:
 
 def _fernet(secret: str, salt: bytes, n: int = SCRYPT_N, r: int = SCRYPT_R,
             p: int = SCRYPT_P) -> Fernet:
-    key = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(secret.encode())
-    return Fernet(base64.urlsafe_b64encode(key))
+    return Fernet(base64.urlsafe_b64encode(backup_secrets.derive_key(secret, salt, n, r, p)))
 
 
 def encrypt_secrets(values: Mapping[str, str], secret: str) -> bytes:
@@ -65,6 +65,11 @@ def encrypt_secrets(values: Mapping[str, str], secret: str) -> bytes:
 
 def decrypt_secrets(blob: bytes, secret: str) -> dict[str, str]:
     doc = json.loads(blob)
+    if doc.get("cipher") == backup_secrets.CIPHER:  # a scheduled backup's
+        try:
+            return backup_secrets.open_sealed(doc, secret)
+        except backup_secrets.WrongPassphrase:
+            raise BackupError("the passphrase does not open this backup's secrets") from None
     f = _fernet(secret, base64.b64decode(doc["salt"]), doc["n"], doc["r"], doc["p"])
     try:
         return json.loads(f.decrypt(doc["fernet"].encode()))

@@ -9,12 +9,19 @@ the backup is there, the media are byte-identical, the user logs in with their
 password, the old access token works, the signing key is the same and the
 encrypted message still decrypts for its recipient. A restore over a stack that
 is up, or over a database that holds data, is refused and names what is there.
+
+The stack also takes backups on a schedule (synapse:backup, every few seconds
+here): they are whole, retained as configured, their secrets sealed; Prometheus
+scrapes the time of the last good one; a run that fails (Postgres stopped) turns
+the container unhealthy and the metric says so, and the next run after Postgres
+returns succeeds; `make destroy-data` keeps them, and one restores.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import secrets
 import shutil
@@ -23,6 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+from urllib.request import urlopen
 
 import nio
 import pytest
@@ -39,14 +48,19 @@ from tests.e2e.timings import record
 pytestmark = pytest.mark.e2e
 
 PASSPHRASE = "bk-" + secrets.token_urlsafe(12)
+SCHEDULE_S, KEEP_SCHEDULED = 15, 2
 OVERRIDES: dict[str, Any] = {
     "egress": False,
     "trustedKeyServers": [],
     "publicBaseUrl": "http://127.0.0.1:25008/",
     "nginx": {"bindAddress": "127.0.0.1", "clientPort": 25008, "federationPort": 25448,
               "adminPort": 25009},
-    "metrics": {"port": 25090},
+    "metrics": {"port": 25090, "scrapeIntervalSeconds": 2},
+    "backup": {"enabled": True, "schedule": f"every {SCHEDULE_S}s", "keep": KEEP_SCHEDULED},
+    "backupPassphrase": PASSPHRASE,
 }
+GENERATED = {"macaroonSecretKey", "formSecret", "workerReplicationSecret", "signingKey",
+             "registrationSharedSecret", "postgresPassword"}
 SENT_BEFORE = 20  # messages before the backup
 
 
@@ -85,6 +99,7 @@ def bk(tmp_path_factory, docker_engine):
     config = work / "Pulumi.bk.yaml"
     shutil.copyfile("config/Pulumi.dev.yaml", config)
     replay.down(config, delete_data=True)  # a clean slate, whatever a failed run left
+    _remove_backups_volume()
     loop = asyncio.new_event_loop()
     env = {"BACKUP_PASSPHRASE": PASSPHRASE}
     old_env = {k: os.environ.get(k) for k in env}
@@ -106,7 +121,15 @@ def bk(tmp_path_factory, docker_engine):
             else:
                 os.environ[k] = v
         replay.down(config, delete_data=True)
+        _remove_backups_volume()
 
+
+def _remove_backups_volume() -> None:
+    """destroy-data keeps it (the scheduled backups); a test cleans up after itself."""
+    api = replay.api()
+    for v in api.volumes().get("Volumes") or []:
+        if v["Name"] == "synapse-bk-backups":
+            api.remove_volume(v["Name"], force=True)
 
 def _write_and_back_up(bk: dict[str, Any]) -> Before:
     config, loop, recorder = bk["config"], bk["loop"], bk["recorder"]
@@ -263,8 +286,7 @@ def test_a_backup_is_whole_encrypted_and_described(before: Before):
             assert value.encode() not in data, (name, key)
     opened = archive.decrypt_secrets((folder / archive.SECRETS).read_bytes(), PASSPHRASE)
     assert opened == {k: before.deployed.secrets[k] for k in opened}
-    assert set(opened) == {"macaroonSecretKey", "formSecret", "workerReplicationSecret",
-                           "signingKey", "registrationSharedSecret", "postgresPassword"}
+    assert set(opened) == GENERATED
     # Sending went on while the dump ran: every send succeeded.
     assert before.sends_during > 0 and not before.failed_during, before.failed_during
 
@@ -274,13 +296,108 @@ def test_restore_refuses_a_stack_that_is_up(before: Before, bk):
         restore.restore_data(stack_data(bk["config"]), before.folder, PASSPHRASE)
 
 
+# --- scheduled backups -------------------------------------------------------------
+
+
+def _scheduled_folder(d: replay.Deployed) -> Path:
+    """The stack's folder in the backups volume, on this host."""
+    return Path(replay.api().inspect_volume(d.outputs["backupsVolume"])["Mountpoint"]) / "bk"
+
+
+def _metric(d: replay.Deployed, name: str) -> float | None:
+    url = f"{d.outputs['prometheusUrl']}api/v1/query?query={quote(name)}"
+    with urlopen(url, timeout=10) as r:
+        body = json.load(r)
+    assert body["status"] == "success", body
+    result = body["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def _health(container: str) -> str:
+    return replay.api().inspect_container(container)["State"]["Health"]["Status"]
+
+
+def _wait(what: str, check, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(1)
+    raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
+
+
+def test_scheduled_backups_are_whole_kept_and_scraped(before: Before, bk):
+    d = before.deployed
+    # A second up changes nothing: the sealed secrets are the same bytes, and the
+    # container reads back as registered (its read-only media mount included).
+    again = replay.up(bk["config"], OVERRIDES)
+    assert again.plan.summary() == "no changes", [s.line() for s in again.plan.steps
+                                                  if s.action != replay.SAME]
+    folder, backup_container = _scheduled_folder(d), d.containers["backup"]
+    since = time.time()
+    # Two more runs after now: by then retention has had runs to remove.
+    newer = lambda: [p for p in archive.complete_backups(folder.parent, "bk")  # noqa: E731
+                     if p.stat().st_mtime > since]
+    _wait("two scheduled backups", lambda: len(newer()) >= 2, 4 * SCHEDULE_S + 60)
+    kept = archive.complete_backups(folder.parent, "bk")
+    assert len(kept) == KEEP_SCHEDULED, kept
+    assert b"backup: removed" in replay.api().logs(backup_container), "retention never ran"
+    for p in kept:
+        manifest = archive.read_verified(p)
+        assert manifest["scheduled"] and manifest["stack"] == "bk", manifest
+        assert manifest["schema_version"] > 0 and manifest["synapse_version"] == "1.163.2", manifest
+        # Sealed: no secret, nor the passphrase, in plain text in any file.
+        for name in archive.PAYLOAD + (archive.MANIFEST,):
+            data = (p / name).read_bytes()
+            for key, value in d.secrets.items():
+                assert value.encode() not in data, (p, name, key)
+        opened = archive.decrypt_secrets((p / archive.SECRETS).read_bytes(), PASSPHRASE)
+        assert opened == {k: d.secrets[k] for k in GENERATED}
+        with pytest.raises(BackupError, match="passphrase does not open"):
+            archive.decrypt_secrets((p / archive.SECRETS).read_bytes(), PASSPHRASE + "x")
+    assert _health(backup_container) == "healthy"
+    newest = max(p.joinpath(archive.MANIFEST).stat().st_mtime for p in kept)
+    _wait("Prometheus scraping the newest backup's time",
+          lambda: (_metric(d, "synapse_backup_last_success_timestamp_seconds") or 0) >= int(newest)
+          and _metric(d, "synapse_backup_kept") == KEEP_SCHEDULED
+          and _metric(d, "synapse_backup_last_run_failed") == 0, 30)
+
+
+def test_a_failed_scheduled_backup_is_visible_and_retried(before: Before):
+    d = before.deployed
+    api, folder = replay.api(), _scheduled_folder(d)
+    backup_container, postgres = d.containers["backup"], d.containers["postgres"]
+    api.stop(postgres, timeout=60)
+    try:
+        # The next run fails; five failed probes later the container is unhealthy.
+        _wait("the backup container unhealthy", lambda: _health(backup_container) == "unhealthy",
+              SCHEDULE_S + 5 * 5 + 60)
+        assert "psql" in (folder / ".failed").read_text() or "pg_dump" in (
+            folder / ".failed").read_text(), (folder / ".failed").read_text()
+        _wait("the failure scraped", lambda: _metric(d, "synapse_backup_last_run_failed") == 1
+              and (_metric(d, "synapse_backup_last_failure_timestamp_seconds") or 0) > 0, 30)
+        assert not list(folder.glob("*.partial")), "a failed run left a partial backup"
+    finally:
+        api.start(postgres)
+    failed_at = _metric(d, "synapse_backup_last_failure_timestamp_seconds")
+    _wait("a good run after Postgres returned", lambda: _health(backup_container) == "healthy"
+          and not (folder / ".failed").exists(), 2 * SCHEDULE_S + 60)
+    newest = archive.complete_backups(folder.parent, "bk")[-1]
+    assert newest.joinpath(archive.MANIFEST).stat().st_mtime >= failed_at
+    archive.read_verified(newest)
+    _wait("the recovery scraped", lambda: _metric(d, "synapse_backup_last_run_failed") == 0, 30)
+
+
 def test_restore_brings_everything_back(before: Before, bk):
     config, loop, recorder = bk["config"], bk["loop"], bk["recorder"]
     bob_e2e = bk["clients"]["bob-e2e"]
     replay.down(config, delete_data=True)  # make destroy-data: volumes and secrets gone
     api = replay.api()
     prefix = before.deployed.outputs["namePrefix"]
-    assert not [v for v in api.volumes().get("Volumes") or [] if v["Name"].startswith(prefix)]
+    # ...but the scheduled backups' volume.
+    assert [v["Name"] for v in api.volumes().get("Volumes") or []
+            if v["Name"].startswith(prefix)] == [before.deployed.outputs["backupsVolume"]]
     t0 = time.monotonic()
     restored_secrets = restore.restore_data(stack_data(config), before.folder, PASSPHRASE)
     record("restore (database and media)", time.monotonic() - t0)
@@ -354,3 +471,30 @@ def test_restore_refuses_a_database_that_holds_data(before: Before, bk):
     # The refusal changed nothing: the stack comes back on its own data.
     d = replay.up(bk["config"], {**OVERRIDES, **bk["restored"].secrets})
     assert d.secrets["signingKey"] == before.deployed.secrets["signingKey"]
+
+
+def test_a_scheduled_backup_restores_after_destroy_data(before: Before, bk):
+    """The way back after `make destroy-data`: the newest scheduled backup, from
+    the volume destroy-data kept, restored into the empty stack."""
+    assert "restored" in bk, "needs the restored stack"
+    config, loop, recorder = bk["config"], bk["loop"], bk["recorder"]
+    folder = _scheduled_folder(bk["restored"])
+    replay.down(config, delete_data=True)
+    newest = archive.complete_backups(folder.parent, "bk")[-1]
+    restored = restore.restore_data(stack_data(config), newest, PASSPHRASE)
+    d = replay.up(config, {**OVERRIDES, **restored})
+    assert d.secrets["signingKey"] == before.deployed.secrets["signingKey"]
+
+    async def go() -> None:
+        c = new_client(d.nginx_url, recorder, "alice-scheduled", f"@alice:{d.server_name}")
+        bk["clients"]["alice-scheduled"] = c
+        assert isinstance(await c.login(before.password), nio.LoginResponse)
+        resp = await c.room_messages(before.room, start="", limit=200,
+                                     direction=nio.MessageDirection.back)
+        assert isinstance(resp, nio.RoomMessagesResponse), resp
+        seen = {e.body for e in resp.chunk if isinstance(e, nio.RoomMessageText)}
+        assert set(before.bodies) <= seen, sorted(set(before.bodies) - seen)[:5]
+        got = await c.download(before.mxc)
+        assert isinstance(got, nio.MemoryDownloadResponse) and got.body == before.png
+
+    loop.run_until_complete(go())

@@ -339,3 +339,26 @@ def test_tls_certificate_and_key_are_secret_files_staged_for_nginx_only(tmp_path
     assert cap.outputs["nginxUrl"].startswith("https://")
     ports = {int(p["internal"]) for p in cap.named("nginx-container", CONTAINER).plain["ports"]}
     assert ports == {8008, 8448, 8009, 8080}
+
+
+def test_scheduled_backups_get_the_generated_secrets_sealed_and_a_kept_volume():
+    """synapse:backup: the backup container's one secret file opens with the
+    operator's passphrase to exactly the generated secrets (that sealing is
+    repeatable: tests/unit/test_backup_schedule.py)."""
+    from ops import archive
+
+    on = {"backup": {"enabled": True, "schedule": "every 6h"},
+          "backupPassphrase": "a backup passphrase"}
+    cap = run_stack_file("config/Pulumi.dev.yaml", on)
+    sealed = reveal(uploads(cap.named("backup-container", CONTAINER))
+                    ["/conf/backup/secrets.enc"]["content"])
+    main = uploads(cap.named("main", CONTAINER))
+    opened = archive.decrypt_secrets(sealed.encode(), "a backup passphrase")
+    assert opened["signingKey"] == reveal(main["/conf/secrets/signing.key"]["content"]).strip()
+    assert len(opened) == 6 and "backupPassphrase" not in opened
+    for value in opened.values():
+        assert value not in sealed
+    assert cap.outputs["backupsVolume"] == "synapse-dev-backups"
+    assert "synapse-dev-backups" in cap.outputs["dataVolumes"]
+    vol = cap.named("backup-data", VOLUME)
+    assert vol.options["retainOnDelete"] and parent_of(cap, vol).type == "synapse:index:Backup"

@@ -21,12 +21,17 @@ EXPECTED = {
     "nginx-config": ("101:101", None, [], False),
     "nginx": ("101:101", None, [], True),
     "prometheus": ("65534:65534", None, [], False),
+    # Root only to hand its volume over, then gosu to Synapse's user (backup_conf).
+    "backup": (None, None, SYNAPSE_CAPS, False),
 }
+BACKUP_ON = {"backup": {"enabled": True}, "backupPassphrase": "a backup passphrase"}
 
 
 @pytest.fixture(scope="module", params=["dev", "prod"])
 def cap(request):
-    return run_stack_file(f"config/Pulumi.{request.param}.yaml")
+    # prod with scheduled backups, so every role is checked.
+    return run_stack_file(f"config/Pulumi.{request.param}.yaml",
+                          BACKUP_ON if request.param == "prod" else None)
 
 
 def role(res) -> str:
@@ -49,7 +54,7 @@ def test_every_container_drops_everything_but_what_it_needs(cap):
         assert not (read_only and p["uploads"]), c.name
         # Capabilities in Docker's CAP_ form, which it keeps as sent.
         assert all(a.startswith("CAP_") for a in p["capabilities"]["adds"]), c.name
-    assert roles == set(EXPECTED)
+    assert roles <= set(EXPECTED) and roles >= set(EXPECTED) - {"backup"}
 
 
 def test_synapse_drops_root_in_its_image_after_start_sh(cap):
@@ -117,5 +122,22 @@ def test_only_nginx_and_prometheus_publish_and_services_stay_internal(cap):
         if r == "prometheus":  # no authentication: loopback only
             assert [(q["internal"], q["ip"]) for q in p["ports"]] == [(9090, "127.0.0.1")]
             assert sorted(internal[n["name"]] for n in p["networksAdvanced"]) == [False, True]
-        if r in ("postgres", "redis", "nginx-config"):
+        if r in ("postgres", "redis", "nginx-config", "backup"):
             assert [internal[n["name"]] for n in p["networksAdvanced"]] == [True], c.name
+
+
+def test_the_backup_container_reads_media_read_only_and_no_plain_secret():
+    """Only the sealed secrets, readable (it drops to the Synapse user) but opened
+    only by the passphrase, which it never gets."""
+    cap = run_stack_file("config/Pulumi.dev.yaml", BACKUP_ON)
+    b = cap.named("backup-container", CONTAINER)
+    mounts = {m["target"]: m for m in b.plain["mounts"]}
+    assert mounts["/media"]["readOnly"] is True
+    assert mounts["/backups"]["source"] == "synapse-dev-backups"
+    assert not mounts["/sockets"]["readOnly"]  # connecting to a socket is a write
+    ups = {u["file"]: u for u in b.inputs["uploads"]}
+    sealed = ups["/conf/backup/secrets.enc"]
+    assert sealed["permissions"] == "0444"
+    assert set(ups) == {"/conf/backup/run.sh", "/conf/backup/metrics.pl",
+                        "/conf/backup/secrets.enc"}
+    assert not any("a backup passphrase" in str(v) for v in b.plain.values())

@@ -158,6 +158,19 @@ def test_json_lists_only_changed_containers(capsys):
     assert all(isinstance(c["causes"], list) and c["causes"] for c in out["changes"])
 
 
+def test_enabling_backups_adds_one_container_and_never_prints_the_passphrase(capsys):
+    passphrase = "do not print this passphrase"
+    assert impact.main(["--config", str(PROD), "--against", str(PROD), "--set",
+                        "backup.enabled=true", "--set", f"backupPassphrase={passphrase}"]) == 0
+    out = capsys.readouterr().out
+    assert passphrase not in out and "backupPassphrase=[secret]" in out
+    assert "+ create    synapse-prod-backup" in out
+    assert "volumes created: synapse-prod-backups" in out
+    # Only Prometheus, for its new target, is replaced.
+    assert [line.split()[-1] for line in out.splitlines() if line.startswith("+- replace")] == [
+        "synapse-prod-prometheus"]
+
+
 def test_unchanged_config_reports_nothing(capsys):
     assert impact.main(["--config", str(PROD), "--against", str(PROD)]) == 0
     out = capsys.readouterr().out

@@ -23,10 +23,12 @@ def test_synapse_options_are_the_table_s_and_extra_config_may_not_set_them():
 
 
 def test_each_container_gets_the_files_of_the_secrets_it_reads():
-    settings = load_settings({"serverName": "example.org", "nginx": {"tls": True}}, "t")
+    settings = load_settings({"serverName": "example.org", "nginx": {"tls": True},
+                              "backup": {"enabled": True}}, "t")
     deployment = build_deployment(build_plan(settings))
     readers = {"main": {sk.SYNAPSE, sk.MAIN}, "worker": {sk.SYNAPSE}, "postgres": {sk.POSTGRES},
-               "nginx-config": {sk.NGINX}, "nginx": set(), "redis": set(), "prometheus": set()}
+               "nginx-config": {sk.NGINX}, "nginx": set(), "redis": set(), "prometheus": set(),
+               "backup": {sk.BACKUP}}
     for c in deployment.containers:
         secret_files = {f.path for f in c.files if f.secret}
         want = {s.path for s in sk.SECRETS if s.readers in readers[c.role]}
@@ -36,5 +38,5 @@ def test_each_container_gets_the_files_of_the_secrets_it_reads():
 
 
 def test_only_the_never_generated_secrets_are_required_of_the_operator():
-    assert set(sk.GIVEN_ONLY) == {"tlsCertificate", "tlsKey"}
-    assert all(s.generated for s in sk.SECRETS if s.readers != sk.NGINX)
+    assert set(sk.GIVEN_ONLY) == {"tlsCertificate", "tlsKey", "backupPassphrase"}
+    assert all(s.generated for s in sk.SECRETS if s.readers not in (sk.NGINX, sk.BACKUP))

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from components import provider_model as pm
-from components.containers import LABEL_PREFIX
+from components.containers import LABEL_PREFIX, backups_volume
 from components.stack_config import stack_name_of
 from tests.e2e.replay import provider, state as state_mod
 from tests.e2e.replay.docker_api import api
@@ -270,8 +270,11 @@ _DELETE = {CONTAINER: lambda i: provider.delete_container(i["name"], i),
 
 
 def _delete(entry: Mapping[str, Any], delete_data: bool = False) -> str:
-    """The provider's delete, or nothing for a resource retained on delete."""
-    if entry.get("options", {}).get("retainOnDelete") and not delete_data:
+    """The provider's delete, or nothing for a resource retained on delete.
+    `make destroy-data` removes retained volumes by name afterwards, so it keeps
+    what it keeps (the backups volume) the same way here."""
+    if entry.get("options", {}).get("retainOnDelete") and (
+            not delete_data or _kept_by_destroy_data(entry["inputs"]["name"])):
         return "retained on delete: left on the host, dropped from state"
     return _DELETE[entry["type"]](entry["inputs"])
 
@@ -492,9 +495,15 @@ def _container_rank(entry: Mapping[str, Any]) -> int:
     return {"nginx": 0, "worker": 1, "main": 2}.get(role, 3)
 
 
+def _kept_by_destroy_data(volume: str) -> bool:
+    """The scheduled backups' volume (containers.backups_volume): the Makefile's
+    destroy-data leaves `<namePrefix>-backups`."""
+    return volume.endswith("-backups")
+
+
 def _remove_leftover_volumes(name_prefix: str) -> None:
     """Volumes retained by an earlier `down` or scale-down are no longer in state:
     remove every `<namePrefix>-*` volume, as `make destroy-data` does."""
     for vol in api().volumes().get("Volumes") or []:
-        if vol["Name"].startswith(f"{name_prefix}-"):
+        if vol["Name"].startswith(f"{name_prefix}-") and vol["Name"] != backups_volume(name_prefix):
             log(f"volume {vol['Name']}: {provider.delete_volume(vol['Name'])} (retained earlier)")
