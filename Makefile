@@ -10,6 +10,7 @@ endif
 PULUMI  := PULUMI_BACKEND_URL=file://$(STATE) $(PASSPHRASE) pulumi
 
 .PHONY: venv up preview down destroy-data guard-secrets render impact doctor schema-check backup restore \
+        upgrade-postgres \
         test unit e2e host images \
         replay-up replay-down replay-destroy-data bench
 
@@ -78,6 +79,18 @@ restore: guard-secrets venv
 	$(PULUMI) stack select --create $(STACK)
 	PULUMI_BACKEND_URL=file://$(STATE) $(PASSPHRASE) $(PY) -m ops.restore --config config/Pulumi.$(STACK).yaml \
 	    --from $(FROM) --set-secrets $(if $(FORCE),--force)
+	$(MAKE) up STACK=$(STACK)
+
+## Move $(STACK)'s database to Postgres TO=<major> by dump and restore; IMAGE= the
+## new image (default: images.postgres with its major version replaced). Synapse
+## is down from the dump until the `make up` at the end; the old data stay in
+## volume <namePrefix>-postgres-data-pg<old> (ops/upgrade_postgres.py, docs/upgrades.md).
+upgrade-postgres: guard-secrets venv
+	@[ -n "$(TO)" ] || { echo "usage: make upgrade-postgres STACK=$(STACK) TO=17 [IMAGE=postgres:17-bookworm]" >&2; exit 2; }
+	mkdir -p $(STATE)
+	$(PULUMI) stack select --create $(STACK)
+	PULUMI_BACKEND_URL=file://$(STATE) $(PASSPHRASE) $(PY) -m ops.upgrade_postgres \
+	    --config config/Pulumi.$(STACK).yaml --to $(TO) $(if $(IMAGE),--image $(IMAGE)) --set-config
 	$(MAKE) up STACK=$(STACK)
 
 ## What a change does to $(STACK) before `make up`: every container created, replaced,

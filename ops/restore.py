@@ -51,7 +51,9 @@ def _helper(d: StackData) -> str:
     return f"{d.prefix}-restore-postgres"
 
 
-def _start_postgres(d: StackData, password: str) -> str:
+def start_postgres(d: StackData, password: str, image: str | None = None) -> str:
+    """A throwaway postgres (the stack's image, or `image`) on the stack's data
+    volume, no network, initialising it as the stack's postgres would if empty."""
     name = _helper(d)
     docker("rm", "--force", name, check=False)
     docker("create", "--name", name, "--network", "none",
@@ -59,7 +61,7 @@ def _start_postgres(d: StackData, password: str) -> str:
            "--env", f"POSTGRES_USER={POSTGRES_USER}", "--env", f"POSTGRES_DB={POSTGRES_DB}",
            "--env", f"POSTGRES_PASSWORD_FILE={PASSWORD_DIR}/password",
            "--env", f"POSTGRES_INITDB_ARGS={d.initdb_args}",
-           d.postgres_image, "postgres", "-c", "listen_addresses=")
+           image or d.postgres_image, "postgres", "-c", "listen_addresses=")
     docker("cp", "-", f"{name}:/run", stdin=_tar_dir(PASSWORD_DIR, password))
     docker("start", name)
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -90,7 +92,7 @@ def _tar_dir(directory: str, password: str) -> bytes:
     return buf.getvalue()
 
 
-def _stop(name: str) -> None:
+def stop(name: str) -> None:
     docker("stop", "--time", "60", name, check=False)  # a clean shutdown: no recovery later
     docker("rm", "--force", name, check=False)
 
@@ -121,7 +123,7 @@ def restore_data(d: StackData, folder: Path, secret: str, force: bool = False) -
             raise BackupError(f"{c} exists: a restore goes into a stack that is down "
                               "(make down first), so Synapse starts only on restored data")
     docker("volume", "create", d.postgres_volume)
-    name = _start_postgres(d, secrets["postgresPassword"])
+    name = start_postgres(d, secrets["postgresPassword"])
     try:
         held = what_the_database_holds(name)
         media = _media_files(d)
@@ -147,7 +149,7 @@ def restore_data(d: StackData, folder: Path, secret: str, force: bool = False) -
             raise BackupError(f"restored schema {schema}, the manifest says "
                               f"{manifest['schema_version']}")
     finally:
-        _stop(name)
+        stop(name)
     docker("volume", "create", d.media_volume)
     clear = f"find {MEDIA_DIR} -mindepth 1 -delete && " if media else ""
     from_file(folder / archive.MEDIA, "run", "--rm", "--interactive", "--network", "none",

@@ -21,6 +21,12 @@ restore (docs/backups.md). So:
     the stack is down), said as such.
 The image's numbers come from the image itself (`docker run --rm --network none`),
 pulled first if it is not on this host. Exit 2 for a bad stack file.
+
+Postgres too: a new `images.postgres` of another major version than the data the
+stack's running postgres serves is refused before anything is replaced (Postgres
+would refuse the data directory, "database files are incompatible with server",
+and the stack would be left without a database): `make upgrade-postgres` moves
+the data first (ops/upgrade_postgres.py).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from pathlib import Path
 
 from components.errors import ConfigError
 from components.stack_config import cli_error, override_arg, read_stack_file
+from ops import upgrade_postgres
 from ops.archive import BackupError
 from ops.docker_cli import docker, inspect, running, text
 from ops.stack_data import DB_ARGS
@@ -94,11 +101,33 @@ def database_schema(postgres: str) -> DatabaseSchema | None:
                           int(compat) if compat else None)
 
 
+def postgres_check(stack: str, postgres: str, image: str) -> tuple[bool, str] | None:
+    """A refusal if `image` is another Postgres major version than the running
+    `postgres` container's data; None if it is the same (or the same image)."""
+    if (inspect("container", postgres) or {}).get("Config", {}).get("Image") == image:
+        return None
+    data, new = upgrade_postgres.data_major(postgres), upgrade_postgres.image_major(image)
+    if data == new:
+        return None
+    return False, (f"refused: images.postgres {image} is Postgres {new}, but this stack's "
+                   f"database is Postgres {data}'s: Postgres opens only its own major "
+                   f"version's data, so the stack would be left without a database. Nothing "
+                   f"was replaced. Move the data first: make upgrade-postgres STACK={stack} "
+                   f"TO={new} IMAGE={image}" if new > data else
+                   f"refused: images.postgres {image} is Postgres {new}, older than this "
+                   f"stack's database (Postgres {data}); nothing was replaced. Going back is "
+                   "a restore, or the old data kept by make upgrade-postgres "
+                   "(docs/upgrades.md)")
+
+
 def check(config: Path, overrides: dict | None = None) -> tuple[bool, str]:
     settings = read_stack_file(config, overrides).settings
     postgres = f"{settings.name_prefix}-postgres"
     if not running(postgres):
         return True, f"not checked: {postgres} is not running (nothing deployed, or down)"
+    refused = postgres_check(settings.stack, postgres, settings.images.postgres)
+    if refused:
+        return refused
     db = database_schema(postgres)
     if db is None:
         return True, "not checked: the database holds no Synapse schema yet"

@@ -42,6 +42,19 @@ def test_down_keeps_protected_secrets_and_destroy_data_needs_confirmation():
     ok = make("-n", "destroy-data", "STACK=dev", "CONFIRM=dev")
     assert "state unprotect --all --yes --stack dev" in ok.stdout
     assert "docker volume rm" in ok.stdout
+    # ...but never the scheduled backups' volume, the way back after it.
+    assert 'grep -vx "$(cat ' in ok.stdout and '-backups"' in ok.stdout
+
+
+def test_upgrade_postgres_needs_a_version_and_ends_with_an_up():
+    refused = make("upgrade-postgres", "STACK=dev")
+    assert refused.returncode == 2 and "TO=17" in refused.stderr
+    ok = make("-n", "upgrade-postgres", "STACK=dev", "TO=17", "IMAGE=postgres:17-trixie")
+    assert ok.returncode == 0, ok.stderr
+    assert "ops.upgrade_postgres" in ok.stdout and "--to 17 --image postgres:17-trixie" in ok.stdout
+    assert "--set-config" in ok.stdout
+    # make -n runs the recursive `make up`: its pulumi up comes after the tool.
+    assert ok.stdout.index("ops.upgrade_postgres") < ok.stdout.index("up --refresh --stack dev")
 
 
 def test_make_impact_reports_the_committed_stack_with_each_set():

@@ -7,6 +7,9 @@ bookworm rootfs made by mmdebstrap and imported once (one ~805 MB layer on
 disk instead of five slimmer ones, and one bootstrap instead of five); each
 image then gets its own entrypoint/cmd/volumes from a metadata-only
 Dockerfile.<name>, because `docker import --change` cannot set STOPSIGNAL.
+Postgres 17, the target of the major-version upgrade test, is not in bookworm:
+its stand-in (postgres:17-trixie) gets a small rootfs of its own from Debian 13
+(trixie), with the same Postgres entrypoint.
 
 A hash over every file in this folder is stored as a label; when all
 images carry the current hash, nothing is built. Usage: build.py [--force]
@@ -61,6 +64,14 @@ PACKAGES = [
     "nginx",
     "prometheus", "wget",                         # wget: the official image's healthcheck tool
 ]
+# postgres:17-trixie, on a rootfs of its own (TRIXIE_PACKAGES only).
+TRIXIE_IMAGES = {"postgres:17-trixie": "Dockerfile.postgres17"}
+TRIXIE_PACKAGES = ["ca-certificates", "gosu", "postgresql-17"]
+TRIXIE_MIRRORS = [
+    "deb http://deb.debian.org/debian trixie main",
+    "deb http://deb.debian.org/debian trixie-updates main",
+    "deb http://deb.debian.org/debian-security trixie-security main",
+]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "synapse-e2e"
 
 
@@ -94,28 +105,30 @@ def uv_binary():
     return binary
 
 
-def build_rootfs(client, build_hash):
+def build_rootfs(client, build_hash, suite=SUITE, packages=PACKAGES, mirrors=MIRRORS,
+                 essential="essential.sh", customize="customize.sh"):
     """mmdebstrap piped straight into the engine: no tarball on disk."""
     hook = lambda name: f'sh {shlex.quote(str(HERE / "hooks" / name))} "$1"'
     command = [
         "mmdebstrap", "--variant=apt", "--format=tar",
         "--skip=cleanup/run",  # keeps /run/postgresql; customize.sh cleans the rest
-        "--include=" + ",".join(PACKAGES),
+        "--include=" + ",".join(packages),
         "--dpkgopt=" + str(HERE / "dpkg-excludes.cfg"),
-        "--essential-hook=" + hook("essential.sh"),
-        "--customize-hook=" + hook("customize.sh"),
-        SUITE, "-", *MIRRORS,
+        "--essential-hook=" + hook(essential),
+        "--customize-hook=" + hook(customize),
+        suite, "-", *mirrors,
     ]
     env = dict(os.environ, E2E_UV=str(uv_binary()), E2E_SYNAPSE_REQUIREMENT=SYNAPSE_REQUIREMENT,
                E2E_SYNAPSE_PEER_REQUIREMENT=f"matrix-synapse[redis]=={PEER_SYNAPSE_VERSION}",
                E2E_SYNAPSE_PEER_EXCLUDE_NEWER=PEER_EXCLUDE_NEWER,
                E2E_ROOTFS_FILES=str(HERE / "rootfs"))
-    ref = f"{ROOTFS_REPO}:{build_hash[:12]}"
-    log = CACHE / "mmdebstrap.log"
+    tag = build_hash[:12] if suite == SUITE else f"{suite}-{build_hash[:12]}"
+    ref = f"{ROOTFS_REPO}:{tag}"
+    log = CACHE / f"mmdebstrap-{suite}.log"
     with open(log, "w") as log_file, subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=log_file, env=env) as bootstrap:
         result = client.api.import_image_from_stream(
-            bootstrap.stdout, repository=ROOTFS_REPO, tag=build_hash[:12],
+            bootstrap.stdout, repository=ROOTFS_REPO, tag=tag,
             changes=[f"LABEL {HASH_LABEL}={build_hash}"])
     if bootstrap.returncode != 0 or "errorDetail" in result:
         try:  # an import of a truncated stream must not be mistaken for a rootfs
@@ -153,20 +166,27 @@ def main():
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "build.lock", "w") as lock:  # parallel test runs build once
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not force and all(current(client, tag, build_hash) for tag in IMAGES):
+        if not force and all(current(client, tag, build_hash)
+                             for tag in (*IMAGES, *TRIXIE_IMAGES)):
             print(f"stand-in images up to date ({build_hash[:12]}), "
                   f"checked in {time.monotonic() - started:.1f} s")
             return
-        rootfs = build_rootfs(client, build_hash)
-        print(f"rootfs {rootfs}: {time.monotonic() - started:.0f} s")
-        for tag, dockerfile in IMAGES.items():
-            client.images.build(fileobj=io.BytesIO((HERE / dockerfile).read_bytes()), tag=tag,
-                                buildargs={"ROOTFS": rootfs}, rm=True, forcerm=True)
+        built = []
+        for images, rootfs_args in ((IMAGES, {}),
+                                    (TRIXIE_IMAGES, {"suite": "trixie", "packages": TRIXIE_PACKAGES,
+                                                     "mirrors": TRIXIE_MIRRORS,
+                                                     "essential": "essential-postgres.sh",
+                                                     "customize": "customize-postgres.sh"})):
+            rootfs = build_rootfs(client, build_hash, **rootfs_args)
+            print(f"rootfs {rootfs}: {time.monotonic() - started:.0f} s")
+            for tag, dockerfile in images.items():
+                client.images.build(fileobj=io.BytesIO((HERE / dockerfile).read_bytes()), tag=tag,
+                                    buildargs={"ROOTFS": rootfs}, rm=True, forcerm=True)
+            size = client.images.get(rootfs).attrs["Size"] / 1e6
+            built.append(f"{', '.join(images)} (rootfs {size:.0f} MB)")
         print(f"image configs: {time.monotonic() - started:.0f} s")
         remove_stale(client, build_hash)
-    size = client.images.get(rootfs).attrs["Size"] / 1e6
-    print(f"built {', '.join(IMAGES)} (shared rootfs {size:.0f} MB) "
-          f"in {time.monotonic() - started:.0f} s")
+    print(f"built {'; '.join(built)} in {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":
