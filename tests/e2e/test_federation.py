@@ -7,7 +7,8 @@ configured by hand. Users: alice on A, bob on B, carol on C, dave on D, each
 driven by matrix-nio from the host.
 
 The scenarios run in order and build on each other (rooms, users, messages); the
-faults come last. Every inbound federation request A served is then checked
+faults come next, and last B is backed up, destroyed and restored, and C accepts
+what it signs after. Every inbound federation request A served is then checked
 against the process the routing rules name, and every outbound transaction
 against the sender Synapse's sharding gives its destination.
 
@@ -34,6 +35,9 @@ from signedjson.key import decode_verify_key_bytes, generate_signing_key, read_s
 from signedjson.sign import sign_json, verify_signed_json
 from unpaddedbase64 import decode_base64
 
+from ops import archive, backup, restore
+from ops.stack_data import stack_data
+from tests.e2e import replay
 from tests.e2e.fedbed import bed as fedbed
 from tests.e2e.matrix_client import (
     Recorder,
@@ -765,3 +769,46 @@ def test_a_request_with_a_bad_x_matrix_signature_gets_401(world: World):
     assert results["real"][0] == 200, results
     assert results["forged"][0] == 401, results
     assert "M_UNAUTHORIZED" in results["forged"][1], results
+
+
+# --- data lifecycle ----------------------------------------------------------------
+
+
+def test_after_a_restore_the_peers_accept_what_b_signs(world: World, tmp_path, monkeypatch):
+    """B backed up, its data destroyed (make destroy-data), restored: it keeps its
+    signing key, so C, which cached B's key before, accepts the events B signs
+    after the restore, and bob's old access token still sends them."""
+    room, config = world.room("shared"), world.bed.configs["B"]
+    key_before = world.server("B").deployed.secrets["signingKey"]
+    monkeypatch.setenv("BACKUP_PASSPHRASE", "fedbed-backup-passphrase")
+    t0 = time.monotonic()
+    folder = backup.take(stack_data(config), tmp_path, 1, archive.passphrase())
+    fedbed.disconnect_frontend(world.bed, "B")
+    replay.down(config, delete_data=True)
+    restored = restore.restore_data(stack_data(config), folder, archive.passphrase())
+    deployed = replay.up(config, {**world.bed.overrides["B"], **restored})
+    world.server("B").deployed = deployed
+    fedbed.connect_frontend(world.bed, "B")
+    record("B backed up, destroyed, restored and up", time.monotonic() - t0)
+    assert deployed.secrets["signingKey"] == key_before
+
+    sent: list[tuple[str, str]] = []
+
+    async def go():
+        await _send_series(world.client("B"), room, "after-restore", 3, 0.2, sent)
+        return await _arrives(world, "C", room, "after-restore", sent, timeout_s=120)
+
+    seconds = world.run(go())
+    record(f"B's events after the restore on C ({len(sent)} messages)", seconds)
+
+    # C knows B by the one key ID it had before: no new key appeared.
+    async def keys_on_c():
+        async with world.recorder.session("key-query") as s:
+            async with s.get(f"{world.server('C').url}/_matrix/key/v2/query/b.test") as r:
+                assert r.status == 200, await r.text()
+                return await r.json()
+
+    body = world.run(keys_on_c())
+    alg, version, _ = key_before.split()
+    ids = {k for sk in body["server_keys"] for k in (*sk["verify_keys"], *sk.get("old_verify_keys", {}))}
+    assert ids == {f"{alg}:{version}"}, body

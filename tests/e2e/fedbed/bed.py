@@ -75,6 +75,8 @@ class Bed:
     workdir: Path
     rogue_ca_dir: Path  # another CA, trusted by nobody in the bed
     configs: dict[str, Path] = field(default_factory=dict)  # A, B: stack file
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # A, B: as deployed
+    aliases: dict[str, list[str]] = field(default_factory=dict)  # container -> its names
 
 
 def _stack_file(workdir: Path, name: str, source: str) -> Path:
@@ -216,6 +218,7 @@ def up(a_preset: str | None = None) -> Bed:
             overrides["preset"] = a_preset
         deployed = replay.up(config, overrides)
         bed.configs[key] = config
+        bed.overrides[key] = overrides
         bed.servers[key] = Server(name, deployed.nginx_url, deployed.admin_url,
                                   deployed.registration_shared_secret, deployed=deployed)
     relays = {key: _relay(client, key, bed.servers[key].deployed, OURS[key][5]) for key in OURS}
@@ -225,15 +228,31 @@ def up(a_preset: str | None = None) -> Bed:
         bed.servers[key] = Server(name, f"https://127.0.0.1:{port}", f"https://127.0.0.1:{port}",
                                   peers.registration_secret(name), container=container)
     # Our stacks' Synapse processes reach the others over their frontend network.
-    aliases = {**{relays[k]: OURS[k][5] for k in OURS},
-               **{bed.servers[k].container: [PEERS[k][0]] for k in PEERS}}
+    bed.aliases = {**{relays[k]: OURS[k][5] for k in OURS},
+                   **{bed.servers[k].container: [PEERS[k][0]] for k in PEERS}}
     for key in OURS:
-        network = client.networks.get(frontend_network(bed.servers[key].deployed))
-        for container, names in aliases.items():
-            network.connect(container, aliases=names)
+        connect_frontend(bed, key)
     for key in PEERS:
         bed.servers[key].version = peers.wait_healthy(bed.servers[key].url, bed.ca_file)
     return bed
+
+
+def connect_frontend(bed: Bed, key: str) -> None:
+    """Our stack `key`'s Synapse processes reach the other servers (relays and
+    peers) over its frontend network; again after the stack was re-created."""
+    client = _client()
+    network = frontend_network(bed.servers[key].deployed)
+    for container, names in bed.aliases.items():
+        _alias(client, client.containers.get(container), network, names)
+
+
+def disconnect_frontend(bed: Bed, key: str) -> None:
+    """Before our stack `key`'s networks go: Docker removes no network with
+    endpoints on it."""
+    client = _client()
+    network = client.networks.get(frontend_network(bed.servers[key].deployed))
+    for container in bed.aliases:
+        network.disconnect(container, force=True)
 
 
 def down(bed: Bed) -> None:
