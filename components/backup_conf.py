@@ -37,8 +37,11 @@ METRICS_PORT = 9187  # on the backend network only, for the stack's Prometheus
 METRICS_FILE = "/tmp/backup.prom"
 FAILED = ".failed"  # in the stack's folder while the last run failed
 RETRY_S = 600
-# The files a backup holds, in the order they are written (ops/archive.PAYLOAD).
-PAYLOAD = ("database.dump", "media.tar", "secrets.enc")
+# A backup's files, in the order they are written, as every backup tool writes and
+# reads them (ops/archive.py): `<time>.partial` until whole, then `<time>`.
+DATABASE, MEDIA, SECRETS, MANIFEST = "database.dump", "media.tar", "secrets.enc", "manifest.json"
+PAYLOAD = (DATABASE, MEDIA, SECRETS)
+PARTIAL = ".partial"
 METRICS = {  # name -> help
     "synapse_backup_last_success_timestamp_seconds":
         "When the newest complete backup was finished (Unix time); 0: none yet.",
@@ -57,7 +60,6 @@ def stack_folder(settings: Settings) -> str:
 def env(settings: Settings) -> dict[str, str]:
     b = settings.backup
     image = settings.images.synapse
-    tag = image.partition("@")[0].rpartition(":")[2]
     return {
         "STACK": settings.stack,
         "PERIOD": str(b.period_s),
@@ -65,8 +67,9 @@ def env(settings: Settings) -> dict[str, str]:
         "KEEP": str(b.keep),
         "RETRY": str(min(RETRY_S, b.period_s)),
         # What the manifest records (the container cannot ask main).
-        "SYNAPSE_IMAGE": settings.images.synapse,
-        "SYNAPSE_VERSION": tag.removeprefix("v") if validators.synapse_version(image) else "",
+        "SYNAPSE_IMAGE": image,
+        "SYNAPSE_VERSION": (validators.image_tag(image) or "").removeprefix("v")
+        if validators.synapse_version(image) else "",
         "POSTGRES_IMAGE": settings.images.postgres,
         # libpq: Postgres's socket directory, where local connections are trusted
         # (containers.POSTGRES_SOCKET_ARGS: only the sockets group reaches it).
@@ -127,7 +130,7 @@ def _metrics_function() -> list[str]:
              '  newest=$(complete | tail -n1)',
              '  kept=$(complete | wc -l)',
              '  if [ -n "$newest" ]; then',
-             '    last=$(stat -c %Y "$newest/manifest.json")',
+             f'    last=$(stat -c %Y "$newest/{MANIFEST}")',
              '    size=$(du -sb "$newest" | cut -f1)',
              "  fi",
              f'  [ -e "$dest/{FAILED}" ] && failed=1',
@@ -156,17 +159,17 @@ def render_run_script(settings: Settings, uid: int) -> str:
         "  local t0 name work schema pgver f sep",
         "  t0=$(date +%s)",
         '  name=$(date -u -d "@$t0" +%Y%m%dT%H%M%SZ)',
-        '  work="$dest/$name.partial"',
+        f'  work="$dest/$name{PARTIAL}"',
         '  mkdir "$work" || return 1',
         "  schema=$(psql -X -At -c 'SELECT version FROM schema_version') || return 1",
         '  [[ $schema =~ ^[0-9]+$ ]] || { echo "no Synapse schema in the database: $schema"; return 1; }',
         "  pgver=$(psql -X -At -c 'SHOW server_version') || return 1",
-        '  pg_dump --format=custom --file="$work/database.dump" || return 1',
+        f'  pg_dump --format=custom --file="$work/{DATABASE}" || return 1',
         # GNU tar exits 1 when a file changed while read (Synapse keeps writing):
         # the dump names only files written before it, which are whole.
-        f'  tar --create --numeric-owner --directory={MEDIA_DIR} --file="$work/media.tar" .'
+        f'  tar --create --numeric-owner --directory={MEDIA_DIR} --file="$work/{MEDIA}" .'
         ' || [ $? = 1 ] || return 1',
-        f'  cp {SEALED_SECRETS} "$work/secrets.enc" || return 1',
+        f'  cp {SEALED_SECRETS} "$work/{SECRETS}" || return 1',
         "  {",
         "    printf '{\\n \"format\": 1,\\n \"scheduled\": true,\\n \"stack\": \"%s\",\\n' \"$STACK\"",
         "    printf ' \"created_at\": \"%s\",\\n' \"$(date -u -d \"@$t0\" +%Y-%m-%dT%H:%M:%S+00:00)\"",
@@ -183,7 +186,7 @@ def render_run_script(settings: Settings, uid: int) -> str:
         "      sep=,",
         "    done",
         "    printf '\\n }\\n}\\n'",
-        '  } > "$work/manifest.json" || return 1',
+        f'  }} > "$work/{MANIFEST}" || return 1',
         '  mv "$work" "$dest/$name" || return 1',
         '  echo "$dest/$name"',
         "}",
@@ -192,17 +195,17 @@ def render_run_script(settings: Settings, uid: int) -> str:
         "#!/bin/bash",
         "# synapse:backup: a backup of the stack at every scheduled time (components/backup_conf.py).",
         "set -u",
-        'dest="/backups/$STACK"',
+        f'dest="{BACKUP_DIR}/$STACK"',
         'if [ "$(id -u)" = 0 ]; then',
         '  mkdir -p "$dest"',
         f'  chown {uid}:{uid} {BACKUP_DIR} "$dest" && chmod 0700 {BACKUP_DIR}',
         f'  exec gosu {uid}:{uid} /bin/bash "$0" "$@"',
         "fi",
         "umask 077",
-        'rm -rf "$dest"/*.partial  # a run killed half-way',
+        f'rm -rf "$dest"/*{PARTIAL}  # a run killed half-way',
         "last_failure=0",
         "complete() {  # complete backups, oldest first",
-        '  ls -1d "$dest"/*/manifest.json 2>/dev/null | grep -v "\\.partial/" | sed "s,/manifest.json$,," | sort',
+        f'  ls -1d "$dest"/*/{MANIFEST} 2>/dev/null | grep -v "\\{PARTIAL}/" | sed "s,/{MANIFEST}$,," | sort',
         "}",
         *_metrics_function(),
         *take,
@@ -222,7 +225,7 @@ def render_run_script(settings: Settings, uid: int) -> str:
         '    echo "backup: ${out##*$\'\\n\'}"',
         '    complete | head -n "-$KEEP" | while read -r old; do rm -rf "$old"; echo "backup: removed $old"; done',
         "  else",
-        '    rm -rf "$dest"/*.partial',
+        f'    rm -rf "$dest"/*{PARTIAL}',
         f'    printf "%s\\n" "$out" > "$dest/{FAILED}"',
         "    last_failure=$(date +%s)",
         '    echo "backup failed: $out" >&2',

@@ -100,12 +100,18 @@ MIN_SYNAPSE = (1, 126)
 _VERSION_TAG = re.compile(r"(?:release-)?v?(\d+)\.(\d+)(?:\.\d+)?(?:rc\d+)?(?:[-_.+].*)?", re.ASCII)
 
 
+def image_tag(ref: str) -> str | None:
+    """An image reference's tag (`v1.163.2` of `matrixdotorg/synapse:v1.163.2`);
+    None for a reference without one (a registry port is not a tag)."""
+    _name, colon, tag = ref.partition("@")[0].rpartition(":")
+    return tag if colon and "/" not in tag else None
+
+
 def synapse_version(ref: str) -> tuple[int, int] | None:
     """The (major, minor) a Synapse image's tag names; None for `latest`,
     `develop`, a digest alone or a tag that names no version."""
-    rest = ref.partition("@")[0]
-    _name, colon, tag = rest.rpartition(":")
-    if not colon or "/" in tag:
+    tag = image_tag(ref)
+    if tag is None:
         return None
     m = _VERSION_TAG.fullmatch(tag)
     return (int(m.group(1)), int(m.group(2))) if m else None
@@ -117,7 +123,7 @@ def synapse_version_problem(ref: str) -> str | None:
     version = synapse_version(ref)
     if version is None:
         return None
-    tag = ref.partition("@")[0].rpartition(":")[2]
+    tag = image_tag(ref)
     if version >= MIN_SYNAPSE:
         return None
     return (f"tag {tag!r} is Synapse {version[0]}.{version[1]}; this program needs Synapse "

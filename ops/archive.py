@@ -28,11 +28,9 @@ from typing import Any, Mapping
 from cryptography.fernet import Fernet, InvalidToken
 
 from components import backup_secrets
+from components.backup_conf import DATABASE, MANIFEST, MEDIA, PARTIAL, PAYLOAD, SECRETS  # noqa: F401
 from components.backup_secrets import SCRYPT_N, SCRYPT_P, SCRYPT_R
 
-DATABASE, MEDIA, SECRETS, MANIFEST = "database.dump", "media.tar", "secrets.enc", "manifest.json"
-PAYLOAD = (DATABASE, MEDIA, SECRETS)
-PARTIAL = ".partial"
 FORMAT = 1
 PASSPHRASE_VARS = ("BACKUP_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE")
 

@@ -12,6 +12,7 @@ from components.stack_config import read_stack_file, stack_name_of
 from components.synapse_config import POSTGRES_DB, POSTGRES_USER
 from components.topology import build_plan
 
+WRITER_ROLES = ("main", "worker", "backup")
 DB_ARGS = ("--username", POSTGRES_USER, "--dbname", POSTGRES_DB)
 SYNAPSE_USER = f"{SYNAPSE_UID}:{SYNAPSE_UID}"
 
@@ -29,6 +30,8 @@ class StackData:
     initdb_args: str  # POSTGRES_INITDB_ARGS, as the stack's postgres has it
     # The generated secrets: config key -> (container, file, user to read it as).
     secrets: dict[str, tuple[str, str, str]]
+    # What writes to the database: every Synapse container and the backup container.
+    writers: tuple[str, ...] = ()
 
 
 def stack_data(config: Path) -> StackData:
@@ -48,4 +51,5 @@ def stack_data(config: Path) -> StackData:
         postgres=postgres.name, main=main.name,
         postgres_image=settings.images.postgres, synapse_image=settings.images.synapse,
         postgres_volume=volumes["postgres-data"], media_volume=volumes["media"],
-        initdb_args=postgres.env["POSTGRES_INITDB_ARGS"], secrets=secrets)
+        initdb_args=postgres.env["POSTGRES_INITDB_ARGS"], secrets=secrets,
+        writers=tuple(c.name for c in deployment.containers if c.role in WRITER_ROLES))

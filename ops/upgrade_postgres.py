@@ -8,7 +8,8 @@ Postgres opens only a data directory of its own major version ("database files
 are incompatible with server"), so a major upgrade is a dump and a restore, as the
 anchors do it (matrix-docker-ansible-deploy's upgrade-postgres; the official
 image has no pg_upgrade for the old version). With the stack up:
-1. Synapse stops (every Synapse container, and the backup container), so nothing
+1. Synapse stops (every Synapse container, and the backup container: StackData's
+   writers), so nothing
    is written once the dump begins; nginx stays and answers 502;
 2. every table's rows are counted, then pg_dump (custom format) of the database
    into a work folder;
@@ -39,15 +40,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.containers import POSTGRES_DATA, build_deployment
+from components import validators
+from components.containers import POSTGRES_DATA
 from components.errors import ConfigError
-from components.stack_config import cli_error, read_stack_file
+from components.stack_config import cli_error
 from ops.archive import BackupError
 from ops.docker_cli import docker, from_file, inspect, running, text, to_file
 from ops.restore import start_postgres, stop
 from ops.stack_data import DB_ARGS, StackData, stack_data
 
-STOPPED_ROLES = ("main", "worker", "backup")  # whatever writes to the database
 _VERSION = re.compile(r"\(PostgreSQL\) (\d+)")
 # Every table of the database with its exact row count, one "name count" a line.
 _COUNTS = ("SELECT string_agg(t, E'\\n' ORDER BY t) FROM (SELECT format('%s %s', relname, "
@@ -84,24 +85,19 @@ def data_major(postgres: str) -> int:
 
 
 def default_image(current: str, old: int, new: int) -> str:
-    """postgres:15-bookworm -> postgres:17-bookworm; None if the tag does not start
-    with the old major version."""
-    name, colon, tag = current.partition("@")[0].rpartition(":")
-    m = re.fullmatch(rf"{old}((?:[.-].*)?)", tag) if colon else None
+    """postgres:15-bookworm -> postgres:17-bookworm; refused (BackupError) if the
+    tag does not start with the old major version."""
+    tag = validators.image_tag(current)
+    m = re.fullmatch(rf"{old}((?:[.-].*)?)", tag) if tag else None
     if not m:
         raise BackupError(f"cannot tell the Postgres {new} image from images.postgres "
                           f"{current!r}: give it (IMAGE=postgres:{new}-bookworm)")
-    return f"{name}:{new}{m.group(1)}"
+    return f"{current.partition('@')[0].removesuffix(tag)}{new}{m.group(1)}"
 
 
 def row_counts(container: str) -> dict[str, int]:
     out = text("exec", container, "psql", "-X", "-At", *DB_ARGS, "-c", _COUNTS)
     return {name: int(n) for name, n in (line.rsplit(" ", 1) for line in out.splitlines())}
-
-
-def _writers(config: Path) -> list[str]:
-    deployment = build_deployment(read_stack_file(config).plan)
-    return [c.name for c in deployment.containers if c.role in STOPPED_ROLES]
 
 
 def _copy_volume(image: str, source: str, target: str) -> None:
@@ -132,7 +128,7 @@ def upgrade(config: Path, to: int, image: str | None = None,
                           "remove it (docker volume rm) once it is no longer needed, then retry")
     result = Upgrade(old, to, image, kept)
     password = text("exec", d.postgres, "cat", d.secrets["postgresPassword"][1])
-    writers = [c for c in _writers(config) if running(c)]
+    writers = [c for c in d.writers if running(c)]
     folder = Path(tempfile.mkdtemp(prefix=f"upgrade-{d.stack}-", dir=work))
     t0 = time.monotonic()
     emptied = False

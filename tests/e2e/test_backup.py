@@ -36,6 +36,7 @@ from urllib.request import urlopen
 import nio
 import pytest
 
+from components.containers import backups_volume
 from ops import archive, backup, restore
 from ops.archive import BackupError
 from ops.stack_data import stack_data
@@ -128,7 +129,7 @@ def _remove_backups_volume() -> None:
     """destroy-data keeps it (the scheduled backups); a test cleans up after itself."""
     api = replay.api()
     for v in api.volumes().get("Volumes") or []:
-        if v["Name"] == "synapse-bk-backups":
+        if v["Name"] == backups_volume("synapse-bk"):
             api.remove_volume(v["Name"], force=True)
 
 def _write_and_back_up(bk: dict[str, Any]) -> Before:

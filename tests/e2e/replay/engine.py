@@ -270,11 +270,9 @@ _DELETE = {CONTAINER: lambda i: provider.delete_container(i["name"], i),
 
 
 def _delete(entry: Mapping[str, Any], delete_data: bool = False) -> str:
-    """The provider's delete, or nothing for a resource retained on delete.
-    `make destroy-data` removes retained volumes by name afterwards, so it keeps
-    what it keeps (the backups volume) the same way here."""
-    if entry.get("options", {}).get("retainOnDelete") and (
-            not delete_data or _kept_by_destroy_data(entry["inputs"]["name"])):
+    """The provider's delete; for a resource retained on delete, nothing unless
+    `delete_data`."""
+    if entry.get("options", {}).get("retainOnDelete") and not delete_data:
         return "retained on delete: left on the host, dropped from state"
     return _DELETE[entry["type"]](entry["inputs"])
 
@@ -311,14 +309,15 @@ def _delete_deps(entries: Mapping[str, Mapping[str, Any]]) -> dict[str, set[str]
 
 
 def _delete_all(stack: str, st: dict[str, Any], doomed: Mapping[str, Mapping[str, Any]],
-                delete_data: bool = False) -> None:
+                delete_data: bool = False, keep: str = "") -> None:
     """Delete `doomed` (key -> state entry) as the engine schedules deletes: one
-    antichain at a time, its members in parallel (graph.delete_antichains)."""
+    antichain at a time, its members in parallel (graph.delete_antichains).
+    `keep`: a volume `delete_data` leaves, as make destroy-data does."""
     lock = threading.Lock()
 
     def delete(key: str) -> str:
         entry = doomed[key]
-        note = _delete(entry, delete_data)
+        note = _delete(entry, delete_data and entry["inputs"]["name"] != keep)
         with lock:
             if st["resources"].get(key) is entry:
                 del st["resources"][key]
@@ -474,11 +473,14 @@ def down(config: str | Path, delete_data: bool = False) -> float:
     stack = stack_of(config)
     st = state_mod.load(stack)
     t0 = time.monotonic()
+    prefix = st.get("outputs", {}).get("namePrefix", f"synapse-{stack}")
+    # make destroy-data removes retained volumes by name, all but the backups one.
+    kept = backups_volume(prefix)
     _delete_all(stack, st, {k: e for k, e in st["resources"].items()
                             if delete_data or not e.get("options", {}).get("protect")},
-                delete_data)
+                delete_data, keep=kept)
     if delete_data:
-        _remove_leftover_volumes(st.get("outputs", {}).get("namePrefix", f"synapse-{stack}"))
+        _remove_leftover_volumes(prefix)
         state_mod.forget(stack)  # the secrets go with the data they protected
         log(f"{stack}: data deleted (volumes and the stack's secrets)")
     else:
@@ -493,12 +495,6 @@ def _container_rank(entry: Mapping[str, Any]) -> int:
     labels = {lab["label"]: lab["value"] for lab in entry["inputs"].get("labels", [])}
     role = labels.get(f"{LABEL_PREFIX}.role", "")
     return {"nginx": 0, "worker": 1, "main": 2}.get(role, 3)
-
-
-def _kept_by_destroy_data(volume: str) -> bool:
-    """The scheduled backups' volume (containers.backups_volume): the Makefile's
-    destroy-data leaves `<namePrefix>-backups`."""
-    return volume.endswith("-backups")
 
 
 def _remove_leftover_volumes(name_prefix: str) -> None:
