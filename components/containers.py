@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable, Mapping
 
-from components import backup_conf, nginx_conf, prometheus_conf, secret_keys
+from components import backup_conf, nginx_conf, prometheus_conf, rollout, secret_keys
 from components.synapse_config import (
     CONFIG_DIR,
     DATA_DIR,
@@ -357,7 +357,9 @@ def _synapse_files(plan: Plan, p: Process, shared: Mapping[str, str]) -> tuple[l
     return files, config
 
 
-def _synapse_spec(plan: Plan, p: Process, shared: Mapping[str, str]) -> ContainerSpec:
+def _synapse_spec(plan: Plan, p: Process, shared: Mapping[str, str],
+                  partner: str | None = None) -> ContainerSpec:
+    """`partner`: the process of its class this one is replaced after (rollout)."""
     s = plan.settings
     files, config = _synapse_files(plan, p, shared)
     command = ["run", *(f"--config-path={c}" for c in config)]
@@ -382,8 +384,9 @@ def _synapse_spec(plan: Plan, p: Process, shared: Mapping[str, str]) -> Containe
         mounts=tuple(mounts),
         networks=("backend", "frontend") if s.egress else ("backend",),
         sockets=p.sockets,
-        # Workers refuse to start before main has created the schema.
-        depends_on=("postgres", "redis") if p.is_main else ("main",),
+        # Workers refuse to start before main has created the schema; a rolling
+        # worker also waits for its partner (rollout.py).
+        depends_on=("postgres", "redis") if p.is_main else ("main", *filter(None, [partner])),
         destroy_grace_seconds=30,
         # Root only for start.sh; /start.py then drops to SYNAPSE_UID (gosu, which
         # resets supplementary groups: Synapse's own group is the sockets group).
@@ -670,7 +673,8 @@ def build_deployment(plan: Plan) -> Deployment:
         privileges=Privileges(user=REDIS_USER, groups=(str(SOCKETS_GID),), read_only=True),
     )
     shared = _shared_files(plan)
-    synapse = [_synapse_spec(plan, p, shared) for p in plan.processes]
+    partners = rollout.partners(plan)
+    synapse = [_synapse_spec(plan, p, shared, partners.get(p.name)) for p in plan.processes]
     publisher, nginx = _nginx_specs(plan)
     backup = [_backup_spec(plan)] if s.backup.enabled else []
     metrics = [_prometheus_spec(plan, synapse, backup)] if s.metrics.enabled else []

@@ -113,6 +113,7 @@ class Host:
         deployment: Deployment,
     ) -> None:
         self.deployment = deployment
+        self.containers: dict[str, docker.Container] = {}  # by spec key, as registered
         self.networks = networks
         self.volumes = volumes
         self.images = images
@@ -126,9 +127,13 @@ class Host:
         *,
         parent: pulumi.Resource,
         own_volumes: Mapping[str, docker.Volume] | None = None,
-        depends_on: Sequence[pulumi.Resource] = (),
     ) -> docker.Container:
-        return container(
+        """The spec's container, waiting for the containers its `depends_on` names
+        (registered before it: Deployment.containers is in creation order)."""
+        missing = [k for k in spec.depends_on if k not in self.containers]
+        if missing:
+            raise ValueError(f"{spec.key} depends on {missing}, not registered before it")
+        self.containers[spec.key] = container(
             resource_name,
             spec,
             image=self.images[spec.image].image_id,
@@ -138,8 +143,9 @@ class Host:
             volumes={**self.volumes, **(own_volumes or {})},
             secrets=self.secrets,
             parent=parent,
-            depends_on=depends_on,
+            depends_on=[self.containers[k] for k in spec.depends_on],
         )
+        return self.containers[spec.key]
 
 
 def volume(resource_name: str, spec: VolumeSpec, parent: pulumi.Resource | None = None) -> docker.Volume:

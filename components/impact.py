@@ -31,7 +31,7 @@ from typing import Any, Mapping
 import yaml
 
 from components import provider_model as pm
-from components import secret_keys
+from components import rollout, secret_keys
 from components.container_inputs import (
     DELETE_BEFORE_REPLACE,
     REPLACE_ON_CHANGES,
@@ -99,6 +99,13 @@ class Report:
     warnings: list[str]
     volumes_created: list[str]
     volumes_left: list[str]  # retained on delete: they stay on the host
+    # Changed containers (Docker names) in the order the up gets to them: each
+    # inner list starts once the one before it is done (rollout.order).
+    order: list[list[str]] = field(default_factory=list)
+    # Routed class (and main) -> who serves its endpoints meanwhile (rollout.serving).
+    serving: dict[str, str] = field(default_factory=dict)
+    # Streams whose every writer restarts: their endpoints fail meanwhile.
+    writers_down: list[str] = field(default_factory=list)
 
     def changed(self) -> list[Change]:
         return [c for c in self.changes if c.action != SAME]
@@ -107,7 +114,8 @@ class Report:
         return {c.container: c.action for c in self.changed()}
 
     def to_json(self) -> dict[str, Any]:
-        return {"changes": [c.to_json() for c in self.changed()], "warnings": self.warnings}
+        return {"changes": [c.to_json() for c in self.changed()], "warnings": self.warnings,
+                "order": self.order, "serving": self.serving, "writersDown": self.writers_down}
 
 
 def load_side(path: Path, overrides: Mapping[str, Any] | None = None,
@@ -236,7 +244,7 @@ def warnings_for(old: Plan, new: Plan, restarted: list[str]) -> list[str]:
     for cls, c in BY_NAME.items():
         n_old, n_new = old.settings.workers[cls], new.settings.workers[cls]
         if (n_old == 0) != (n_new == 0):
-            moved = [*c.streams, *c.duties, *c.from_main.config, *c.from_main.resources]
+            moved = [*c.streams, *c.duties]
             direction = f"from main to {cls}" if n_old == 0 else f"from {cls} back to main"
             out.append(f"{cls} goes {n_old} -> {n_new}: its work ({', '.join(moved) or 'requests'}) "
                        f"moves {direction}; main must restart with the new shared config. "
@@ -274,12 +282,22 @@ def impact(old: Side, new: Side) -> Report:
                  if c.container in synapse and c.action in (REPLACE, DELETE)]
     old_vols = {v.name for v in old.deployment.volumes}
     new_vols = {v.name for v in new.deployment.volumes}
+    # Deleted containers go last (after every create), so only new specs order here.
+    name_of = {c.key: c.name for c in new.deployment.containers}
+    depends_on = {c.key: c.depends_on for c in new.deployment.containers}
+    moved = {c.key for c in new.deployment.containers
+             if by_name[c.name].action in (CREATE, REPLACE)}
+    restarted_keys = {new.deployment.container_named(n).key for n in restarted
+                      if n in name_of.values()}
     return Report(
         changes=changes,
         warnings=[*new.warnings, *warnings_for(old.plan, new.plan, restarted)],
         volumes_created=sorted(new_vols - old_vols),
         volumes_left=sorted(v.name for v in old.deployment.volumes
                             if v.name not in new_vols and v.retain),
+        order=[[name_of[k] for k in step] for step in rollout.order(depends_on, moved)],
+        serving=rollout.serving(new.plan, depends_on, restarted_keys) if restarted_keys else {},
+        writers_down=rollout.writers_down(new.plan, restarted_keys),
     )
 
 
@@ -303,6 +321,19 @@ def format_text(report: Report, title: str) -> str:
     if not report.changed():
         lines.append("no container changes")
     lines.append(f"{'= same':11} {len(same)} containers keep running: {', '.join(same) or '-'}")
+    if report.order:
+        lines += ["", "order (each line once the one before it is done; a replaced container "
+                      "is deleted, then created and waited for until healthy):"]
+        lines += [f"  {i}. {', '.join(step)}" for i, step in enumerate(report.order, 1)]
+    if report.serving:
+        lines += ["", "meanwhile:"]
+        lines += [f"  {cls}: {how}" for cls, how in report.serving.items()]
+        lines += [f"  stream {s}: " + ("sending events fails until a persister of its rooms is "
+                                       "back (a client retries with the same transaction ID)"
+                                       if s == "events" else
+                                       "its endpoints fail until its writer is back (only the "
+                                       "writer may serve them)") for s in report.writers_down]
+        lines.append("")
     if report.volumes_created:
         lines.append(f"volumes created: {', '.join(report.volumes_created)}")
     if report.volumes_left:

@@ -14,6 +14,15 @@ How a request finds its process:
   3. `proxy_pass http://$synapse_upstream` (no URI part, so Synapse receives the
      request URI exactly as the client sent it).
 Balanced upstreams hash `$room_key`, `$user_key` or `$origin_key` (maps below).
+
+When a process cannot take a request (restarting, gone, or its accept backlog
+full), nginx's `proxy_next_upstream error timeout` tries the class's next
+process; when none can, `error_page 502 = @fallback` sends a request routed to a
+worker class to main (`map $synapse_route $synapse_fallback`), which serves every
+class's endpoints (topology.MAIN_RESOURCES). Neither retries a POST, LOCK or
+PATCH that reached a process (nginx's rule for non-idempotent requests, and
+`$fallback_safe` for the fallback): those could be applied twice. Stream-writer
+routes have no fallback: only the writer may serve them.
 """
 
 from __future__ import annotations
@@ -76,10 +85,15 @@ Node = Union[D, Comment]
 _BARE = re.compile(r"[A-Za-z0-9_@%./:=,$*+!\[\]-]+")
 
 
+class Raw(str):
+    """An argument written as is: an `if` condition, whose parentheses quoting
+    would break."""
+
+
 def _arg(value: str) -> str:
     """One directive argument. Quoting only protects syntax: nginx still expands
     `$variables` inside quotes, and unescapes backslashes (so they are doubled)."""
-    if _BARE.fullmatch(value):
+    if isinstance(value, Raw) or _BARE.fullmatch(value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -155,6 +169,14 @@ class _Resolver:
         procs = _reachable(self.plan, (p.name for p in procs), f"rule {route.name!r}")
         return self._add(f"class_{route.target}", procs, balance_of(route.target))
 
+    def fallback(self, route: Route) -> str | None:
+        """Main's upstream for a rule nginx sends to a worker class that has
+        processes: main serves every class's endpoints. None for main's own rules
+        and the stream writers' (only the writer serves them)."""
+        if route.target in (MAIN, WRITER) or not self.plan.by_class(route.target):
+            return None
+        return self._process(self.plan.main)
+
 
 def _upstream_block(u: Upstream) -> D:
     body: list[Node] = []
@@ -189,16 +211,23 @@ def _route_maps(resolver: _Resolver) -> list[Node]:
     route_map.append(D("default", (last.name,)))
     upstream_map: list[Node] = [D(r.name, (resolver.upstream(r),)) for r in rules]
     upstream_map.append(D("default", (resolver.upstream(last),)))
+    fallback_map: list[Node] = [D(r.name, (fb,)) for r in routing.ROUTES
+                                if (fb := resolver.fallback(r))]
+    fallback_map.append(D("default", ("",)))
     return [
         Comment("The routing table (components/routing.py), first match wins."),
         D("map", ("$request_method $uri", "$synapse_route"), tuple(route_map)),
         D("map", ("$synapse_route", "$synapse_upstream"), tuple(upstream_map)),
+        Comment("Where a rule's request goes when no process of its class can take it."),
+        D("map", ("$synapse_route", "$synapse_fallback"), tuple(fallback_map)),
     ]
 
 
 def _maps(plan: Plan) -> list[Node]:
     served_by: list[Node] = [D("default", ("$upstream_addr",)), D("", ("nginx",))]
-    served_by += [D(f"unix:{p.inbound_socket}", (p.name,))
+    # The last address: after a retry or the fallback, $upstream_addr lists every
+    # process tried ("a, b" within an upstream, "a : b" across the fallback).
+    served_by += [D(f"~(?:^| )unix:{re.escape(p.inbound_socket)}$", (p.name,))
                   for p in plan.processes if p.inbound_socket]
     return [
         Comment("Rooms: the room ID (see routing.ROOM_ID_IN_PATH), decoded by nginx."),
@@ -230,6 +259,14 @@ def _maps(plan: Plan) -> list[Node]:
             # No Upgrade: send no Connection header, so upstream keepalive works.
             D("", ("",)),
         )),
+        Comment("May a request that failed on its class go to main? Not a POST, LOCK\n"
+                "or PATCH that some process received (nginx's own rule for retries):\n"
+                "only one of which no byte was sent."),
+        D("map", ("$request_method:$upstream_bytes_sent", "$fallback_safe"), (
+            D("~^(?:POST|LOCK|PATCH):[0 ,:]*$", ("1",)),
+            D("~^(?:POST|LOCK|PATCH):", ("0",)),
+            D("default", ("1",)),
+        )),
         Comment("Access tokens in query strings stay out of the log."),
         D("map", ("$request_uri", "$loggable_uri"), (
             D(r"~^(?P<uri_head>[^?]*\?(?:[^#]*&)?access_token=)[^&]*(?P<uri_tail>.*)$",
@@ -259,6 +296,17 @@ _ADMIN_DENIED = D("location", ("@admin_denied",), (
     D("default_type", ("application/json",)),
     D("return", ("403", _json({"errcode": "M_FORBIDDEN",
                                "error": "The admin API is not reachable from here"}))),
+))
+
+
+# A request routed to a class none of whose processes could take it (nginx tried
+# each: proxy_next_upstream) goes to main, where main serves it and it is safe.
+_PROXY = (D("error_page", ("502", "=", "@fallback")),
+          D("proxy_pass", ("http://$synapse_upstream",)))
+_FALLBACK = D("location", ("@fallback",), (
+    D("if", (Raw('($synapse_fallback = "")'),), (D("return", ("502",)),)),
+    D("if", (Raw("($fallback_safe = 0)"),), (D("return", ("502",)),)),
+    D("proxy_pass", ("http://$synapse_fallback",)),
 ))
 
 
@@ -327,10 +375,11 @@ def _main_server(plan: Plan) -> D:
         D("location", ("/_synapse/admin",), (
             *admin,
             D("error_page", ("403", "@admin_denied")),
-            D("proxy_pass", ("http://$synapse_upstream",)),
+            *_PROXY,
         )),
         _ADMIN_DENIED,
-        D("location", ("/",), (D("proxy_pass", ("http://$synapse_upstream",)),)),
+        D("location", ("/",), _PROXY),
+        _FALLBACK,
     ]
     return D("server", (), tuple(body))
 
@@ -343,8 +392,9 @@ def _admin_server(plan: Plan) -> D:
         D("listen", (str(PORTS["admin"]),)),
         D("server_name", ("_",)),
         *_served_by(plan),
-        D("location", ("/_synapse/admin",), (D("proxy_pass", ("http://$synapse_upstream",)),)),
+        D("location", ("/_synapse/admin",), _PROXY),
         D("location", ("/",), (D("return", ("404",)),)),
+        _FALLBACK,
     ))
 
 
@@ -414,6 +464,10 @@ def _http(plan: Plan) -> D:
         D("proxy_set_header", ("Upgrade", "$http_upgrade")),
         D("proxy_set_header", ("Connection", "$connection_upgrade")),
         D("proxy_connect_timeout", ("5s",)),
+        # nginx's default, stated: a process that refuses the connection or fails
+        # before answering hands the request to the class's next process, except a
+        # POST, LOCK or PATCH it already received.
+        D("proxy_next_upstream", ("error", "timeout")),
         D("proxy_read_timeout", (PROXY_READ_TIMEOUT,)),
         D("proxy_send_timeout", (PROXY_READ_TIMEOUT,)),
         D("proxy_buffering", ("off",)),

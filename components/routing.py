@@ -15,11 +15,12 @@ Authorities, in order: Synapse's source (which servlets a generic worker registe
 <section>"). Where they differ, the source wins; the docs' lists are a subset.
 
 Targets:
-  - `main`: the main process. It can serve every endpoint, except media once a media
-    worker exists (`enable_media_repo: false` then).
+  - `main`: the main process. It can serve every endpoint (it keeps the media
+    repository beside the media workers: workers.py).
   - a worker class: balanced over the class's processes by the class's `balance`
-    key in the worker-class table (workers.py).
-    A class with no processes falls back to main.
+    key in the worker-class table (workers.py). A class with no processes goes to
+    main; so does a request none of the class's processes can take (nginx_conf:
+    the fallback).
   - `writer` + `stream`: the process(es) that write that stream according to the
     plan's `stream_writers` (main when the stream is not moved). Synapse rejects
     some of these endpoints on any other process (e.g. /typing raises "Got /typing
@@ -129,7 +130,7 @@ ROUTES: tuple[Route, ...] = (
 
     # --- 2. Media ----------------------------------------------------------------
     # Before federation and room rules: /_matrix/federation/v1/media would otherwise
-    # go to federation_reader. Main stops serving media once a media worker exists.
+    # go to federation_reader.
     _to("media", "media_repo", r"^/_matrix/media/",
         "docs: media_repository handles all endpoints starting with /_matrix/media/ "
         "(download, thumbnail, config, preview_url, upload, create; r0, v1 and v3)",
@@ -160,8 +161,8 @@ ROUTES: tuple[Route, ...] = (
     _to("media", "media_admin",
         r"^/_synapse/admin/v1/(?:purge_media_cache$|room/[^/]+/media(?:/|$)"
         r"|user/[^/]+/media(?:/|$)|media/|quarantine_media/|users/[^/]+/media$)",
-        "docs: media_repository, the media-specific administration APIs; with "
-        "enable_media_repo false main no longer registers them (rest/admin/"
+        "docs: media_repository, the media-specific administration APIs (main, "
+        "which keeps the media repository, registers them too: rest/admin/"
         "__init__.py register_servlets_for_client_rest_resource); reads such as "
         "GET media/quarantine_changes (ListQuarantineChanges) too",
         "POST /_synapse/admin/v1/purge_media_cache",

@@ -4,8 +4,6 @@ scheduled backup, one container each (nginx with its config publisher)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
-
 import pulumi
 
 from components.containers import ContainerSpec, VolumeSpec
@@ -17,7 +15,6 @@ class ServiceArgs:
     spec: ContainerSpec
     host: Host
     data_volume: VolumeSpec | None = None
-    depends_on: Sequence[pulumi.Resource] = ()
 
 
 class _Service(pulumi.ComponentResource):
@@ -28,9 +25,7 @@ class _Service(pulumi.ComponentResource):
         if args.data_volume:
             own[args.data_volume.key] = volume(f"{name}-data", args.data_volume, parent=self)
         self.container = args.host.container(
-            f"{name}-container", args.spec, parent=self, own_volumes=own,
-            depends_on=args.depends_on,
-        )
+            f"{name}-container", args.spec, parent=self, own_volumes=own)
         self.register_outputs({"container": self.container.name})
 
 
@@ -64,7 +59,6 @@ class NginxArgs:
     publisher: ContainerSpec  # nginx-config: carries the config (containers._nginx_specs)
     config_volume: VolumeSpec
     host: Host
-    depends_on: Sequence[pulumi.Resource] = ()  # what nginx-config waits for
 
 
 class Nginx(pulumi.ComponentResource):
@@ -75,13 +69,9 @@ class Nginx(pulumi.ComponentResource):
         super().__init__("synapse:index:Nginx", name, None, opts)
         conf = {args.config_volume.key: volume(f"{name}-config-volume", args.config_volume,
                                                parent=self)}
-        self.publisher = args.host.container(
-            f"{name}-config", args.publisher, parent=self, own_volumes=conf,
-            depends_on=args.depends_on,
-        )
-        self.container = args.host.container(
-            f"{name}-container", args.spec, parent=self, own_volumes=conf,
-            depends_on=[self.publisher],
-        )
+        self.publisher = args.host.container(f"{name}-config", args.publisher, parent=self,
+                                             own_volumes=conf)
+        self.container = args.host.container(f"{name}-container", args.spec, parent=self,
+                                             own_volumes=conf)
         self.register_outputs({"container": self.container.name,
                                "configPublisher": self.publisher.name})

@@ -63,36 +63,29 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
         return cls(key, ServiceArgs(spec=deployment.container(key), host=host,
                                     data_volume=volume_specs[f"{key}-data"]))
 
-    postgres = service(Postgres, "postgres")
-    redis = service(Redis, "redis")
+    service(Postgres, "postgres")
+    service(Redis, "redis")
 
-    def synapse_args(keys, depends_on) -> SynapseArgs:
+    def synapse_args(keys) -> SynapseArgs:
         return SynapseArgs(
             specs=[deployment.container(k) for k in keys],
             data_volumes=[volume_specs[f"{k}-data"] for k in keys],
             host=host,
-            depends_on=depends_on,
         )
 
-    main = SynapseMain("main", synapse_args(["main"], [postgres.container, redis.container]))
-    workers = {
-        c.name: SynapseWorkers(
-            c.name, synapse_args([p.name for p in plan.by_class(c.name)], [main.container])
-        )
-        for c in WORKER_CLASSES
-        if plan.by_class(c.name)
-    }
-    containers = {**main.by_process, **{k: v for w in workers.values() for k, v in w.by_process.items()}}
-    # nginx's config is published once every process it proxies to is healthy.
-    routed = [containers[p.name] for p in plan.processes if p.inbound_socket]
+    # Each container waits for what its spec's depends_on names (Host.container):
+    # main for Postgres and Redis, workers for main (and a rolling partner),
+    # nginx's config for every process it routes to.
+    SynapseMain("main", synapse_args(["main"]))
+    for c in WORKER_CLASSES:
+        if plan.by_class(c.name):
+            SynapseWorkers(c.name, synapse_args([p.name for p in plan.by_class(c.name)]))
     nginx = Nginx("nginx", NginxArgs(spec=deployment.container("nginx"),
                                      publisher=deployment.container("nginx-config"),
-                                     config_volume=volume_specs["nginx-config"],
-                                     host=host, depends_on=routed))
+                                     config_volume=volume_specs["nginx-config"], host=host))
     if s.backup.enabled:
         Backup("backup", ServiceArgs(spec=deployment.container("backup"), host=host,
-                                     data_volume=volume_specs["backups"],
-                                     depends_on=[main.container]))
+                                     data_volume=volume_specs["backups"]))
     if s.metrics.enabled:
         Prometheus("prometheus", ServiceArgs(spec=deployment.container("prometheus"), host=host,
                                              data_volume=volume_specs["prometheus-data"]))

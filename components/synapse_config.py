@@ -174,7 +174,6 @@ def homeserver_dict(plan: Plan) -> dict[str, Any]:
         "stream_writers": {k: [SYNAPSE_MAIN_INSTANCE if n == MAIN else n for n in v]
                            for k, v in plan.stream_writers.items()},
         **{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in plan.duties.items()},
-        **plan.shared,
         **_federation(plan),
         **{f.option: f.path for f in SYNAPSE_SECRETS if f.readers == secret_keys.SYNAPSE},
     }

@@ -18,7 +18,6 @@ class SynapseArgs:
     specs: Sequence[ContainerSpec]  # one per process, in index order
     data_volumes: Sequence[VolumeSpec]  # same order as specs
     host: Host
-    depends_on: Sequence[pulumi.Resource] = ()
 
 
 class _SynapseProcesses(pulumi.ComponentResource):
@@ -34,7 +33,6 @@ class _SynapseProcesses(pulumi.ComponentResource):
                 spec,
                 parent=self,
                 own_volumes={vol.key: data},
-                depends_on=args.depends_on,
             )
         self.containers = list(self.by_process.values())
         self.container_names = pulumi.Output.all(*[c.name for c in self.containers])

@@ -29,6 +29,10 @@ MAIN_APP = "synapse.app.homeserver"
 # Every process's metrics listener (TCP: Synapse has no metrics listener on a UNIX
 # socket), on the internal backend network; Prometheus scrapes it there.
 METRICS_PORT = 9000
+# Main serves every endpoint whatever the workers take, media included (workers.py,
+# the media class): nginx falls back to it while a class has no healthy process.
+MAIN_RESOURCES = ("client", "federation", "media")
+MAIN_VOLUMES = ("media",)
 
 
 def postgres_settings(settings: Settings) -> dict[str, str]:
@@ -81,7 +85,6 @@ class Plan:
     instance_map: Mapping[str, str]  # instance name -> replication socket path
     stream_writers: Mapping[str, tuple[str, ...]]
     duties: Mapping[str, Any]  # shared keys naming processes (str or list)
-    shared: Mapping[str, Any]  # shared keys set while a class takes work from main
 
     @property
     def main(self) -> Process:
@@ -107,15 +110,9 @@ def build_plan(settings: Settings) -> Plan:
 
     writers: dict[str, list[str]] = {}
     duties: dict[str, Any] = {}
-    shared: dict[str, Any] = {}
-    main_resources = ["client", "federation"]
-    main_volumes: list[str] = []
     for c in WORKER_CLASSES:
         if not names[c.name]:
-            # Main keeps Synapse's defaults for this class's work.
-            main_resources += [r for r in c.from_main.resources if r not in main_resources]
-            main_volumes += [v for v in c.from_main.volumes if v not in main_volumes]
-            continue
+            continue  # main keeps Synapse's defaults for this class's work
         for stream, slot in c.streams.items():
             for n in slot_processes(names[c.name], slot):
                 if n not in writers.setdefault(stream, []):
@@ -123,7 +120,6 @@ def build_plan(settings: Settings) -> Plan:
         for key, slot in c.duties.items():
             named = slot_processes(names[c.name], slot)
             duties[key] = named if slot == ALL else named[0]
-        shared.update(c.from_main.config)
     # The preset's writers replace the table's, stream by stream.
     for stream, (cls, slots) in PRESET_STREAMS.get(settings.preset, {}).items():
         procs = names[cls]
@@ -153,8 +149,8 @@ def build_plan(settings: Settings) -> Plan:
             app=MAIN_APP,
             replication_socket=replication_socket(MAIN),
             inbound_socket=inbound_socket(MAIN),
-            inbound_resources=tuple(main_resources),
-            volumes=tuple(main_volumes),
+            inbound_resources=MAIN_RESOURCES,
+            volumes=MAIN_VOLUMES,
             metrics_port=metrics_port,
         )
     ]
@@ -182,7 +178,6 @@ def build_plan(settings: Settings) -> Plan:
         instance_map=types.MappingProxyType(instance_map),
         stream_writers=types.MappingProxyType({k: tuple(v) for k, v in writers.items()}),
         duties=types.MappingProxyType(duties),
-        shared=types.MappingProxyType(shared),
     )
     check_plan(plan)
     return plan

@@ -95,19 +95,6 @@ def _frozen(d: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
 
 
 @dataclass(frozen=True)
-class FromMain:
-    """Work main gives up while the class has at least one process, and takes back
-    at zero (Synapse's defaults then put it on main)."""
-
-    # Listener resources main serves only while the class is empty.
-    resources: tuple[str, ...] = ()
-    # Shared volumes main mounts only while the class is empty.
-    volumes: tuple[str, ...] = ()
-    # Shared homeserver.yaml keys set while the class has a process.
-    config: Mapping[str, Any] = field(default_factory=_frozen)
-
-
-@dataclass(frozen=True)
 class WorkerClass:
     name: str
     app: str
@@ -122,7 +109,6 @@ class WorkerClass:
     streams: Mapping[str, Slot] = field(default_factory=_frozen)
     # Shared homeserver.yaml keys naming this class's processes, by slot.
     duties: Mapping[str, Slot] = field(default_factory=_frozen)
-    from_main: FromMain = field(default_factory=FromMain)
     # Shared volumes (besides the sockets) every process of the class mounts.
     volumes: tuple[str, ...] = ()
     size: str = "medium"
@@ -167,11 +153,14 @@ WORKER_CLASSES: tuple[WorkerClass, ...] = (
         # which write quarantined_media_changes (see MAIN_KEEPS_WRITING).
         streams=_frozen({"quarantined_media_changes": ALL}),
         duties=_frozen({"media_instance_running_background_jobs": 1}),
-        # docs/workers.md synapse.app.media_repository: "you should also set
-        # enable_media_repo: False in the shared configuration file to stop the main
-        # synapse running background jobs related to managing the media repository".
-        from_main=FromMain(resources=("media",), volumes=("media",),
-                           config=_frozen({"enable_media_repo": False})),
+        # Main keeps the media repository too (not docs/workers.md's
+        # `enable_media_repo: False`): nginx falls back to main while the class has no
+        # healthy process, e.g. during a restart or when going 0 -> 1. In Synapse
+        # 1.163 that flag only decides whether a process loads the repository
+        # (synapse/config/repository.py, can_load_media_repo); the one background
+        # job left to pin, URL preview expiry, follows
+        # media_instance_running_background_jobs (synapse/media/url_previewer.py),
+        # which is media1. Every loader already shares the one store.
         volumes=("media",),
     ),
     WorkerClass(

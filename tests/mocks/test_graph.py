@@ -266,6 +266,24 @@ def test_creation_order_postgres_redis_then_main_then_workers_then_nginx(prod):
     assert urn["nginx-config"] in deps["nginx-container"]
 
 
+def test_rooms_workers_roll_in_halves_senders_do_not(prod):
+    """rooms3 and rooms4 wait for rooms1 and rooms2 (components/rollout.py), by a
+    plain depends_on: no input of theirs comes from their partner, so the engine
+    never replaces them because their partner is (step_generator.go
+    calculateDependentReplacements reads property dependencies only)."""
+    urn = {c.name: c.urn for c in prod.containers}
+    by_name = {c.name: c for c in prod.containers}
+    assert urn["rooms1"] in by_name["rooms3"].dependencies
+    assert urn["rooms2"] in by_name["rooms4"].dependencies
+    assert not {urn["rooms3"], urn["rooms4"]} & set(by_name["rooms1"].dependencies)
+    for c in prod.containers:
+        for deps in c.property_dependencies.values():
+            assert not {urn[w] for w in ("rooms1", "rooms2")} & set(deps), c.name
+    senders = [urn[f"sender{i}"] for i in range(1, 5)]
+    for i in range(1, 5):
+        assert not set(senders) & set(by_name[f"sender{i}"].dependencies)
+
+
 @pytest.mark.parametrize("raw, message", [
     ({"serverName": "example.org", "workers": {"rooms": 99}},
      r"synapse:workers\.rooms': must be between 0 and 64"),

@@ -9,6 +9,8 @@ JSON body echoing what it received), so a test sees which process nginx chose.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -47,6 +49,7 @@ def require_nginx() -> str:
 class _StubHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like Synapse
     process_name = "?"
+    dies = False  # Stub.dying: reads each request and closes without answering
 
     def setup(self) -> None:
         super().setup()
@@ -58,14 +61,18 @@ class _StubHandler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         self.requests_on_connection += 1
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        received = self.rfile.read(length) if length else b""
+        if self.dies:  # killed mid-request: the request arrived, no answer leaves
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         body = json.dumps({
             "process": self.process_name,
             "method": self.command,
             "target": self.path,  # the request target exactly as nginx sent it
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "requests_on_connection": self.requests_on_connection,
+            "body_sha256": hashlib.sha256(received).hexdigest(),
         }).encode()
         self.send_response(200)
         self.send_header(STUB_HEADER, self.process_name)
@@ -83,12 +90,25 @@ for _m in _METHODS:
 class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
+    def __init__(self, *args) -> None:
+        self.open_connections: set[socket.socket] = set()
+        super().__init__(*args)
+
+    def get_request(self):
+        conn, addr = super().get_request()
+        self.open_connections.add(conn)
+        return conn, addr
+
+    def shutdown_request(self, request) -> None:
+        self.open_connections.discard(request)
+        super().shutdown_request(request)
+
 
 class Stub:
     """One stub process listening on a UNIX socket."""
 
-    def __init__(self, name: str, path: str) -> None:
-        handler = type(f"Stub_{name}", (_StubHandler,), {"process_name": name})
+    def __init__(self, name: str, path: str, dies: bool = False) -> None:
+        handler = type(f"Stub_{name}", (_StubHandler,), {"process_name": name, "dies": dies})
         self.name, self.path = name, path
         self.server = _UnixServer(path, handler)
         os.chmod(path, 0o666)  # nginx workers may run as another user (nobody)
@@ -97,8 +117,13 @@ class Stub:
         self.thread.start()
 
     def stop(self) -> None:
+        """Gone, as a stopped process is: no listener, no socket file, and its open
+        (kept-alive) connections closed."""
         self.server.shutdown()
         self.server.server_close()
+        for conn in list(self.server.open_connections):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         if os.path.exists(self.path):
             os.unlink(self.path)
 
@@ -257,6 +282,48 @@ class FrontDoor:
         for s in self.stubs.values():
             s.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    # --- processes going away ---
+
+    def stub_of(self, process: str) -> str:
+        """The (moved) socket path of a process's stub."""
+        return next(path for path, stub in self.stubs.items() if stub.name == process)
+
+    def take_down(self, *processes: str) -> None:
+        """Those processes stop: their sockets are gone (a restarting container).
+        Their kept-alive connections close with them."""
+        for name in processes:
+            self.stubs[self.stub_of(name)].stop()
+        time.sleep(0.1)  # nginx notices its idle connections to them closing
+
+    def make_dying(self, process: str) -> None:
+        """The process accepts each request and dies before answering it."""
+        path = self.stub_of(process)
+        self.stubs[path].stop()
+        self.stubs[path] = Stub(process, path, dies=True)
+        time.sleep(0.1)
+
+    def make_busy(self, process: str) -> list[socket.socket]:
+        """The process's accept backlog is full: connecting to it fails at once
+        with EAGAIN, as to a Synapse whose reactor is behind (backlog 50). Keep the
+        returned sockets open while it should stay busy."""
+        path = self.stub_of(process)
+        self.stubs[path].stop()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        os.chmod(path, 0o666)
+        listener.listen(0)
+        time.sleep(0.1)
+        held = [listener]
+        while True:
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.setblocking(False)
+            try:
+                c.connect(path)
+            except BlockingIOError:
+                c.close()
+                return held
+            held.append(c)
 
     # --- requests ---
 

@@ -72,6 +72,9 @@ class Registered:
     parent: str
     dependencies: list[str]
     options: dict[str, Any] = field(default_factory=dict)
+    # input -> the URNs its value came from (what the engine's replacement of
+    # dependents reads; `dependencies` adds the plain depends_on ones).
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def plain(self) -> dict[str, Any]:
@@ -127,6 +130,8 @@ class _Monitor(pulumi_mocks.MockMonitor):
                     "protect": request.protect,
                     "retainOnDelete": request.retainOnDelete,
                 },
+                property_dependencies={k: list(v.urns)
+                                       for k, v in request.propertyDependencies.items()},
             )
         )
         return response

@@ -99,7 +99,8 @@ def test_a_log_level_change_replaces_synapse_processes_for_their_log_config():
 
 def test_moving_work_from_main_to_a_new_class_and_back_warns():
     to_workers = report(DEV, {"preset": "one-of-each"}, {"preset": "monolith"})
-    assert any("media goes 0 -> 1" in w and "enable_media_repo" in w for w in to_workers.warnings)
+    assert any("media goes 0 -> 1" in w and "media_instance_running_background_jobs" in w
+               for w in to_workers.warnings)
     assert any("event persisters change ['main'] -> ['tasks1']" in w for w in to_workers.warnings)
     assert any("pushers change" in w for w in to_workers.warnings)
     back = report(DEV, {"preset": "monolith"})
@@ -151,7 +152,7 @@ def test_json_lists_only_changed_containers(capsys):
     assert impact.main(["--config", str(PROD), "--against", str(PROD), "--set", "workers.rooms=5",
                         "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"changes", "warnings"}
+    assert set(out) == {"changes", "warnings", "order", "serving", "writersDown"}
     assert [(c["container"], c["action"]) for c in out["changes"]] == [
         ("synapse-prod-rooms5", "create"), ("synapse-prod-nginx-config", "replace"),
         ("synapse-prod-prometheus", "replace")]

@@ -65,10 +65,15 @@ def build_plan_of(stack):
     return build_plan(load_settings_of(stack))
 
 
-def test_media_worker_serves_media_and_main_does_not(tmp_path):
+def test_media_workers_and_main_load_the_media_repo_and_media1_runs_its_jobs(tmp_path):
+    """Main keeps the repository as nginx's fallback (workers.py, the media class);
+    only media1 expires URL previews (url_previewer.py reads
+    media_instance_running_background_jobs)."""
     d = deployment_for(Path("config/Pulumi.prod.yaml"))
-    assert parse(d.container("media1"), tmp_path / "m").media.can_load_media_repo
-    assert not parse(d.container("main"), tmp_path / "x").media.can_load_media_repo
+    media1 = parse(d.container("media1"), tmp_path / "m").media
+    main = parse(d.container("main"), tmp_path / "x").media
+    assert media1.can_load_media_repo and main.can_load_media_repo
+    assert main.media_instance_running_background_jobs == "media1"
 
 
 def test_homeserver_layers_defaults_then_extra_config_then_enforced():

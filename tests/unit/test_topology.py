@@ -7,6 +7,7 @@ import pytest
 from components import topology, workers
 from components.errors import ConfigError
 from components.settings import load_settings
+from components.synapse_config import render_homeserver
 from components.topology import PlanError, build_plan
 
 GUIDE = {"client_sync": 1, "federation_reader": 1, "media": 1, "rooms": 4, "sender": 4, "tasks": 1}
@@ -38,7 +39,8 @@ def test_guide_instance_map_and_writers():
     assert plan.duties["run_background_tasks_on"] == "tasks1"
     assert plan.duties["pusher_instances"] == ["tasks1"]
     assert plan.duties["update_user_directory_from_worker"] == "client_sync1"
-    assert plan.shared["enable_media_repo"] is False
+    # Main keeps the media repository (nginx's fallback): no enable_media_repo: false.
+    assert "media" in plan.main.inbound_resources and plan.main.volumes == ("media",)
 
 
 def test_guide_process_names():
@@ -96,9 +98,15 @@ def test_a_class_with_no_workers_leaves_its_work_to_main():
     plan = plan_for(client_sync=0, media=0, tasks=0, sender=0)
     assert "typing" not in plan.stream_writers and "events" not in plan.stream_writers
     assert "federation_sender_instances" not in plan.duties
-    assert "enable_media_repo" not in plan.shared
     assert "media" in plan.main.inbound_resources and plan.main.volumes == ("media",)
-    assert plan_for(media=1).main.volumes == () and plan_for(media=1).process("media1").volumes == ("media",)
+
+
+def test_main_serves_media_beside_the_media_workers():
+    """So nginx can fall back to it, and media 0 -> 1 has no gap (workers.py)."""
+    zero, one = plan_for(media=0), plan_for(media=1)
+    assert zero.main == one.main
+    assert one.process("media1").volumes == ("media",)
+    assert "enable_media_repo" not in render_homeserver(one)
 
 
 def test_scaling_rooms_changes_nothing_synapse_wide():
