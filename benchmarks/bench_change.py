@@ -1,10 +1,17 @@
-"""Change cost: from a deployed one-of-each bench stack with client traffic running
-(tests/e2e/live.py Traffic: Alice sends, Bob syncs, one probe per endpoint class
-every 0.25 s), each kind of change applied with the replay harness in sequence,
-each relative to the previous state: the containers the up replaced, updated,
-created and deleted (the harness's plan) beside what the impact report
-(components/impact.py) predicted, the seconds each endpoint class was unavailable,
-and how long the up took.
+"""Change cost: from a deployed bench stack with client traffic running
+(tests/e2e/live.py Traffic: Alice sends, retrying each message with its
+transaction ID until acknowledged, Bob syncs, one probe per endpoint class every
+0.25 s), each kind of change applied with the replay harness in sequence, each
+relative to the previous state, on the `one-of-each`, `specialized` and `large`
+presets: the containers the up replaced, updated, created and deleted (the
+harness's plan) beside what the impact report (components/impact.py) predicted,
+the seconds each endpoint class was unavailable, the failed probes, the send
+attempts that failed and were retried, and how long the up took.
+
+Before/after: `--raw FILE` runs the same changes without the runner and writes
+the bare result; run from a checkout of an earlier revision (with this file copied
+in), its result goes to benchmarks/results/change-before.json, which the report
+compares with.
 
 Run alone: .venv/bin/python -m benchmarks.bench_change [--quick]   (needs Docker;
 run it under `flock /tmp/e2e.lock`)
@@ -12,6 +19,7 @@ run it under `flock /tmp/e2e.lock`)
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import secrets
@@ -19,13 +27,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import aiohttp
 import nio
 
 from benchmarks.bench_deploy import stack_file
 from components import impact
+from components.workers import PRESETS as WORKER_PRESETS
 from tests.e2e import replay
 from tests.e2e.images.build import SYNAPSE_NEXT
 from tests.e2e.live import Traffic
@@ -35,18 +44,24 @@ from tests.e2e.matrix_client import (Recorder, close_all, lift_message_rate_limi
 NAME = "change"
 TITLE = "Change cost: what each kind of change replaces and interrupts"
 STACK = "bench-change"
-PRESET = "one-of-each"
-# (title, override on top of the previous ones), in order.
-CHANGES: list[tuple[str, dict[str, Any]]] = [
-    ("rooms +1", {"workers.rooms": 2}),
-    ("sender +1", {"workers.sender": 2}),
-    ("log level INFO -> WARNING", {"log.level": "WARNING"}),
-    ("Synapse image -> a second tag", {"images.synapse": SYNAPSE_NEXT}),
+PRESETS = ("one-of-each", "specialized", "large")
+Counts = Mapping[str, int]
+# (title, override given the preset's worker counts), applied in order, each on top
+# of the previous ones.
+CHANGES: list[tuple[str, Callable[[Counts], dict[str, Any]]]] = [
+    ("rooms +1", lambda n: {"workers.rooms": n["rooms"] + 1}),
+    ("sender +1", lambda n: {"workers.sender": n["sender"] + 1}),
+    ("log level INFO -> WARNING", lambda n: {"log.level": "WARNING"}),
+    ("Synapse image -> a second tag", lambda n: {"images.synapse": SYNAPSE_NEXT}),
     # A homeserver.yaml key the topology does not own (synapse_config).
-    ("extraConfig enable_search: false", {"extraConfig": {"enable_search": False}}),
+    ("extraConfig enable_search: false", lambda n: {"extraConfig": {"enable_search": False}}),
+    ("media -> 0", lambda n: {"workers.media": 0}),
+    ("media 0 -> 1", lambda n: {"workers.media": 1}),
 ]
 QUICK = ("rooms +1", "log level INFO -> WARNING")
+QUICK_PRESETS = ("one-of-each",)
 SETTLE_MESSAGES = 3  # acknowledged before the up, and again after it
+BEFORE = "change-before"  # results of an earlier revision, for the comparison
 
 
 async def _users(d: replay.Deployed, recorder: Recorder) -> tuple[nio.AsyncClient,
@@ -87,11 +102,12 @@ def _short(names: dict[str, str], prefix: str) -> dict[str, list[str]]:
     return out
 
 
-def run(quick: bool) -> dict[str, Any]:
-    changes = [c for c in CHANGES if not quick or c[0] in QUICK]
+def _preset_run(preset: str, quick: bool) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-change-"))
-    path = stack_file(tmp, STACK, PRESET)
+    path = stack_file(tmp, STACK, preset)
     prefix = f"synapse-{STACK}-"
+    counts = WORKER_PRESETS[preset]
+    changes = [(t, f(counts)) for t, f in CHANGES if not quick or t in QUICK]
     results: list[dict[str, Any]] = []
     loop = asyncio.new_event_loop()
     clients: list[nio.AsyncClient] = []
@@ -130,6 +146,8 @@ def run(quick: bool) -> dict[str, Any]:
             overrides = new_overrides
             happened = _containers_by_action(deployed.plan)
             predicted = report.actions()
+            main = deployed.containers["main"]
+            step = deployed.applied.get(main)
             entry = {
                 "change": title, "override": change, "up_s": round(up_s, 1),
                 "apply_s": round(deployed.seconds_to_healthy, 1),
@@ -137,6 +155,11 @@ def run(quick: bool) -> dict[str, Any]:
                 "happened": _short(happened, prefix), "predicted": _short(predicted, prefix),
                 "prediction_matches": happened == predicted,
                 "unavailable_s": traffic.unavailable_seconds(),
+                "failed_probes": {c: sum(not ok for _, ok in v)
+                                  for c, v in traffic.samples.items()},
+                "main_replaced_s": round(step[1] - step[0], 1) if step else 0.0,
+                # Every send is retried with its transaction ID until acknowledged
+                # (the run fails otherwise): these are the failed attempts.
                 "messages_acked": len(traffic.acked), "failed_sends": traffic.failed_sends,
             }
             results.append(entry)
@@ -146,34 +169,90 @@ def run(quick: bool) -> dict[str, Any]:
             loop.run_until_complete(close_all(*clients))
         loop.close()
         replay.down(path, delete_data=True)
-    return {"quick": quick, "preset": PRESET, "first_up_s": round(first_up, 1),
-            "changes": results}
+    return {"preset": preset, "first_up_s": round(first_up, 1), "changes": results}
+
+
+def run(quick: bool, presets: tuple[str, ...] | None = None) -> dict[str, Any]:
+    chosen = presets or (QUICK_PRESETS if quick else PRESETS)
+    return {"quick": quick, "presets": [_preset_run(p, quick) for p in chosen]}
+
+
+def _by_preset(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Results of this version (one entry per preset) or of the first, one-preset one."""
+    if "presets" in result:
+        return result["presets"]
+    return [{"preset": result["preset"], "first_up_s": result["first_up_s"],
+             "changes": result["changes"]}]
+
+
+def _before() -> dict[str, dict[str, dict[str, Any]]]:
+    """preset -> change -> entry, from the earlier revision's results (if any)."""
+    from benchmarks import registry
+
+    record = registry.read_results(BEFORE)
+    if not record:
+        return {}
+    return {p["preset"]: {c["change"]: c for c in p["changes"]}
+            for p in _by_preset(record["result"])}
+
+
+def _worst(entry: dict[str, Any], skip: tuple[str, ...] = ()) -> float:
+    return max((v for c, v in entry["unavailable_s"].items() if c not in skip), default=0.0)
 
 
 def markdown(result: dict[str, Any], plots: list[str]) -> str:
-    classes = sorted({c for r in result["changes"] for c in r["unavailable_s"]})
-    lines = [f"A `{result['preset']}` bench stack (first up {result['first_up_s']} s), then each "
-             "change applied with the replay harness on top of the previous ones, while Alice "
-             "sends and Bob syncs through nginx and one request per endpoint class goes out "
-             "every 0.25 s (tests/e2e/live.py). *Unavailable*: from a failed probe to the next "
-             "successful one. *Predicted*: the impact report (components/impact.py) run before "
-             "the change.", "",
-             "| change | up (s) | replaced | created | deleted | updated | report = plan | "
-             + " | ".join(f"{c} down (s)" for c in classes) + " | failed sends |",
-             "|---|---|---|---|---|---|---|" + "---|" * len(classes) + "---|"]
-    for r in result["changes"]:
-        h = r["happened"]
+    presets = _by_preset(result)
+    lines = ["Bench stacks of each preset (first up as given), then each change applied with "
+             "the replay harness on top of the previous ones, while Alice sends (each message "
+             "retried with its transaction ID until acknowledged, as the spec asks of "
+             "clients) and Bob syncs through nginx, and one request per endpoint class goes "
+             "out every 0.25 s (tests/e2e/live.py). *Down*: from a failed probe to the next "
+             "successful one. *Main replaced*: main's own step (stop, create, healthy). "
+             "*Retried sends*: failed attempts, each retried until acknowledged (no message "
+             "was lost or stored twice). *Report = plan*: the impact report "
+             "(components/impact.py) run before the change predicted the replay's plan."]
+    for p in presets:
+        changes = p["changes"]
+        classes = sorted({c for r in changes for c in r["unavailable_s"]})
+        lines += ["", f"**{p['preset']}** (first up {p['first_up_s']} s)", "",
+                  "| change | up (s) | replaced | created | deleted | report = plan | main "
+                  "replaced (s) | " + " | ".join(f"{c} down (s)" for c in classes)
+                  + " | failed probes | retried sends |",
+                  "|---|---|---|---|---|---|---|" + "---|" * len(classes) + "---|---|"]
+        for r in changes:
+            h = r["happened"]
 
-        def names(action: str) -> str:
-            got = h.get(action, [])
-            return (", ".join(got) if len(got) <= 4 else f"{len(got)}: " + ", ".join(got[:3])
-                    + " …") or "–"
+            def names(action: str) -> str:
+                got = h.get(action, [])
+                return (", ".join(got) if len(got) <= 4 else f"{len(got)}: " + ", ".join(got[:3])
+                        + " …") or "–"
 
-        lines.append(f"| {r['change']} | {r['up_s']} | {names('replace')} | {names('create')} | "
-                     f"{names('delete')} | {names('update')} | "
-                     f"{'yes' if r['prediction_matches'] else 'NO: ' + json.dumps(r['predicted'])} | "
-                     + " | ".join(f"{r['unavailable_s'].get(c, 0):.2f}" for c in classes)
-                     + f" | {r['failed_sends']} |")
+            lines.append(f"| {r['change']} | {r['up_s']} | {names('replace')} | "
+                         f"{names('create')} | {names('delete')} | "
+                         f"{'yes' if r['prediction_matches'] else 'NO'} | "
+                         f"{r.get('main_replaced_s', '–')} | "
+                         + " | ".join(f"{r['unavailable_s'].get(c, 0):.2f}" for c in classes)
+                         + f" | {sum(r.get('failed_probes', {}).values()) if 'failed_probes' in r else '–'}"
+                         + f" | {r['failed_sends']} |")
+    before = _before()
+    if before:
+        lines += ["", "**Before and after** (before: the revision of "
+                  "`benchmarks/results/change-before.json`, every process of a class replaced "
+                  "at once, no fallback to main, log configs as uploads). Worst class: the "
+                  "longest any endpoint class other than main was down.", "",
+                  "| preset | change | worst class down before (s) | after (s) | main down "
+                  "before (s) | after (s) | retried sends before | after |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for p in presets:
+            for r in p["changes"]:
+                b = before.get(p["preset"], {}).get(r["change"])
+                if not b:
+                    continue
+                lines.append(f"| {p['preset']} | {r['change']} | "
+                             f"{_worst(b, ('main',)):.2f} | {_worst(r, ('main',)):.2f} | "
+                             f"{b['unavailable_s'].get('main', 0):.2f} | "
+                             f"{r['unavailable_s'].get('main', 0):.2f} | "
+                             f"{b['failed_sends']} | {r['failed_sends']} |")
     lines += [""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines)
 
@@ -184,27 +263,46 @@ def plots(result: dict[str, Any], outdir: Path) -> list[Path]:
     plt = pyplot()
 
     outdir.mkdir(parents=True, exist_ok=True)
-    changes = [r["change"] for r in result["changes"]]
-    classes = sorted({c for r in result["changes"] for c in r["unavailable_s"]})
-    fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.8 / max(1, len(classes))
-    for i, cls in enumerate(classes):
-        xs = [j + i * width for j in range(len(changes))]
-        ax.bar(xs, [r["unavailable_s"].get(cls, 0) for r in result["changes"]], width, label=cls)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(changes))], changes, rotation=20,
-                  ha="right", fontsize=8)
-    ax.set_ylabel("seconds unavailable")
-    ax.set_title("Unavailable seconds per endpoint class, per change")
-    ax.legend(fontsize=8)
+    presets = _by_preset(result)
+    fig, axes = plt.subplots(len(presets), 1, figsize=(8, 3.2 * len(presets)), squeeze=False)
+    for ax, p in zip(axes[:, 0], presets):
+        changes = [r["change"] for r in p["changes"]]
+        classes = sorted({c for r in p["changes"] for c in r["unavailable_s"]})
+        width = 0.8 / max(1, len(classes))
+        for i, cls in enumerate(classes):
+            xs = [j + i * width for j in range(len(changes))]
+            ax.bar(xs, [r["unavailable_s"].get(cls, 0) for r in p["changes"]], width, label=cls)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(changes))], changes, rotation=20,
+                      ha="right", fontsize=7)
+        ax.set_ylabel("seconds unavailable")
+        ax.set_title(f"{p['preset']}: unavailable seconds per endpoint class, per change",
+                     fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
     path = save(fig, outdir, "change_unavailable.png")
     return [path]
 
 
 def main(argv: list[str]) -> int:
-    """Alone: the runner's run of this benchmark (results file, BENCHMARKS.md)."""
+    """Alone: the runner's run of this benchmark (results file, BENCHMARKS.md); with
+    `--raw FILE`, the bare result written to FILE (for a before/after comparison)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_change")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--raw", type=Path, help="write the bare result here, no runner")
+    parser.add_argument("--preset", action="append", choices=PRESETS)
+    args = parser.parse_args(argv)
+    if args.raw:
+        from benchmarks import machine
+
+        t0 = time.monotonic()
+        result = run(args.quick, tuple(args.preset) if args.preset else None)
+        args.raw.write_text(json.dumps({"name": BEFORE, "title": TITLE, "quick": args.quick,
+                                        "machine": machine.collect(), "result": result,
+                                        "seconds": round(time.monotonic() - t0, 1)}, indent=1))
+        return 0
     from benchmarks.__main__ import main as runner
 
-    return runner(["--only", NAME, *(["--quick"] if "--quick" in argv else [])])
+    return runner(["--only", NAME, *(["--quick"] if args.quick else [])])
 
 
 if __name__ == "__main__":

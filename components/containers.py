@@ -23,6 +23,7 @@ from components.synapse_config import (
     MAIN_CONFIG_PATH,
     MEDIA_DIR,
     PGPASS_PATH,
+    LIVE_CONFIG_DIR,
     PLACEHOLDERS,
     POSTGRES_DB,
     POSTGRES_USER,
@@ -30,6 +31,7 @@ from components.synapse_config import (
     SECRETS_DIR,
     SYNAPSE_SECRETS,
     federation_ca_files,
+    loaded_marker,
     log_config_path,
     render_homeserver,
     render_log_config,
@@ -304,6 +306,10 @@ def _start_script(p: Process) -> str:
     stale = " ".join(shlex.quote(x) for s in p.sockets for x in (s, s + ".lock"))
     owned = " ".join([DATA_DIR] + [SHARED_MOUNTS[v] for v in p.volumes])
     secrets = shlex.quote(SECRETS_DIR)
+    log = shlex.quote(log_config_path(p.worker_class))
+    watch = " ".join(shlex.quote(a) for a in (
+        _reload_watch_script(), RELOAD_WATCH_NAME, log_config_path(p.worker_class),
+        loaded_marker(p.name), p.health_socket))
     return "\n".join([
         "#!/bin/sh",
         "set -eu",
@@ -312,15 +318,49 @@ def _start_script(p: Process) -> str:
         f'chown "$user" {owned}',
         f'[ "$(stat -c %u:%g {secrets})" = "$user" ] || chown -R "$user" {secrets}',
         f'gosu "$user" sh -c \'mkdir -p {DATA_DIR}/log && chmod 0500 {secrets}\'',
+        # Published by live-config, which this container waits for; after a
+        # daemon restart it may come up second.
+        f"until [ -s {log} ]; do sleep 0.2; done",
+        # As the Synapse user, which may signal Synapse (PID 1 after the exec).
+        f'gosu "$user" sh -c {watch} &',
         'exec /start.py "$@"',
         "",
+    ])
+
+
+RELOAD_WATCH_NAME = "reload.sh"  # $0 of the watcher, in its log lines
+RELOAD_POLL_S = 2
+
+
+def _reload_watch_script() -> str:
+    """Runs beside Synapse: when the published log config changes, SIGHUP Synapse,
+    which re-reads it (synapse/config/logger.py _reload_logging_config), and record
+    what it loaded in its marker (live-config's healthcheck compares). The first
+    record waits until Synapse answers /health: by then it has its SIGHUP handler
+    (synapse/app/_base.py start: setup_sighup_handling before listening); before
+    it, PID 1 ignores a SIGHUP. Args: log config, marker, health socket."""
+    return "\n".join([
+        'log=$1 marker=$2 health=$3',
+        'served=$(cksum < "$log")',
+        'until curl -fsS -o /dev/null --unix-socket "$health" http://localhost/health 2>/dev/null;'
+        f" do sleep {RELOAD_POLL_S}; done",
+        'echo "$served" > "$marker"',
+        f"while sleep {RELOAD_POLL_S}; do",
+        '  now=$(cksum < "$log") || continue',
+        '  [ "$now" = "$served" ] && continue',
+        "  kill -HUP 1 || continue",
+        "  served=$now",
+        '  echo "$now" > "$marker"',
+        '  echo "$0: $log changed: SIGHUP sent to Synapse, which reloads it"',
+        "done",
     ])
 
 
 def _shared_files(plan: Plan) -> dict[str, str]:
     """Files many processes get alike, by path, rendered once per plan: every
     process's homeserver.yaml (which grows with the process count, so rendering
-    it per process made planning quadratic) and each class's log config."""
+    it per process made planning quadratic) and each class's log config (which
+    live-config publishes)."""
     classes = dict.fromkeys(p.worker_class for p in plan.processes)
     return {HOMESERVER_PATH: render_homeserver(plan),
             **{log_config_path(c): render_log_config(plan, c) for c in classes},
@@ -340,7 +380,6 @@ def _synapse_files(plan: Plan, p: Process, shared: Mapping[str, str]) -> tuple[l
         config.append(worker_config_path(p.name))
         files.append(File(worker_config_path(p.name), lambda _sec: render_worker(p)))
     files += [
-        File(log_config_path(p.worker_class), text(log_config_path(p.worker_class))),
         File(START_SCRIPT, lambda _sec: _start_script(p), executable=True),
         # Any process may make outbound federation requests (senders, joins,
         # backfill, keys, remote media): each gets the extra CAs.
@@ -364,6 +403,7 @@ def _synapse_spec(plan: Plan, p: Process, shared: Mapping[str, str],
     files, config = _synapse_files(plan, p, shared)
     command = ["run", *(f"--config-path={c}" for c in config)]
     mounts = [Mount("sockets", SOCKET_DIR), Mount(f"{p.name}-data", DATA_DIR),
+              Mount("live-config", LIVE_CONFIG_DIR),
               *(Mount(v, SHARED_MOUNTS[v]) for v in p.volumes)]
     return _spec(
         plan, p.name,
@@ -386,7 +426,9 @@ def _synapse_spec(plan: Plan, p: Process, shared: Mapping[str, str],
         sockets=p.sockets,
         # Workers refuse to start before main has created the schema; a rolling
         # worker also waits for its partner (rollout.py).
-        depends_on=("postgres", "redis") if p.is_main else ("main", *filter(None, [partner])),
+        # Every process waits for its published log config (live-config).
+        depends_on=("live-config", *(("postgres", "redis") if p.is_main
+                                     else ("main", *filter(None, [partner])))),
         destroy_grace_seconds=30,
         # Root only for start.sh; /start.py then drops to SYNAPSE_UID (gosu, which
         # resets supplementary groups: Synapse's own group is the sockets group).
@@ -549,16 +591,13 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
     return publisher, nginx
 
 
-def _prometheus_spec(plan: Plan, synapse: list[ContainerSpec],
-                     backup: list[ContainerSpec]) -> ContainerSpec:
+def _prometheus_spec(plan: Plan) -> ContainerSpec:
     """Prometheus scraping every Synapse process's metrics listener on the backend
     network; its UI and API published on loopback only (it has no authentication),
     which takes the frontend network: Docker publishes no port of a container on
-    internal networks alone. Its config is an upload, so a new target list (a
-    worker added or removed) replaces the container; its data volume is kept, so
-    only a few seconds of samples are missed."""
+    internal networks alone. Its targets are files live-config publishes
+    (prometheus_conf: file_sd_configs), so scaling changes them, not Prometheus."""
     s = plan.settings
-    hosts = {c.key: c.name for c in (*synapse, *backup)}
     ready = f"http://127.0.0.1:{prometheus_conf.PORT}/-/ready"
     return _spec(
         plan, "prometheus",
@@ -570,13 +609,105 @@ def _prometheus_spec(plan: Plan, synapse: list[ContainerSpec],
         # The official image is busybox: wget, no curl (the stand-in has both).
         healthcheck=Healthcheck(("CMD", "wget", "-q", "-O", "/dev/null", ready)),
         files=(File(prometheus_conf.CONFIG_PATH,
-                    lambda _sec: prometheus_conf.render_prometheus_conf(plan, hosts)),),
-        mounts=(Mount("prometheus-data", prometheus_conf.DATA_DIR),),
+                    lambda _sec: prometheus_conf.render_prometheus_conf(plan)),),
+        mounts=(Mount("prometheus-data", prometheus_conf.DATA_DIR),
+                Mount("live-config", prometheus_conf.LIVE_DIR, read_only=True)),
+        depends_on=("live-config",),
         networks=("backend", "frontend"),
         ports=(Port(prometheus_conf.PORT, s.metrics.port, prometheus_conf.BIND_ADDRESS),),
         # The image's user from the start, no capabilities. Not read-only: its
         # config is an upload.
         privileges=Privileges(user=f"{PROMETHEUS_UID}:{PROMETHEUS_UID}"),
+    )
+
+
+LIVE_STAGE = "/stage"  # live-config's uploads, copied from here into the volume
+LIVE_PUBLISH = f"{LIVE_STAGE}/publish.sh"
+LIVE_CHECK = f"{LIVE_STAGE}/check.sh"
+
+
+def _live_files(plan: Plan, shared: Mapping[str, str], hosts: Mapping[str, str]
+                ) -> dict[str, str]:
+    """Volume-relative path -> content: what live-config publishes."""
+    out = {path.removeprefix(LIVE_CONFIG_DIR + "/"): text for path, text in shared.items()
+           if path.startswith(LIVE_CONFIG_DIR + "/")}
+    if plan.settings.metrics.enabled:
+        for job, groups in prometheus_conf.targets(plan, hosts).items():
+            rel = f"{prometheus_conf.TARGETS_SUBDIR}/{prometheus_conf.TARGET_FILES[job]}"
+            out[rel] = prometheus_conf.render_targets(groups)
+    return out
+
+
+def _live_publish_script(files: Mapping[str, str], processes: list[str]) -> str:
+    """Copy each staged file into the volume (write, then rename: a reader never
+    sees half a file), forget the markers of processes no longer in the stack,
+    then stay up as nginx-config does."""
+    live = LIVE_CONFIG_DIR
+    dirs = sorted({f"{live}/{rel.rsplit('/', 1)[0]}" for rel in files} | {f"{live}/loaded"})
+    keep = "|".join(processes)
+    return "\n".join([
+        "#!/bin/sh",
+        "set -eu",
+        f"mkdir -p {' '.join(shlex.quote(d) for d in dirs)}",
+        *(f"cp {shlex.quote(f'{LIVE_STAGE}/{rel}')} {shlex.quote(f'{live}/{rel}')}.new"
+          f" && mv {shlex.quote(f'{live}/{rel}')}.new {shlex.quote(f'{live}/{rel}')}"
+          for rel in sorted(files)),
+        f"for m in {shlex.quote(live)}/loaded/*; do",
+        f'  case "${{m##*/}}" in {keep}|"*") ;; *) rm -f "$m" ;; esac',
+        "done",
+        "trap 'exit 0' TERM INT QUIT",
+        "while :; do sleep 3600 & wait $! || true; done",
+        "",
+    ])
+
+
+def _live_check_script(files: Mapping[str, str], plan: Plan) -> str:
+    """Healthy once every file is published as staged, and every running process
+    has loaded its class's log config (its watcher's marker; none yet while it
+    starts): so an `up` that changes a log config ends when every process has
+    reloaded it."""
+    live = LIVE_CONFIG_DIR
+    same = [f'[ "$(cksum < {shlex.quote(f"{LIVE_STAGE}/{rel}")})" = '
+            f'"$(cksum < {shlex.quote(f"{live}/{rel}")} 2>/dev/null)" ] || exit 1'
+            for rel in sorted(files)]
+    pairs = " ".join(f"{p.name}:{p.worker_class}" for p in plan.processes)
+    return "\n".join([
+        "#!/bin/sh",
+        *same,
+        f"for p in {pairs}; do",
+        f'  m={shlex.quote(live)}/loaded/${{p%%:*}}',
+        '  [ -e "$m" ] || continue',
+        f'  [ "$(cat "$m")" = "$(cksum < {shlex.quote(live)}/log/${{p#*:}}.log.config)" ] || exit 1',
+        "done",
+        "",
+    ])
+
+
+def _live_config_spec(plan: Plan, shared: Mapping[str, str], hosts: Mapping[str, str]
+                      ) -> ContainerSpec:
+    """live-config: what running processes re-read, delivered as nginx's config is
+    (a small container whose uploads change, a volume, a signal): Synapse's log
+    configs (each process's watcher sends SIGHUP: _start_script) and Prometheus's
+    target files (it watches them). A log level or a worker count changes this
+    container only. It runs nginx's image (a shell and coreutils; not Synapse's, so
+    a Synapse upgrade leaves it alone) as the Synapse user, who owns the volume."""
+    s = plan.settings
+    files = _live_files(plan, shared, hosts)
+    staged = tuple(File(f"{LIVE_STAGE}/{rel}", lambda _sec, t=text: t)
+                   for rel, text in sorted(files.items()))
+    return _spec(
+        plan, "live-config", size_of="nginx",
+        image=s.images.nginx,
+        command=(LIVE_PUBLISH,),
+        entrypoint=("/bin/sh",),
+        healthcheck=Healthcheck(("CMD", "/bin/sh", LIVE_CHECK),
+                                interval_s=SINGLETON_PROBE_INTERVAL_S, start_period_s=0),
+        files=(*staged,
+               File(LIVE_PUBLISH, lambda _sec: _live_publish_script(
+                   files, [p.name for p in plan.processes]), executable=True),
+               File(LIVE_CHECK, lambda _sec: _live_check_script(files, plan))),
+        mounts=(Mount("live-config", LIVE_CONFIG_DIR),),
+        privileges=Privileges(user=f"{SYNAPSE_UID}:{SYNAPSE_UID}"),
     )
 
 
@@ -677,7 +808,8 @@ def build_deployment(plan: Plan) -> Deployment:
     synapse = [_synapse_spec(plan, p, shared, partners.get(p.name)) for p in plan.processes]
     publisher, nginx = _nginx_specs(plan)
     backup = [_backup_spec(plan)] if s.backup.enabled else []
-    metrics = [_prometheus_spec(plan, synapse, backup)] if s.metrics.enabled else []
+    metrics = [_prometheus_spec(plan)] if s.metrics.enabled else []
+    live = _live_config_spec(plan, shared, {c.key: c.name for c in (*synapse, *backup)})
 
     volumes = [
         # Sockets live in RAM, in a directory of root and the sockets group: only
@@ -690,6 +822,13 @@ def build_deployment(plan: Plan) -> Deployment:
                    {"type": "tmpfs", "device": "tmpfs", "o": SOCKETS_VOLUME_OPTIONS},
                    retain=False, shared=True),
         *(VolumeSpec(v, f"{s.name_prefix}-{v}", shared=True) for v in SHARED_MOUNTS),
+        # What live-config publishes: derived from the stack, republished by every
+        # start of live-config, so not kept. In RAM, the Synapse user's; others
+        # (Prometheus) may read it.
+        VolumeSpec("live-config", f"{s.name_prefix}-live-config",
+                   {"type": "tmpfs", "device": "tmpfs",
+                    "o": f"uid={SYNAPSE_UID},gid={SYNAPSE_UID},mode=0755"},
+                   retain=False, shared=True),
         VolumeSpec("postgres-data", f"{s.name_prefix}-postgres-data"),
         VolumeSpec("redis-data", f"{s.name_prefix}-redis-data"),
         *(VolumeSpec(f"{p.name}-data", f"{s.name_prefix}-{p.name}-data") for p in plan.processes),
@@ -715,5 +854,5 @@ def build_deployment(plan: Plan) -> Deployment:
             "frontend": (f"{s.name_prefix}-frontend", False),
         },
         volumes=tuple(volumes),
-        containers=(postgres, redis, *synapse, publisher, nginx, *backup, *metrics),
+        containers=(postgres, redis, live, *synapse, publisher, nginx, *backup, *metrics),
     )

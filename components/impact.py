@@ -218,11 +218,14 @@ def _duty(plan: Plan, key: str, default: Any) -> Any:
 def warnings_for(old: Plan, new: Plan, restarted: list[str]) -> list[str]:
     """Where Synapse's rules want processes restarted together. Every Synapse
     process shares homeserver.yaml, so such a change replaces them all; Pulumi
-    replaces them one dependency level at a time (main, then the workers), so old
-    and new processes overlap for a moment."""
+    replaces them one dependency level at a time (main, then the workers, the
+    rolling ones in two halves: rollout.py), so old and new processes overlap for
+    a moment."""
     out = []
     together = (f"{len(restarted)} Synapse containers are replaced; Pulumi replaces main "
-                "first, then the workers, so old and new processes overlap briefly")
+                "first, then the workers (every writer, sender and pusher at once; rooms "
+                "and federation readers in two halves), so old and new processes overlap "
+                "briefly")
     senders = (_duty(old, "federation_sender_instances", (MAIN,)),
                _duty(new, "federation_sender_instances", (MAIN,)))
     if senders[0] != senders[1]:
@@ -272,11 +275,17 @@ def impact(old: Side, new: Side) -> Report:
         by_name[publisher].causes.append({
             "kind": "note", "summary": "nginx tests the new config and reloads it (SIGHUP): "
                                        "nginx keeps running, no request is dropped"})
+    live = new.deployment.container("live-config").name
+    if by_name[live].action != SAME:
+        by_name[live].causes.append({
+            "kind": "note", "summary": "each running Synapse process re-reads a changed log "
+                                       "config on SIGHUP and Prometheus its target files: "
+                                       "nothing restarts"})
     prometheus = next((c.name for c in new.deployment.containers if c.role == "prometheus"), None)
     if prometheus in by_name and by_name[prometheus].action == REPLACE:
         by_name[prometheus].causes.append({
-            "kind": "note", "summary": "Prometheus restarts with the new targets: a few seconds "
-                                       "without scrapes; its data volume (history) is kept"})
+            "kind": "note", "summary": "Prometheus restarts: a few seconds without scrapes; its "
+                                       "data volume (history) is kept"})
     synapse = {c.name for c in new.deployment.containers if c.role in ("main", "worker")}
     restarted = [c.container for c in changes
                  if c.container in synapse and c.action in (REPLACE, DELETE)]

@@ -9,6 +9,11 @@ label Synapse puts on its metrics itself. So every process is in job `synapse`,
 its `index` and `instance` are the process name ("rooms2": unique, and readable
 where the default `instance` would be a container address), and `worker_class`
 groups a class for our own queries (`sum by (worker_class) (...)`).
+
+The targets are not in prometheus.yml but in files Prometheus watches
+(file_sd_configs), published by the live-config container into a volume
+(containers.py): scaling changes the target list, and Prometheus picks it up
+without a restart.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ BIND_ADDRESS = "127.0.0.1"  # where the host publishes it: it has no authenticat
 CONFIG_PATH = "/etc/prometheus/prometheus.yml"  # the official image's --config.file
 DATA_DIR = "/prometheus"  # the official image's --storage.tsdb.path and VOLUME
 DEFAULT_SCRAPE_TIMEOUT_S = 10  # Prometheus's; it refuses one above the interval
+LIVE_DIR = "/etc/prometheus/live"  # where Prometheus mounts the live-config volume
+TARGETS_SUBDIR = "prometheus"  # the target files' directory in that volume
+# A target file per job, re-read on change (fsnotify) and every refresh interval.
+TARGET_FILES = {JOB: "synapse.yml", BACKUP_JOB: "backup.yml"}
+SD_REFRESH = "1m"
 
 
 def labels(process_name: str, worker_class: str) -> dict[str, str]:
@@ -35,9 +45,9 @@ def labels(process_name: str, worker_class: str) -> dict[str, str]:
     return {"instance": process_name, "index": process_name, "worker_class": worker_class}
 
 
-def scrape_config(plan: Plan, hosts: Mapping[str, str]) -> dict[str, Any]:
-    """`hosts`: process name (and "backup") -> the container name Prometheus
-    resolves on the backend network."""
+def scrape_config(plan: Plan) -> dict[str, Any]:
+    """prometheus.yml: the jobs and their target files; nothing that scaling
+    changes."""
     m = plan.settings.metrics
     interval = m.scrape_interval_s
     return {
@@ -46,20 +56,36 @@ def scrape_config(plan: Plan, hosts: Mapping[str, str]) -> dict[str, Any]:
             "scrape_timeout": f"{min(interval, DEFAULT_SCRAPE_TIMEOUT_S)}s",
             "evaluation_interval": f"{interval}s",
         },
-        "scrape_configs": [{
-            "job_name": JOB,
-            "metrics_path": METRICS_PATH,
-            "static_configs": [
-                {"targets": [f"{hosts[p.name]}:{p.metrics_port}"],
-                 "labels": labels(p.name, p.worker_class)}
-                for p in plan.processes if p.metrics_port
-            ],
-        }, *([{
-            "job_name": BACKUP_JOB,
-            "static_configs": [{"targets": [f"{hosts['backup']}:{backup_conf.METRICS_PORT}"]}],
-        }] if plan.settings.backup.enabled else [])],
+        "scrape_configs": [
+            {"job_name": JOB, "metrics_path": METRICS_PATH,
+             "file_sd_configs": [{"files": [target_file(JOB)], "refresh_interval": SD_REFRESH}]},
+            {"job_name": BACKUP_JOB,
+             "file_sd_configs": [{"files": [target_file(BACKUP_JOB)],
+                                  "refresh_interval": SD_REFRESH}]},
+        ],
     }
 
 
-def render_prometheus_conf(plan: Plan, hosts: Mapping[str, str]) -> str:
-    return yaml.safe_dump(scrape_config(plan, hosts), sort_keys=False, default_flow_style=False)
+def target_file(job: str) -> str:
+    """A job's target file, as Prometheus sees it."""
+    return f"{LIVE_DIR}/{TARGETS_SUBDIR}/{TARGET_FILES[job]}"
+
+
+def targets(plan: Plan, hosts: Mapping[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Job -> its file_sd target groups. `hosts`: process name (and "backup") ->
+    the container name Prometheus resolves on the backend network."""
+    return {
+        JOB: [{"targets": [f"{hosts[p.name]}:{p.metrics_port}"],
+               "labels": labels(p.name, p.worker_class)}
+              for p in plan.processes if p.metrics_port],
+        BACKUP_JOB: ([{"targets": [f"{hosts['backup']}:{backup_conf.METRICS_PORT}"]}]
+                     if plan.settings.backup.enabled else []),
+    }
+
+
+def render_prometheus_conf(plan: Plan) -> str:
+    return yaml.safe_dump(scrape_config(plan), sort_keys=False, default_flow_style=False)
+
+
+def render_targets(groups: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump(groups, sort_keys=False, default_flow_style=False)

@@ -1,5 +1,6 @@
-"""The services around Synapse: Postgres, Redis, nginx, Prometheus and the
-scheduled backup, one container each (nginx with its config publisher)."""
+"""The services around Synapse: Postgres, Redis, nginx, Prometheus, the
+scheduled backup and the live-config publisher, one container each (nginx with
+its config publisher)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,14 @@ class Postgres(_Service):
 class Redis(_Service):
     def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("synapse:index:Redis", name, args, opts)
+
+
+class LiveConfig(_Service):
+    """Publishes what running processes re-read (Synapse's log configs,
+    Prometheus's targets) into their shared volume."""
+
+    def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("synapse:index:LiveConfig", name, args, opts)
 
 
 class Prometheus(_Service):

@@ -19,7 +19,7 @@ from components.docker_container import Host, volume
 from components.errors import ConfigError
 from components.secrets import stack_secrets
 from components.services import (
-    Backup, Nginx, NginxArgs, Postgres, Prometheus, Redis, ServiceArgs,
+    Backup, LiveConfig, Nginx, NginxArgs, Postgres, Prometheus, Redis, ServiceArgs,
 )
 from components.stack_config import StackConfig, read_stack
 from components.synapse_process import SynapseArgs, SynapseMain, SynapseWorkers
@@ -65,6 +65,7 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
 
     service(Postgres, "postgres")
     service(Redis, "redis")
+    LiveConfig("live-config", ServiceArgs(spec=deployment.container("live-config"), host=host))
 
     def synapse_args(keys) -> SynapseArgs:
         return SynapseArgs(

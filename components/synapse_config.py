@@ -35,6 +35,11 @@ MAIN_CONFIG_PATH = f"{CONFIG_DIR}/main.yaml"  # what only main reads
 SECRET_CONFIG_PATH = f"{SECRETS_DIR}/config.yaml"  # the operator's synapse:secretConfig
 FEDERATION_CA_DIR = f"{CONFIG_DIR}/federation-ca"  # synapse:federation.customCaCertificates
 PGPASS_PATH = f"{SECRETS_DIR}/pgpass"
+# What a running process re-reads: the live-config container publishes it into a
+# volume every process mounts here, and a change is a SIGHUP, not a new container
+# (containers.py). Synapse re-reads its log config on SIGHUP
+# (synapse/config/logger.py: setup_logging registers _reload_logging_config).
+LIVE_CONFIG_DIR = f"{CONFIG_DIR}/live"
 
 POSTGRES_DB = "synapse"
 POSTGRES_USER = "synapse"
@@ -65,7 +70,12 @@ DEFAULTS: Mapping[str, Any] = {
 
 
 def log_config_path(worker_class: str) -> str:
-    return f"{CONFIG_DIR}/log/{worker_class}.log.config"
+    return f"{LIVE_CONFIG_DIR}/log/{worker_class}.log.config"
+
+
+def loaded_marker(process: str) -> str:
+    """Where a process's reload watcher records the log config it has loaded."""
+    return f"{LIVE_CONFIG_DIR}/loaded/{process}"
 
 
 def worker_config_path(name: str) -> str:

@@ -83,9 +83,11 @@ def test_dependency_order(prod):
     by_urn = {r.urn: r for r in prod.resources}
     stages = graph.depth(g, lambda u: by_urn[u].type == CONTAINER)
     by_name = {by_urn[u].name: s for u, s in stages.items()}
-    # Prometheus waits for nothing: a target not up yet is scraped as down.
+    # Prometheus waits only for its target files (live-config), as every Synapse
+    # process does for its log config; a target not up yet is scraped as down.
     assert by_name["postgres-container"] == by_name["redis-container"] == 1
-    assert by_name["prometheus-container"] == 1
+    assert by_name["live-config-container"] == 1
+    assert by_name["prometheus-container"] == 2
     assert by_name["main"] == 2
     workers = [n for n in by_name if n[-1].isdigit()]
     # rooms3 and rooms4 wait for rooms1 and rooms2 (rollout.py: they roll).

@@ -38,8 +38,9 @@ def uploads(r):
 def test_one_container_per_process_and_service(stack, synapse, request):
     cap = request.getfixturevalue(stack)
     names = sorted(c.plain["name"] for c in cap.containers)
-    assert len(names) == synapse + 5
-    for service in ("nginx", "nginx-config", "postgres", "redis", "prometheus", "main"):
+    assert len(names) == synapse + 6
+    for service in ("nginx", "nginx-config", "postgres", "redis", "prometheus", "main",
+                    "live-config"):
         assert f"synapse-{stack}-{service}" in names
 
 
@@ -210,7 +211,8 @@ def test_data_survives_destroy_and_secrets_stay_in_state(prod):
     state, so `make down` (destroy --exclude-protected) keeps them."""
     for v in prod.of_type(VOLUME):
         name = v.plain["name"]
-        derived = name in ("synapse-prod-sockets", "synapse-prod-nginx-config")
+        derived = name in ("synapse-prod-sockets", "synapse-prod-nginx-config",
+                           "synapse-prod-live-config")
         assert v.options["retainOnDelete"] is not derived, name
     assert sorted(prod.outputs["dataVolumes"]) == sorted(
         v.plain["name"] for v in prod.of_type(VOLUME) if v.options["retainOnDelete"])
@@ -241,7 +243,7 @@ def test_networks_and_mounts(prod):
     assert sorted(published) == ["synapse-prod-nginx", "synapse-prod-prometheus"], published
     media = {m["target"]: m["source"] for m in prod.named("media1", CONTAINER).plain["mounts"]}
     assert media == {"/sockets": "synapse-prod-sockets", "/data": "synapse-prod-media1-data",
-                     "/media": "synapse-prod-media"}
+                     "/media": "synapse-prod-media", "/conf/live": "synapse-prod-live-config"}
     sockets = prod.named("sockets-volume", VOLUME).plain
     # Root's and Synapse's group (991), setgid and sticky, others may only pass.
     assert sockets["driverOpts"] == {"type": "tmpfs", "device": "tmpfs",

@@ -19,6 +19,8 @@ EXPECTED = {
     "main": (None, None, SYNAPSE_CAPS, False),
     "worker": (None, None, SYNAPSE_CAPS, False),
     "nginx-config": ("101:101", None, [], False),
+    # The Synapse user, who owns the live-config volume, from the start.
+    "live-config": ("991:991", None, [], False),
     "nginx": ("101:101", None, [], True),
     "prometheus": ("65534:65534", None, [], False),
     # Root only to hand its volume over, then gosu to Synapse's user (backup_conf).

@@ -134,16 +134,14 @@ def test_the_container_runs_its_script_with_the_schedule_in_its_environment():
 
 
 def test_prometheus_scrapes_the_backup_container_only_when_enabled():
-    def jobs(d):
-        conf = yaml.safe_load(d.container("prometheus").rendered_files()[
-            "/etc/prometheus/prometheus.yml"])
-        return {j["job_name"]: j for j in conf["scrape_configs"]}
+    def targets(d):  # the backup job's file_sd targets, as live-config stages them
+        return yaml.safe_load(d.container("live-config").rendered_files()[
+            "/stage/prometheus/backup.yml"])
 
     _, on = _deployment()
-    assert jobs(on)[BACKUP_JOB]["static_configs"] == [
-        {"targets": [f"synapse-dev-backup:{backup_conf.METRICS_PORT}"]}]
+    assert targets(on) == [{"targets": [f"synapse-dev-backup:{backup_conf.METRICS_PORT}"]}]
     off = build_deployment(read_stack_file(DEV).plan)
-    assert BACKUP_JOB not in jobs(off)
+    assert targets(off) == []
     assert "backup" not in {c.key for c in off.containers}
     assert "backups" not in {v.key for v in off.volumes}
 

@@ -27,23 +27,29 @@ def synapse_names(side_report, prefix):
             ("postgres", "redis", "nginx", "config", "prometheus")}
 
 
+
 def test_adding_rooms_replaces_no_synapse_container_and_nginx_reloads():
     r = report(PROD, {"workers.rooms": 8})
+    # nginx reloads its routes, Prometheus reads its new targets (file_sd): the
+    # two publishers are all that is replaced.
     assert r.actions() == {**{f"synapse-prod-rooms{i}": "create" for i in range(5, 9)},
                            "synapse-prod-nginx-config": "replace",
-                           "synapse-prod-prometheus": "replace"}
+                           "synapse-prod-live-config": "replace"}
+    # Their log config published first, then the new workers, then the routes.
+    assert r.order == [["synapse-prod-live-config"],
+                       [f"synapse-prod-rooms{i}" for i in range(5, 9)],
+                       ["synapse-prod-nginx-config"]]
     publisher = next(c for c in r.changes if c.container == "synapse-prod-nginx-config")
     (conf,) = [c for c in publisher.causes if c["kind"] == "file"]
     assert conf["path"] == "/stage/nginx.conf"
     assert "+        server unix:/sockets/synapse_inbound_rooms8.sock max_fails=0;" in conf["diff"]
     assert any("reloads" in c["summary"] for c in publisher.causes)
     assert r.warnings == [] and r.volumes_created == [f"synapse-prod-rooms{i}-data" for i in range(5, 9)]
-    # Prometheus scrapes the new workers: its target list is its upload.
-    prom = next(c for c in r.changes if c.container == "synapse-prod-prometheus")
-    (targets,) = [c for c in prom.causes if c["kind"] == "file"]
-    assert targets["path"] == "/etc/prometheus/prometheus.yml"
-    assert "+    - synapse-prod-rooms8:9000" in targets["diff"]
-    assert any("data volume (history) is kept" in c["summary"] for c in prom.causes)
+    # Prometheus scrapes the new workers from the target file live-config publishes.
+    live = next(c for c in r.changes if c.container == "synapse-prod-live-config")
+    (targets,) = [c for c in live.causes if c.get("path") == "/stage/prometheus/synapse.yml"]
+    assert "+  - synapse-prod-rooms8:9000" in targets["diff"]
+    assert any("nothing restarts" in c["summary"] for c in live.causes)
 
 
 @pytest.mark.parametrize("old, new", [
@@ -55,7 +61,7 @@ def test_cheap_scaling_touches_only_the_new_or_removed_workers_and_nginx_config(
     r = report(PROD, new, old)
     for c in r.changed():
         if c.action in ("replace", "update"):
-            assert c.container in ("synapse-prod-nginx-config", "synapse-prod-prometheus"), (
+            assert c.container in ("synapse-prod-nginx-config", "synapse-prod-live-config"), (
                 c.container, c.causes)
     assert r.warnings == []
 
@@ -72,7 +78,8 @@ def test_another_sender_replaces_every_synapse_process_and_warns_with_the_docs()
     r = report(PROD, {"workers.sender": 5})
     actions = r.actions()
     assert actions.pop("synapse-prod-sender5") == "create"
-    assert set(actions.values()) == {"replace"} and len(actions) == 14  # + Prometheus
+    # Every Synapse process, nginx-config and live-config (Prometheus's targets).
+    assert set(actions.values()) == {"replace"} and len(actions) == 14
     assert "synapse-prod-nginx" not in actions and "synapse-prod-postgres" not in actions
     main = next(c for c in r.changes if c.container == "synapse-prod-main")
     assert [c["path"] for c in main.causes] == ["/conf/homeserver.yaml"]
@@ -89,12 +96,15 @@ def test_a_memory_change_updates_in_place():
     assert {c["input"] for c in causes} == {"memory", "memorySwap"}
 
 
-def test_a_log_level_change_replaces_synapse_processes_for_their_log_config():
+def test_a_log_level_change_restarts_nothing_synapse_reloads_it():
     r = report(DEV, {"log.level": "DEBUG"})
-    assert set(r.actions()) == synapse_names(r, "synapse-dev-")
-    main = next(c for c in r.changes if c.container == "synapse-dev-main")
-    assert main.causes and all(c["kind"] == "file" and c["path"].startswith("/conf/log/")
-                               for c in main.causes)
+    assert r.actions() == {"synapse-dev-live-config": "replace"}
+    (publisher,) = r.changed()
+    assert {c["path"] for c in publisher.causes if c["kind"] == "file"} == {
+        f"/stage/log/{cls}.log.config" for cls in
+        ("main", "client_sync", "federation_reader", "media", "rooms", "sender", "tasks")}
+    assert any("SIGHUP" in c["summary"] for c in publisher.causes)
+    assert r.serving == {}  # no process restarts
 
 
 def test_moving_work_from_main_to_a_new_class_and_back_warns():
@@ -154,8 +164,8 @@ def test_json_lists_only_changed_containers(capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"changes", "warnings", "order", "serving", "writersDown"}
     assert [(c["container"], c["action"]) for c in out["changes"]] == [
-        ("synapse-prod-rooms5", "create"), ("synapse-prod-nginx-config", "replace"),
-        ("synapse-prod-prometheus", "replace")]
+        ("synapse-prod-live-config", "replace"), ("synapse-prod-rooms5", "create"),
+        ("synapse-prod-nginx-config", "replace")]
     assert all(isinstance(c["causes"], list) and c["causes"] for c in out["changes"])
 
 
@@ -167,15 +177,15 @@ def test_enabling_backups_adds_one_container_and_never_prints_the_passphrase(cap
     assert passphrase not in out and "backupPassphrase=[secret]" in out
     assert "+ create    synapse-prod-backup" in out
     assert "volumes created: synapse-prod-backups" in out
-    # Only Prometheus, for its new target, is replaced.
+    # Only live-config, for Prometheus's new target, is replaced.
     assert [line.split()[-1] for line in out.splitlines() if line.startswith("+- replace")] == [
-        "synapse-prod-prometheus"]
+        "synapse-prod-live-config"]
 
 
 def test_unchanged_config_reports_nothing(capsys):
     assert impact.main(["--config", str(PROD), "--against", str(PROD)]) == 0
     out = capsys.readouterr().out
-    assert "no container changes" in out and "18 containers keep running" in out
+    assert "no container changes" in out and "19 containers keep running" in out
 
 
 @pytest.mark.parametrize("argv, key", [

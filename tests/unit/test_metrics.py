@@ -9,7 +9,10 @@ import yaml
 import pytest
 
 from components.containers import build_deployment
-from components.prometheus_conf import CONFIG_PATH, JOB, METRICS_PATH, scrape_config
+from components.containers import LIVE_STAGE
+from components.prometheus_conf import (
+    CONFIG_PATH, JOB, LIVE_DIR, METRICS_PATH, TARGET_FILES, TARGETS_SUBDIR,
+)
 from components.settings import load_settings
 from components.topology import METRICS_PORT, build_plan
 from tests.support.capture import run_program
@@ -27,13 +30,36 @@ def prometheus_yml(d) -> dict:
     return yaml.safe_load(d.container("prometheus").rendered_files()[CONFIG_PATH])
 
 
+def target_groups(d, job: str = JOB) -> list[dict]:
+    """What live-config publishes for the job (file_sd), as staged in its uploads."""
+    staged = f"{LIVE_STAGE}/{TARGETS_SUBDIR}/{TARGET_FILES[job]}"
+    return yaml.safe_load(d.container("live-config").rendered_files()[staged])
+
+
+def synapse_job(d) -> dict:
+    return next(j for j in prometheus_yml(d)["scrape_configs"] if j["job_name"] == JOB)
+
+
+def test_targets_are_files_prometheus_watches_so_scaling_leaves_it_alone():
+    small, big = deployment(), deployment(workers={"rooms": 12})
+    assert prometheus_yml(small) == prometheus_yml(big)
+    assert (small.container("prometheus").config_hash
+            == big.container("prometheus").config_hash)
+    assert target_groups(small) != target_groups(big)
+    (sd,) = synapse_job(small)["file_sd_configs"]
+    assert sd["files"] == [f"{LIVE_DIR}/{TARGETS_SUBDIR}/{TARGET_FILES[JOB]}"]
+    mounts = {m.target: (m.volume, m.read_only) for m in small.container("prometheus").mounts}
+    assert mounts[LIVE_DIR] == ("live-config", True)
+
+
 def test_every_process_is_one_target_by_its_container_name_with_its_labels():
     d = deployment()
-    (job,) = prometheus_yml(d)["scrape_configs"]
+    job = synapse_job(d)
     assert job["job_name"] == JOB == "synapse" and job["metrics_path"] == METRICS_PATH
     synapse = [c for c in d.containers if c.role in ("main", "worker")]
-    targets = {sc["targets"][0]: sc["labels"] for sc in job["static_configs"]}
-    assert all(len(sc["targets"]) == 1 for sc in job["static_configs"])
+    groups = target_groups(d)
+    targets = {sc["targets"][0]: sc["labels"] for sc in groups}
+    assert all(len(sc["targets"]) == 1 for sc in groups)
     assert targets == {
         f"{c.name}:{METRICS_PORT}": {"instance": c.key, "index": c.key,
                                      "worker_class": c.worker_class or "main"}
@@ -49,11 +75,12 @@ def test_labels_tell_processes_apart_the_way_the_grafana_dashboard_asks():
     "{{job}}-{{index}}"; its restart and version panels want job="synapse";
     server_name is Synapse's own label, which a target label would rename to
     exported_server_name (honor_labels is false)."""
-    (job,) = prometheus_yml(deployment())["scrape_configs"]
-    legends = [f"{job['job_name']}-{sc['labels']['index']}" for sc in job["static_configs"]]
+    d = deployment()
+    job = synapse_job(d)
+    legends = [f"{job['job_name']}-{sc['labels']['index']}" for sc in target_groups(d)]
     assert len(set(legends)) == len(legends)
     assert all("server_name" not in sc["labels"] and "job" not in sc["labels"]
-               for sc in job["static_configs"])
+               for sc in target_groups(d))
     assert "honor_labels" not in job
 
 
@@ -71,7 +98,7 @@ def test_prometheus_runs_as_its_image_user_published_on_loopback_with_kept_histo
     assert [(p.internal, p.external, p.ip) for p in prom.ports] == [(9090, 19090, "127.0.0.1")]
     assert "--storage.tsdb.retention.time=30d" in prom.command
     (vol,) = [v for v in d.volumes if v.key == "prometheus-data"]
-    assert vol.retain and [m.target for m in prom.mounts] == ["/prometheus"]
+    assert vol.retain and [m.target for m in prom.mounts] == ["/prometheus", LIVE_DIR]
     # busybox in the official image: wget, not curl.
     assert prom.healthcheck.test[:2] == ("CMD", "wget")
 

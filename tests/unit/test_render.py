@@ -28,8 +28,8 @@ def test_prod_renders_the_guide_topology(prod_render):
     roles = [c["role"] for c in manifest["containers"]]
     assert roles.count("main") == 1 and roles.count("worker") == 12
     assert {r for r in roles} == {"main", "worker", "nginx", "nginx-config", "postgres", "redis",
-                                  "prometheus"}
-    assert len(manifest["containers"]) == 18
+                                  "prometheus", "live-config"}
+    assert len(manifest["containers"]) == 19
 
 
 def test_manifest_describes_each_container(prod_render):
@@ -87,8 +87,9 @@ def test_raising_rooms_from_4_to_8_only_adds_workers_and_changes_nginx():
         "client_sync": 1, "federation_reader": 1, "media": 1, "rooms": 8, "sender": 4, "tasks": 1}}))
     assert set(after) - set(before) == {"rooms5", "rooms6", "rooms7", "rooms8"}
     changed = {k for k in before if before[k] != after[k]}
-    # nginx itself reloads its config; Prometheus gets the new targets.
-    assert changed == {"nginx-config", "prometheus"}
+    # nginx itself reloads its config; Prometheus reads the new targets from the
+    # files live-config publishes.
+    assert changed == {"nginx-config", "live-config"}
 
 
 def test_raising_senders_changes_every_synapse_process():

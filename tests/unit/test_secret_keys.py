@@ -28,6 +28,7 @@ def test_each_container_gets_the_files_of_the_secrets_it_reads():
     deployment = build_deployment(build_plan(settings))
     readers = {"main": {sk.SYNAPSE, sk.MAIN}, "worker": {sk.SYNAPSE}, "postgres": {sk.POSTGRES},
                "nginx-config": {sk.NGINX}, "nginx": set(), "redis": set(), "prometheus": set(),
+               "live-config": set(),
                "backup": {sk.BACKUP}}
     for c in deployment.containers:
         secret_files = {f.path for f in c.files if f.secret}

@@ -159,11 +159,15 @@ def test_log_config_is_per_class_with_rotation_and_retention():
     assert log["root"]["level"] == "DEBUG" and "buffer" in log["root"]["handlers"]
 
 
-def test_workers_of_one_class_share_one_log_config():
+def test_workers_of_one_class_share_one_log_config_which_live_config_publishes():
     d = build_deployment(plan_for(workers={"rooms": 3}))
-    paths = {p for k in ("rooms1", "rooms2", "rooms3") for p in d.container(k).rendered_files()
-             if "/log/" in p}
-    assert paths == {"/conf/log/rooms.log.config"}
+    named = {yaml.safe_load(d.container(k).rendered_files()[f"/conf/workers/{k}.yaml"])[
+        "worker_log_config"] for k in ("rooms1", "rooms2", "rooms3")}
+    assert named == {"/conf/live/log/rooms.log.config"}
+    # Not an upload of theirs (a change would replace them) but live-config's.
+    assert not any("/log/" in p for k in ("rooms1", "rooms2", "rooms3")
+                   for p in d.container(k).rendered_files())
+    assert "/stage/log/rooms.log.config" in d.container("live-config").rendered_files()
 
 
 def test_extra_config_cannot_override_the_topology():

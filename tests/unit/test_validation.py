@@ -541,7 +541,8 @@ def test_tricky_good_config_is_accepted_alike_everywhere(tmp_path, capsys, body,
     install_pairs(pairs, stack, secret_keys)
     assert program.read_config().settings == shared.settings
     cap = _run(install_pairs(pairs, stack, secret_keys), stack)
-    services = 5 if shared.settings.metrics.enabled else 4  # + Prometheus
+    # postgres, redis, live-config, nginx-config, nginx (+ Prometheus)
+    services = 6 if shared.settings.metrics.enabled else 5
     assert len(cap.containers) == len(shared.plan.processes) + services
 
 
