@@ -26,6 +26,7 @@ from components.synapse_config import (
     LIVE_CONFIG_DIR,
     PLACEHOLDERS,
     POSTGRES_DB,
+    RELOADABLE_PATH,
     POSTGRES_USER,
     SECRET_CONFIG_PATH,
     SECRETS_DIR,
@@ -37,6 +38,7 @@ from components.synapse_config import (
     render_log_config,
     render_main_config,
     render_pgpass,
+    render_reloadable,
     render_secret,
     render_secret_config,
     render_worker,
@@ -306,10 +308,10 @@ def _start_script(p: Process) -> str:
     stale = " ".join(shlex.quote(x) for s in p.sockets for x in (s, s + ".lock"))
     owned = " ".join([DATA_DIR] + [SHARED_MOUNTS[v] for v in p.volumes])
     secrets = shlex.quote(SECRETS_DIR)
-    log = shlex.quote(log_config_path(p.worker_class))
+    reloaded = (log_config_path(p.worker_class), RELOADABLE_PATH)
     watch = " ".join(shlex.quote(a) for a in (
-        _reload_watch_script(), RELOAD_WATCH_NAME, log_config_path(p.worker_class),
-        loaded_marker(p.name), p.health_socket))
+        _reload_watch_script(), RELOAD_WATCH_NAME, loaded_marker(p.name), p.health_socket,
+        *reloaded))
     return "\n".join([
         "#!/bin/sh",
         "set -eu",
@@ -320,7 +322,7 @@ def _start_script(p: Process) -> str:
         f'gosu "$user" sh -c \'mkdir -p {DATA_DIR}/log && chmod 0500 {secrets}\'',
         # Published by live-config, which this container waits for; after a
         # daemon restart it may come up second.
-        f"until [ -s {log} ]; do sleep 0.2; done",
+        *(f"until [ -s {shlex.quote(f)} ]; do sleep 0.2; done" for f in reloaded),
         # As the Synapse user, which may signal Synapse (PID 1 after the exec).
         f'gosu "$user" sh -c {watch} &',
         'exec /start.py "$@"',
@@ -333,25 +335,28 @@ RELOAD_POLL_S = 2
 
 
 def _reload_watch_script() -> str:
-    """Runs beside Synapse: when the published log config changes, SIGHUP Synapse,
-    which re-reads it (synapse/config/logger.py _reload_logging_config), and record
+    """Runs beside Synapse: when a published file it re-reads changes (its log
+    config: synapse/config/logger.py _reload_logging_config; the reloadable
+    sections: synapse/app/_base.py reload_cache_config), SIGHUP Synapse and record
     what it loaded in its marker (live-config's healthcheck compares). The first
     record waits until Synapse answers /health: by then it has its SIGHUP handler
     (synapse/app/_base.py start: setup_sighup_handling before listening); before
-    it, PID 1 ignores a SIGHUP. Args: log config, marker, health socket."""
+    it, PID 1 ignores a SIGHUP. Args: marker, health socket, the files."""
     return "\n".join([
-        'log=$1 marker=$2 health=$3',
-        'served=$(cksum < "$log")',
+        'marker=$1 health=$2',
+        "shift 2",
+        'state() { cat "$@" | cksum; }',
+        'served=$(state "$@")',
         'until curl -fsS -o /dev/null --unix-socket "$health" http://localhost/health 2>/dev/null;'
         f" do sleep {RELOAD_POLL_S}; done",
         'echo "$served" > "$marker"',
         f"while sleep {RELOAD_POLL_S}; do",
-        '  now=$(cksum < "$log") || continue',
+        '  now=$(state "$@") || continue',
         '  [ "$now" = "$served" ] && continue',
         "  kill -HUP 1 || continue",
         "  served=$now",
         '  echo "$now" > "$marker"',
-        '  echo "$0: $log changed: SIGHUP sent to Synapse, which reloads it"',
+        '  echo "$0: $* changed: SIGHUP sent to Synapse, which reloads them"',
         "done",
     ])
 
@@ -363,6 +368,7 @@ def _shared_files(plan: Plan) -> dict[str, str]:
     live-config publishes)."""
     classes = dict.fromkeys(p.worker_class for p in plan.processes)
     return {HOMESERVER_PATH: render_homeserver(plan),
+            RELOADABLE_PATH: render_reloadable(plan),
             **{log_config_path(c): render_log_config(plan, c) for c in classes},
             **federation_ca_files(plan)}
 
@@ -390,6 +396,8 @@ def _synapse_files(plan: Plan, p: Process, shared: Mapping[str, str]) -> tuple[l
             files.append(File(secret.path, lambda sec, k=secret.key: render_secret(k, sec),
                               secret=True))
     files.append(File(PGPASS_PATH, render_pgpass, secret=True))
+    # Published by live-config, re-read on SIGHUP (synapse_config.RELOADABLE_SECTIONS).
+    config.append(RELOADABLE_PATH)
     if plan.settings.secret_config_keys:
         config.append(SECRET_CONFIG_PATH)
         files.append(File(SECRET_CONFIG_PATH, render_secret_config, secret=True))
@@ -677,7 +685,8 @@ def _live_check_script(files: Mapping[str, str], plan: Plan) -> str:
         f"for p in {pairs}; do",
         f'  m={shlex.quote(live)}/loaded/${{p%%:*}}',
         '  [ -e "$m" ] || continue',
-        f'  [ "$(cat "$m")" = "$(cksum < {shlex.quote(live)}/log/${{p#*:}}.log.config)" ] || exit 1',
+        f'  [ "$(cat "$m")" = "$(cat {shlex.quote(live)}/log/${{p#*:}}.log.config '
+        f'{shlex.quote(RELOADABLE_PATH)} | cksum)" ] || exit 1',
         "done",
         "",
     ])

@@ -40,6 +40,13 @@ PGPASS_PATH = f"{SECRETS_DIR}/pgpass"
 # (containers.py). Synapse re-reads its log config on SIGHUP
 # (synapse/config/logger.py: setup_logging registers _reload_logging_config).
 LIVE_CONFIG_DIR = f"{CONFIG_DIR}/live"
+# The homeserver.yaml sections Synapse re-reads on SIGHUP, in a config file of their
+# own that every process reads after homeserver.yaml: `caches`, which
+# synapse/app/_base.py reload_cache_config reads again from the config files
+# (RootConfig.reload_config_section) and applies by resizing every cache.
+# event_cache_size, which it does not apply, stays in homeserver.yaml.
+RELOADABLE_SECTIONS = ("caches",)
+RELOADABLE_PATH = f"{LIVE_CONFIG_DIR}/reloadable.yaml"
 
 POSTGRES_DB = "synapse"
 POSTGRES_USER = "synapse"
@@ -187,11 +194,29 @@ def homeserver_dict(plan: Plan) -> dict[str, Any]:
         **_federation(plan),
         **{f.option: f.path for f in SYNAPSE_SECRETS if f.readers == secret_keys.SYNAPSE},
     }
-    # Server identity first for readers, then defaults and extraConfig, then topology.
+    # Server identity first for readers, then defaults and extraConfig, then topology;
+    # the reloadable sections go to their own file (reloadable_dict).
     head = {k: enforced.pop(k) for k in ("server_name", "public_baseurl", "report_stats")}
-    # A default section the operator moved into secretConfig is theirs wholesale.
+    operator = {k: v for k, v in _operator_layers(plan).items() if k not in RELOADABLE_SECTIONS}
+    return {**head, **operator, **enforced}
+
+
+def _operator_layers(plan: Plan) -> dict[str, Any]:
+    """The defaults with extraConfig merged in. A default section the operator
+    moved into secretConfig is theirs wholesale."""
+    s = plan.settings
     defaults = {k: v for k, v in DEFAULTS.items() if k not in s.secret_config_keys}
-    return {**head, **deep_merge(defaults, s.extra_config), **enforced}
+    return deep_merge(defaults, s.extra_config)
+
+
+def reloadable_dict(plan: Plan) -> dict[str, Any]:
+    """RELOADABLE_PATH: the sections a running process re-reads on SIGHUP."""
+    layers = _operator_layers(plan)
+    return {k: layers[k] for k in RELOADABLE_SECTIONS if k in layers}
+
+
+def render_reloadable(plan: Plan) -> str:
+    return dump(reloadable_dict(plan))
 
 
 def render_homeserver(plan: Plan) -> str:

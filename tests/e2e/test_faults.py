@@ -530,9 +530,10 @@ def test_fault_docker_engine_restarted(stack: Stack):
 def test_fault_one_worker_crash_looping(stack: Stack):
     """One worker (media1) crash-loops: its config file in the container gets a
     YAML error (an operator's hand edit), and the process is killed. Docker keeps
-    restarting it, it keeps failing; meanwhile every other endpoint class serves
-    without a single failed probe. The file is put back as registered, and the
-    worker comes back healthy on the policy's next restart."""
+    restarting it, it keeps failing; meanwhile main serves media (nginx's fallback:
+    main keeps the media repository) and every endpoint class, media included,
+    serves without a single failed probe. The file is put back as registered, and
+    the worker comes back healthy on the policy's next restart."""
     _all_healthy(stack)
     key = stack.deployed.by_class("media")[0]
     crashing_class = "media"
@@ -571,10 +572,8 @@ def test_fault_one_worker_crash_looping(stack: Stack):
     assert out.details["restarts_while_looping"] >= 3, \
         f"{key} did not crash-loop: {out.details}\n{logs}"
     assert "worker_listeners" in logs or "Error" in logs, logs
-    assert out.down[crashing_class] >= CRASH_LOOP_S, \
-        f"{crashing_class} was unavailable only {out.down[crashing_class]} s"
-    others = {c: s for c, s in out.down.items() if c != crashing_class}
-    assert set(others.values()) == {0.0}, f"other classes failed while {key} crash-looped: {others}"
+    assert set(out.down.values()) == {0.0}, \
+        f"a class failed while {key} crash-looped (main should serve {crashing_class}): {out.down}"
     assert out.traffic.failed_sends == 0, "sends failed while only the media worker was down"
     after = _snapshot(stack)
     moved = {k: (before[k]["pid"], after[k]["pid"]) for k in after

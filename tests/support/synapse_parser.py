@@ -11,8 +11,8 @@ from typing import Any, Mapping
 
 from synapse.config.homeserver import HomeServerConfig
 
-from components.containers import ContainerSpec
-from components.synapse_config import CONFIG_DIR, DATA_DIR, MEDIA_DIR
+from components.containers import LIVE_STAGE, ContainerSpec, Deployment
+from components.synapse_config import CONFIG_DIR, DATA_DIR, LIVE_CONFIG_DIR, MEDIA_DIR
 
 TEST_SECRETS = {
     "macaroonSecretKey": "m" * 32,
@@ -26,11 +26,20 @@ TEST_SECRETS = {
 _PREFIXES = re.compile(rf"(?<![\w/])({CONFIG_DIR}|{DATA_DIR}|{MEDIA_DIR})(?=/|\s|$)", re.M)
 
 
+def live_files(d: Deployment) -> dict[str, str]:
+    """What live-config publishes, by the path a Synapse process reads it at."""
+    staged = d.container("live-config").rendered_files()
+    return {f"{LIVE_CONFIG_DIR}/{path.removeprefix(LIVE_STAGE + '/')}": text
+            for path, text in staged.items() if not path.endswith(".sh")}
+
+
 def parse(spec: ContainerSpec, root: Path, secrets: Mapping[str, Any] = TEST_SECRETS,
-          strict: bool = True) -> HomeServerConfig:
-    """Synapse's view of one container's files. `strict` adds Synapse's own
+          strict: bool = True, live: Mapping[str, str] | None = None) -> HomeServerConfig:
+    """Synapse's view of one container's files, and of those live-config publishes
+    for it (`live`: live_files of its deployment). `strict` adds Synapse's own
     --no-secrets-in-config, which refuses any secret written inline."""
-    for path, text in spec.rendered_files(secrets).items():
+    files = {**(live or {}), **spec.rendered_files(secrets)}
+    for path, text in files.items():
         target = root / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(_PREFIXES.sub(lambda m: f"{root}{m.group(1)}", text))

@@ -107,6 +107,14 @@ def test_a_log_level_change_restarts_nothing_synapse_reloads_it():
     assert r.serving == {}  # no process restarts
 
 
+def test_a_cache_factor_change_restarts_nothing_synapse_reloads_it():
+    r = report(DEV, {"extraConfig.caches.global_factor": 3})
+    assert r.actions() == {"synapse-dev-live-config": "replace"}
+    (publisher,) = r.changed()
+    (cause,) = [c for c in publisher.causes if c["kind"] == "file"]
+    assert cause["path"] == "/stage/reloadable.yaml" and "+  global_factor: 3" in cause["diff"]
+
+
 def test_moving_work_from_main_to_a_new_class_and_back_warns():
     to_workers = report(DEV, {"preset": "one-of-each"}, {"preset": "monolith"})
     assert any("media goes 0 -> 1" in w and "media_instance_running_background_jobs" in w

@@ -16,7 +16,7 @@ from components.prometheus_conf import (
 from components.settings import load_settings
 from components.topology import METRICS_PORT, build_plan
 from tests.support.capture import run_program
-from tests.support.synapse_parser import parse
+from tests.support.synapse_parser import live_files, parse
 
 CONTAINER = "docker:index/container:Container"
 
@@ -107,7 +107,7 @@ def test_prometheus_runs_as_its_image_user_published_on_loopback_with_kept_histo
 def test_synapse_accepts_the_metrics_listener_and_drops_it_when_disabled(enabled, tmp_path):
     d = deployment(preset="one-of-each", metrics={"enabled": enabled})
     for spec in (d.container("main"), d.container("rooms1"), d.container("sender1")):
-        config = parse(spec, tmp_path / spec.key)
+        config = parse(spec, tmp_path / spec.key, live=live_files(d))
         assert config.metrics.enable_metrics is enabled
         listeners = (config.server.listeners if spec.key == "main"
                      else config.worker.worker_listeners)

@@ -39,7 +39,8 @@ def test_manifest_describes_each_container(prod_render):
     assert rooms3["worker_class"] == "rooms"
     assert rooms3["image"].startswith("matrixdotorg/synapse:")
     assert rooms3["command"] == ["run", "--config-path=/conf/homeserver.yaml",
-                                 "--config-path=/conf/workers/rooms3.yaml"]
+                                 "--config-path=/conf/workers/rooms3.yaml",
+                                 "--config-path=/conf/live/reloadable.yaml"]
     assert rooms3["env"]["SYNAPSE_WORKER"] == "synapse.app.generic_worker"
     assert rooms3["healthcheck"]["test"][-2:] == ["/sockets/synapse_inbound_rooms3.sock",
                                                   "http://localhost/health"]

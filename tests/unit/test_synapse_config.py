@@ -9,11 +9,11 @@ from components.containers import build_deployment
 from components.errors import ConfigError
 from components.render import deployment_for
 from components.settings import load_settings
-from components.synapse_config import render_homeserver, render_log_config
+from components.synapse_config import reloadable_dict, render_homeserver, render_log_config
 from components.topology import build_plan
 from components import workers
 from components.workers import PRESETS
-from tests.support.synapse_parser import TEST_SECRETS, parse
+from tests.support.synapse_parser import TEST_SECRETS, live_files, parse
 
 STACKS = ["config/Pulumi.dev.yaml", "config/Pulumi.prod.yaml"]
 
@@ -23,16 +23,17 @@ def plan_for(**raw):
 
 
 def synapse_containers(stack):
-    return [c for c in deployment_for(Path(stack)).containers if c.role in ("main", "worker")]
+    d = deployment_for(Path(stack))
+    return [(c, live_files(d)) for c in d.containers if c.role in ("main", "worker")]
 
 
 @pytest.mark.parametrize(
-    "stack, spec",
-    [(s, c) for s in STACKS for c in synapse_containers(s)],
-    ids=lambda v: v if isinstance(v, str) else v.key,
+    "stack, spec, live",
+    [(s, c, live) for s in STACKS for c, live in synapse_containers(s)],
+    ids=lambda v: v if isinstance(v, str) else getattr(v, "key", "live"),
 )
-def test_synapse_accepts_every_process_config(stack, spec, tmp_path):
-    cfg = parse(spec, tmp_path)  # with --no-secrets-in-config: nothing inline
+def test_synapse_accepts_every_process_config(stack, spec, live, tmp_path):
+    cfg = parse(spec, tmp_path, live=live)  # with --no-secrets-in-config: nothing inline
     assert cfg.server.server_name == load_settings_of(stack).server_name
     # Every secret came from its own file, and only main can register users.
     assert cfg.key.macaroon_secret_key == TEST_SECRETS["macaroonSecretKey"].encode()
@@ -70,8 +71,8 @@ def test_media_workers_and_main_load_the_media_repo_and_media1_runs_its_jobs(tmp
     only media1 expires URL previews (url_previewer.py reads
     media_instance_running_background_jobs)."""
     d = deployment_for(Path("config/Pulumi.prod.yaml"))
-    media1 = parse(d.container("media1"), tmp_path / "m").media
-    main = parse(d.container("main"), tmp_path / "x").media
+    media1 = parse(d.container("media1"), tmp_path / "m", live=live_files(d)).media
+    main = parse(d.container("main"), tmp_path / "x", live=live_files(d)).media
     assert media1.can_load_media_repo and main.can_load_media_repo
     assert main.media_instance_running_background_jobs == "media1"
 
@@ -80,8 +81,11 @@ def test_homeserver_layers_defaults_then_extra_config_then_enforced():
     plan = plan_for(extraConfig={"presence": {"enabled": False}, "caches": {"global_factor": 2}})
     hs = yaml.safe_load(render_homeserver(plan))
     assert hs["presence"] == {"enabled": False}
-    # Deep merge keeps the default siblings of an overridden key.
-    assert hs["caches"]["global_factor"] == 2 and hs["caches"]["expire_caches"] is True
+    # Deep merge keeps the default siblings of an overridden key; `caches` goes to
+    # the file every process re-reads on SIGHUP.
+    caches = reloadable_dict(plan)["caches"]
+    assert caches["global_factor"] == 2 and caches["expire_caches"] is True
+    assert "caches" not in hs and hs["event_cache_size"] == "30K"
     assert hs["user_directory"]["enabled"] is True  # untouched default
     assert list(hs)[:3] == ["server_name", "public_baseurl", "report_stats"]
 
@@ -129,9 +133,11 @@ def test_operator_secret_config_goes_to_its_own_file(tmp_path):
         "turn_uris": ["turn:turn.example.org:3478?transport=udp"],
     }
     plan = plan_for(secretConfig=secret_config)
-    main = build_deployment(plan).container("main")
+    d = build_deployment(plan)
+    main = d.container("main")
     assert main.command[-1] == "--config-path=/conf/secrets/config.yaml"
-    cfg = parse(main, tmp_path, {**TEST_SECRETS, "secretConfig": secret_config}, strict=False)
+    cfg = parse(main, tmp_path, {**TEST_SECRETS, "secretConfig": secret_config}, strict=False,
+                live=live_files(d))
     assert cfg.email.email_smtp_pass == "smtp-password-1"
     assert cfg.oidc.oidc_providers[0].client_secret == "oidc-secret-1"
     assert cfg.captcha.recaptcha_private_key == "recaptcha-private-1"
@@ -180,13 +186,14 @@ def _preset_processes():
         d = deployment_for(Path("config/Pulumi.dev.yaml"), {"preset": preset})
         for c in d.containers:
             if c.role in ("main", "worker") and (c.key == "main" or c.key[-1] in "1256"):
-                yield preset, c
+                yield preset, c, live_files(d)
 
 
-@pytest.mark.parametrize("preset, spec", list(_preset_processes()),
-                         ids=lambda v: v if isinstance(v, str) else v.key)
-def test_synapse_accepts_every_preset_and_places_the_writers_as_planned(preset, spec, tmp_path):
-    cfg = parse(spec, tmp_path)
+@pytest.mark.parametrize("preset, spec, live", list(_preset_processes()),
+                         ids=lambda v: v if isinstance(v, str) else getattr(v, "key", "live"))
+def test_synapse_accepts_every_preset_and_places_the_writers_as_planned(preset, spec, live,
+                                                                        tmp_path):
+    cfg = parse(spec, tmp_path, live=live)
     plan = build_plan(load_settings({"serverName": "dev.localhost", "preset": preset}, "dev"))
     writers = cfg.worker.writers
     for stream, names in plan.stream_writers.items():
@@ -209,7 +216,7 @@ def test_synapse_accepts_writers_from_the_stream_writers_setting(tmp_path):
     d = deployment_for(Path("config/Pulumi.dev.yaml"), overrides)
     specs = {c.key: c for c in d.containers if c.role in ("main", "worker")}
     for key in ("main", "rooms1", "tasks1"):
-        writers = parse(specs[key], tmp_path / key).worker.writers
+        writers = parse(specs[key], tmp_path / key, live=live_files(d)).worker.writers
         assert writers.events == ["master", "tasks1"]
         assert writers.typing == ["rooms1"]
         assert writers.device_lists == ["client_sync1", "rooms1"]
@@ -236,7 +243,7 @@ def test_federation_settings_reach_synapse_as_its_own_options(tmp_path):
     for spec in deployment.containers:
         has = [p for p in paths if p in spec.rendered_files()]
         assert has == (paths if spec.role in ("main", "worker") else []), spec.key
-    cfg = parse(deployment.container("sender1"), tmp_path)
+    cfg = parse(deployment.container("sender1"), tmp_path, live=live_files(deployment))
     # Synapse built its trust root from exactly the two CAs, in order.
     roots = cfg.tls.federation_ca_trust_root._caCerts
     assert [r.to_cryptography().subject.rfc4514_string() for r in roots] == ["CN=CA one", "CN=CA two"]
@@ -249,10 +256,25 @@ def test_federation_settings_reach_synapse_as_its_own_options(tmp_path):
 
 
 def test_federation_defaults_open_federation_over_tls_1_2_and_a_closed_directory(tmp_path):
-    cfg = parse(build_deployment(plan_for()).container("main"), tmp_path)
+    d = build_deployment(plan_for())
+    cfg = parse(d.container("main"), tmp_path, live=live_files(d))
     assert cfg.federation.federation_domain_whitelist is None
     assert cfg.tls.federation_ca_trust_root is None  # the system's CAs
     assert cfg.tls.federation_client_minimum_tls_version == "1.2"
     assert cfg.server.allow_public_rooms_over_federation is False
     assert cfg.federation.allow_profile_lookup_over_federation is True
     assert "172.20.1.1" not in (cfg.server.federation_ip_range_allowlist or [])
+
+
+def test_synapse_reads_the_reloadable_caches_after_homeserver_yaml(tmp_path):
+    """`caches` lives in the file live-config publishes (reload_cache_config in
+    synapse/app/_base.py reads it again on SIGHUP); Synapse sees the operator's
+    factor there, and a cache change touches that file only."""
+    extra = {"caches": {"global_factor": 2.5, "per_cache_factors": {"get_users_in_room": 4}}}
+    d = build_deployment(plan_for(extraConfig=extra))
+    cfg = parse(d.container("rooms1"), tmp_path, live=live_files(d))
+    assert cfg.caches.global_factor == 2.5
+    assert cfg.caches.cache_factors == {"get_users_in_room": 4.0}
+    plain = build_deployment(plan_for())
+    assert plain.container("rooms1").rendered_files() == d.container("rooms1").rendered_files()
+    assert live_files(plain) != live_files(d)
