@@ -332,16 +332,20 @@ def _start_script(p: Process) -> str:
 
 RELOAD_WATCH_NAME = "reload.sh"  # $0 of the watcher, in its log lines
 RELOAD_POLL_S = 2
+# A marker not rewritten for this long is a stopped process's: live-config's check
+# ignores it, so a stopped worker does not hold up the next reload.
+MARKER_STALE_S = 5 * RELOAD_POLL_S
 
 
 def _reload_watch_script() -> str:
     """Runs beside Synapse: when a published file it re-reads changes (its log
     config: synapse/config/logger.py _reload_logging_config; the reloadable
     sections: synapse/app/_base.py reload_cache_config), SIGHUP Synapse and record
-    what it loaded in its marker (live-config's healthcheck compares). The first
-    record waits until Synapse answers /health: by then it has its SIGHUP handler
-    (synapse/app/_base.py start: setup_sighup_handling before listening); before
-    it, PID 1 ignores a SIGHUP. Args: marker, health socket, the files."""
+    what it loaded in its marker (live-config's healthcheck compares), rewritten
+    every poll as a heartbeat. The first record waits until Synapse answers
+    /health: by then it has its SIGHUP handler (synapse/app/_base.py start:
+    setup_sighup_handling before listening); before it, PID 1 ignores a SIGHUP.
+    Args: marker, health socket, the files."""
     return "\n".join([
         'marker=$1 health=$2',
         "shift 2",
@@ -349,13 +353,13 @@ def _reload_watch_script() -> str:
         'served=$(state "$@")',
         'until curl -fsS -o /dev/null --unix-socket "$health" http://localhost/health 2>/dev/null;'
         f" do sleep {RELOAD_POLL_S}; done",
-        'echo "$served" > "$marker"',
-        f"while sleep {RELOAD_POLL_S}; do",
+        "while :; do",
+        '  echo "$served" > "$marker"',
+        f"  sleep {RELOAD_POLL_S}",
         '  now=$(state "$@") || continue',
         '  [ "$now" = "$served" ] && continue',
         "  kill -HUP 1 || continue",
         "  served=$now",
-        '  echo "$now" > "$marker"',
         '  echo "$0: $* changed: SIGHUP sent to Synapse, which reloads them"',
         "done",
     ])
@@ -651,7 +655,8 @@ def _live_publish_script(files: Mapping[str, str], processes: list[str]) -> str:
     sees half a file), forget the markers of processes no longer in the stack,
     then stay up as nginx-config does."""
     live = LIVE_CONFIG_DIR
-    dirs = sorted({f"{live}/{rel.rsplit('/', 1)[0]}" for rel in files} | {f"{live}/loaded"})
+    dirs = sorted({f"{live}/{rel.rsplit('/', 1)[0]}" for rel in files if "/" in rel}
+                  | {f"{live}/loaded"})
     keep = "|".join(processes)
     return "\n".join([
         "#!/bin/sh",
@@ -671,9 +676,9 @@ def _live_publish_script(files: Mapping[str, str], processes: list[str]) -> str:
 
 def _live_check_script(files: Mapping[str, str], plan: Plan) -> str:
     """Healthy once every file is published as staged, and every running process
-    has loaded its class's log config (its watcher's marker; none yet while it
-    starts): so an `up` that changes a log config ends when every process has
-    reloaded it."""
+    has loaded its class's log config and the reloadable sections (its watcher's
+    marker; none yet while it starts, a stale one once it stopped): so an `up`
+    that changes them ends when every process has reloaded them."""
     live = LIVE_CONFIG_DIR
     same = [f'[ "$(cksum < {shlex.quote(f"{LIVE_STAGE}/{rel}")})" = '
             f'"$(cksum < {shlex.quote(f"{live}/{rel}")} 2>/dev/null)" ] || exit 1'
@@ -685,6 +690,7 @@ def _live_check_script(files: Mapping[str, str], plan: Plan) -> str:
         f"for p in {pairs}; do",
         f'  m={shlex.quote(live)}/loaded/${{p%%:*}}',
         '  [ -e "$m" ] || continue',
+        f'  [ $(( $(date +%s) - $(stat -c %Y "$m") )) -gt {MARKER_STALE_S} ] && continue',
         f'  [ "$(cat "$m")" = "$(cat {shlex.quote(live)}/log/${{p#*:}}.log.config '
         f'{shlex.quote(RELOADABLE_PATH)} | cksum)" ] || exit 1',
         "done",
