@@ -185,15 +185,18 @@ def _by_preset(result: dict[str, Any]) -> list[dict[str, Any]]:
              "changes": result["changes"]}]
 
 
-def _before() -> dict[str, dict[str, dict[str, Any]]]:
-    """preset -> change -> entry, from the earlier revision's results (if any)."""
+def _before() -> tuple[str, dict[str, dict[str, dict[str, Any]]]]:
+    """(where and when, preset -> change -> entry), from the earlier revision's
+    results (if any)."""
     from benchmarks import registry
 
     record = registry.read_results(BEFORE)
     if not record:
-        return {}
-    return {p["preset"]: {c["change"]: c for c in p["changes"]}
-            for p in _by_preset(record["result"])}
+        return "", {}
+    m = record.get("machine", {})
+    return (f"revision {m.get('git_revision')}, {m.get('date')}, this machine",
+            {p["preset"]: {c["change"]: c for c in p["changes"]}
+             for p in _by_preset(record["result"])})
 
 
 def _worst(entry: dict[str, Any], skip: tuple[str, ...] = ()) -> float:
@@ -234,12 +237,13 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
                          + " | ".join(f"{r['unavailable_s'].get(c, 0):.2f}" for c in classes)
                          + f" | {sum(r.get('failed_probes', {}).values()) if 'failed_probes' in r else '–'}"
                          + f" | {r['failed_sends']} |")
-    before = _before()
+    where, before = _before()
     if before:
-        lines += ["", "**Before and after** (before: the revision of "
-                  "`benchmarks/results/change-before.json`, every process of a class replaced "
-                  "at once, no fallback to main, log configs as uploads). Worst class: the "
-                  "longest any endpoint class other than main was down.", "",
+        lines += ["", f"**Before and after.** Before ({where}; "
+                  "`benchmarks/results/change-before.json`): every process of a class replaced "
+                  "at once, no fallback to main, log configs and Prometheus's targets as "
+                  "uploads. Worst class: the longest any endpoint class other than main was "
+                  "down.", "",
                   "| preset | change | worst class down before (s) | after (s) | main down "
                   "before (s) | after (s) | retried sends before | after |",
                   "|---|---|---|---|---|---|---|---|"]

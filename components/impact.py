@@ -310,6 +310,16 @@ def impact(old: Side, new: Side) -> Report:
     )
 
 
+# What fails while every writer of a stream restarts (only a writer serves its
+# endpoints; other processes ask it over replication).
+_WRITER_DOWN = {
+    "events": "sending events fails until a persister of its rooms is back (a client "
+              "retries with the same transaction ID)",
+    "presence": "its endpoints fail until its writer is back, and so may a /sync on any "
+                "process (it bumps the user's presence through the writer)",
+    "": "its endpoints fail until its writer is back (only the writer may serve them)",
+}
+
 _SIGN = {CREATE: "+ create", REPLACE: "+- replace", UPDATE: "~ update", DELETE: "- delete"}
 
 
@@ -337,11 +347,8 @@ def format_text(report: Report, title: str) -> str:
     if report.serving:
         lines += ["", "meanwhile:"]
         lines += [f"  {cls}: {how}" for cls, how in report.serving.items()]
-        lines += [f"  stream {s}: " + ("sending events fails until a persister of its rooms is "
-                                       "back (a client retries with the same transaction ID)"
-                                       if s == "events" else
-                                       "its endpoints fail until its writer is back (only the "
-                                       "writer may serve them)") for s in report.writers_down]
+        lines += [f"  stream {s}: {_WRITER_DOWN.get(s, _WRITER_DOWN[''])}"
+                  for s in report.writers_down]
         lines.append("")
     if report.volumes_created:
         lines.append(f"volumes created: {', '.join(report.volumes_created)}")
