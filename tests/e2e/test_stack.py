@@ -1304,12 +1304,12 @@ def test_fault_rooms_worker_killed(stack: World):
 # Each change is applied on top of the previous ones, while Alice sends and Bob
 # reads, and one probe per endpoint class goes out every 0.25 s (live.Traffic).
 # Kinds: "reload" restarts nothing (live-config publishes, Synapse reloads on
-# SIGHUP); "scale" replaces no Synapse container (nginx reloads its routes);
+# SIGHUP); "nginx" replaces no Synapse container (nginx reloads its config);
 # "restart" replaces Synapse processes, rolling where they may (rollout.py).
 LIVE_CHANGES: dict[str, list[tuple[str, dict[str, Any], str]]] = {
     "prod": [
-        ("rooms 4 -> 8", {"workers.rooms": 8}, "scale"),
-        ("rooms 8 -> 4", {"workers.rooms": 4}, "scale"),
+        ("rooms 4 -> 8", {"workers.rooms": 8}, "nginx"),
+        ("rooms 8 -> 4", {"workers.rooms": 4}, "nginx"),
         ("sender 4 -> 5", {"workers.sender": 5}, "restart"),
     ],
     "dev": [
@@ -1456,12 +1456,12 @@ def _live_change(stack: World, title: str, change: dict[str, Any], kind: str) ->
     record(f"{stack.name}: live change {title}", deployed.seconds_to_healthy)
     LIVE_RESULTS.append({"stack": stack.name, **summary})
     synapse = {deployed.containers[k] for k in deployed.synapse}  # after the change
-    if kind in ("reload", "scale"):
+    if kind in ("reload", "nginx"):
         assert not {n for n, a in planned.items() if a == "replace"} & synapse, planned
         assert deployed.containers["nginx"] not in planned, "nginx must reload, not restart"
         assert traffic.failed_sends == 0 and set(down.values()) == {0.0}, \
             f"{title}: requests failed during a change that restarts nothing: {down}"
-    if kind == "scale":
+    if kind == "nginx":
         assert planned.get(deployed.containers["nginx-config"]) == "replace"
     if kind == "reload":
         assert set(planned) == {deployed.containers["live-config"]}, planned
@@ -1528,7 +1528,7 @@ def test_a_renewed_certificate_is_reloaded_not_restarted(stack: World):
     renewed = renew(stack.ca_file.parent, TLS_NAMES)
     nginx_id = d.ids[d.containers["nginx"]]
     _live_change(stack, "TLS certificate renewed",
-                 {"tlsCertificate": renewed.fullchain, "tlsKey": renewed.key}, cheap=True)
+                 {"tlsCertificate": renewed.fullchain, "tlsKey": renewed.key}, "nginx")
     after = _served_certificate(stack.deployed.nginx_url, stack.ca_file)
     end = "-----END CERTIFICATE-----"
     server_pem = renewed.fullchain.split(end)[0] + end + "\n"  # the chain's first
