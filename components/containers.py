@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable, Mapping
 
-from components import backup_conf, nginx_conf, prometheus_conf, rollout, secret_keys
+from components import backup_conf, live_config, nginx_conf, prometheus_conf, rollout, secret_keys
 from components.synapse_config import (
     CONFIG_DIR,
     DATA_DIR,
@@ -310,7 +310,8 @@ def _start_script(p: Process) -> str:
     secrets = shlex.quote(SECRETS_DIR)
     reloaded = (log_config_path(p.worker_class), RELOADABLE_PATH)
     watch = " ".join(shlex.quote(a) for a in (
-        _reload_watch_script(), RELOAD_WATCH_NAME, loaded_marker(p.name), p.health_socket,
+        live_config.reload_watch_script(), live_config.RELOAD_WATCH_NAME,
+        loaded_marker(p.name), p.health_socket,
         *reloaded))
     return "\n".join([
         "#!/bin/sh",
@@ -327,41 +328,6 @@ def _start_script(p: Process) -> str:
         f'gosu "$user" sh -c {watch} &',
         'exec /start.py "$@"',
         "",
-    ])
-
-
-RELOAD_WATCH_NAME = "reload.sh"  # $0 of the watcher, in its log lines
-RELOAD_POLL_S = 2
-# A marker not rewritten for this long is a stopped process's: live-config's check
-# ignores it, so a stopped worker does not hold up the next reload.
-MARKER_STALE_S = 5 * RELOAD_POLL_S
-
-
-def _reload_watch_script() -> str:
-    """Runs beside Synapse: when a published file it re-reads changes (its log
-    config: synapse/config/logger.py _reload_logging_config; the reloadable
-    sections: synapse/app/_base.py reload_cache_config), SIGHUP Synapse and record
-    what it loaded in its marker (live-config's healthcheck compares), rewritten
-    every poll as a heartbeat. The first record waits until Synapse answers
-    /health: by then it has its SIGHUP handler (synapse/app/_base.py start:
-    setup_sighup_handling before listening); before it, PID 1 ignores a SIGHUP.
-    Args: marker, health socket, the files."""
-    return "\n".join([
-        'marker=$1 health=$2',
-        "shift 2",
-        'state() { cat "$@" | cksum; }',
-        'served=$(state "$@")',
-        'until curl -fsS -o /dev/null --unix-socket "$health" http://localhost/health 2>/dev/null;'
-        f" do sleep {RELOAD_POLL_S}; done",
-        "while :; do",
-        '  echo "$served" > "$marker"',
-        f"  sleep {RELOAD_POLL_S}",
-        '  now=$(state "$@") || continue',
-        '  [ "$now" = "$served" ] && continue',
-        "  kill -HUP 1 || continue",
-        "  served=$now",
-        '  echo "$0: $* changed: SIGHUP sent to Synapse, which reloads them"',
-        "done",
     ])
 
 
@@ -633,71 +599,6 @@ def _prometheus_spec(plan: Plan) -> ContainerSpec:
     )
 
 
-LIVE_STAGE = "/stage"  # live-config's uploads, copied from here into the volume
-LIVE_PUBLISH = f"{LIVE_STAGE}/publish.sh"
-LIVE_CHECK = f"{LIVE_STAGE}/check.sh"
-
-
-def _live_files(plan: Plan, shared: Mapping[str, str], hosts: Mapping[str, str]
-                ) -> dict[str, str]:
-    """Volume-relative path -> content: what live-config publishes."""
-    out = {path.removeprefix(LIVE_CONFIG_DIR + "/"): text for path, text in shared.items()
-           if path.startswith(LIVE_CONFIG_DIR + "/")}
-    if plan.settings.metrics.enabled:
-        for job, groups in prometheus_conf.targets(plan, hosts).items():
-            rel = f"{prometheus_conf.TARGETS_SUBDIR}/{prometheus_conf.TARGET_FILES[job]}"
-            out[rel] = prometheus_conf.render_targets(groups)
-    return out
-
-
-def _live_publish_script(files: Mapping[str, str], processes: list[str]) -> str:
-    """Copy each staged file into the volume (write, then rename: a reader never
-    sees half a file), forget the markers of processes no longer in the stack,
-    then stay up as nginx-config does."""
-    live = LIVE_CONFIG_DIR
-    dirs = sorted({f"{live}/{rel.rsplit('/', 1)[0]}" for rel in files if "/" in rel}
-                  | {f"{live}/loaded"})
-    keep = "|".join(processes)
-    return "\n".join([
-        "#!/bin/sh",
-        "set -eu",
-        f"mkdir -p {' '.join(shlex.quote(d) for d in dirs)}",
-        *(f"cp {shlex.quote(f'{LIVE_STAGE}/{rel}')} {shlex.quote(f'{live}/{rel}')}.new"
-          f" && mv {shlex.quote(f'{live}/{rel}')}.new {shlex.quote(f'{live}/{rel}')}"
-          for rel in sorted(files)),
-        f"for m in {shlex.quote(live)}/loaded/*; do",
-        f'  case "${{m##*/}}" in {keep}|"*") ;; *) rm -f "$m" ;; esac',
-        "done",
-        "trap 'exit 0' TERM INT QUIT",
-        "while :; do sleep 3600 & wait $! || true; done",
-        "",
-    ])
-
-
-def _live_check_script(files: Mapping[str, str], plan: Plan) -> str:
-    """Healthy once every file is published as staged, and every running process
-    has loaded its class's log config and the reloadable sections (its watcher's
-    marker; none yet while it starts, a stale one once it stopped): so an `up`
-    that changes them ends when every process has reloaded them."""
-    live = LIVE_CONFIG_DIR
-    same = [f'[ "$(cksum < {shlex.quote(f"{LIVE_STAGE}/{rel}")})" = '
-            f'"$(cksum < {shlex.quote(f"{live}/{rel}")} 2>/dev/null)" ] || exit 1'
-            for rel in sorted(files)]
-    pairs = " ".join(f"{p.name}:{p.worker_class}" for p in plan.processes)
-    return "\n".join([
-        "#!/bin/sh",
-        *same,
-        f"for p in {pairs}; do",
-        f'  m={shlex.quote(live)}/loaded/${{p%%:*}}',
-        '  [ -e "$m" ] || continue',
-        f'  [ $(( $(date +%s) - $(stat -c %Y "$m") )) -gt {MARKER_STALE_S} ] && continue',
-        f'  [ "$(cat "$m")" = "$(cat {shlex.quote(live)}/log/${{p#*:}}.log.config '
-        f'{shlex.quote(RELOADABLE_PATH)} | cksum)" ] || exit 1',
-        "done",
-        "",
-    ])
-
-
 def _live_config_spec(plan: Plan, shared: Mapping[str, str], hosts: Mapping[str, str]
                       ) -> ContainerSpec:
     """live-config: what running processes re-read, delivered as nginx's config is
@@ -707,20 +608,20 @@ def _live_config_spec(plan: Plan, shared: Mapping[str, str], hosts: Mapping[str,
     container only. It runs nginx's image (a shell and coreutils; not Synapse's, so
     a Synapse upgrade leaves it alone) as the Synapse user, who owns the volume."""
     s = plan.settings
-    files = _live_files(plan, shared, hosts)
-    staged = tuple(File(f"{LIVE_STAGE}/{rel}", lambda _sec, t=text: t)
+    files = live_config.published(plan, shared, hosts)
+    staged = tuple(File(f"{live_config.STAGE}/{rel}", lambda _sec, t=text: t)
                    for rel, text in sorted(files.items()))
     return _spec(
         plan, "live-config", size_of="nginx",
         image=s.images.nginx,
-        command=(LIVE_PUBLISH,),
+        command=(live_config.PUBLISH,),
         entrypoint=("/bin/sh",),
-        healthcheck=Healthcheck(("CMD", "/bin/sh", LIVE_CHECK),
+        healthcheck=Healthcheck(("CMD", "/bin/sh", live_config.CHECK),
                                 interval_s=SINGLETON_PROBE_INTERVAL_S, start_period_s=0),
         files=(*staged,
-               File(LIVE_PUBLISH, lambda _sec: _live_publish_script(
+               File(live_config.PUBLISH, lambda _sec: live_config.render_publish_script(
                    files, [p.name for p in plan.processes]), executable=True),
-               File(LIVE_CHECK, lambda _sec: _live_check_script(files, plan))),
+               File(live_config.CHECK, lambda _sec: live_config.render_check_script(files, plan))),
         mounts=(Mount("live-config", LIVE_CONFIG_DIR),),
         privileges=Privileges(user=f"{SYNAPSE_UID}:{SYNAPSE_UID}"),
     )

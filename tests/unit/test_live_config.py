@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from components.containers import LIVE_CHECK, LIVE_PUBLISH, LIVE_STAGE, build_deployment
+from components.containers import build_deployment
+from components.live_config import CHECK as LIVE_CHECK
+from components.live_config import PUBLISH as LIVE_PUBLISH
+from components.live_config import STAGE as LIVE_STAGE
 from components.settings import load_settings
 from components.synapse_config import LIVE_CONFIG_DIR, RELOADABLE_PATH, log_config_path
 from components.topology import build_plan

@@ -9,7 +9,7 @@ import yaml
 import pytest
 
 from components.containers import build_deployment
-from components.containers import LIVE_STAGE
+from components.live_config import STAGE as LIVE_STAGE
 from components.prometheus_conf import (
     CONFIG_PATH, JOB, LIVE_DIR, METRICS_PATH, TARGET_FILES, TARGETS_SUBDIR,
 )
