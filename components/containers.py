@@ -308,7 +308,7 @@ def _start_script(p: Process) -> str:
     stale = " ".join(shlex.quote(x) for s in p.sockets for x in (s, s + ".lock"))
     owned = " ".join([DATA_DIR] + [SHARED_MOUNTS[v] for v in p.volumes])
     secrets = shlex.quote(SECRETS_DIR)
-    reloaded = (log_config_path(p.worker_class), RELOADABLE_PATH)
+    reloaded = live_config.reloaded_files(p.worker_class)
     watch = " ".join(shlex.quote(a) for a in (
         live_config.reload_watch_script(), live_config.RELOAD_WATCH_NAME,
         loaded_marker(p.name), p.health_socket,

@@ -296,8 +296,9 @@ def impact(old: Side, new: Side) -> Report:
     depends_on = {c.key: c.depends_on for c in new.deployment.containers}
     moved = {c.key for c in new.deployment.containers
              if by_name[c.name].action in (CREATE, REPLACE)}
-    restarted_keys = {new.deployment.container_named(n).key for n in restarted
-                      if n in name_of.values()}
+    # `restarted` names only containers of the new deployment (`synapse` is its).
+    gone = set(restarted)
+    restarted_keys = {k for k, n in name_of.items() if n in gone}
     return Report(
         changes=changes,
         warnings=[*new.warnings, *warnings_for(old.plan, new.plan, restarted)],

@@ -17,7 +17,9 @@ import shlex
 from typing import Mapping
 
 from components import prometheus_conf
-from components.synapse_config import LIVE_CONFIG_DIR, RELOADABLE_PATH
+from components.synapse_config import (
+    LIVE_CONFIG_DIR, RELOADABLE_PATH, loaded_marker, log_config_path,
+)
 from components.topology import Plan
 
 STAGE = "/stage"  # live-config's uploads, copied from here into the volume
@@ -29,6 +31,12 @@ RELOAD_POLL_S = 2
 # A marker not rewritten for this long is a stopped process's: live-config's check
 # ignores it, so a stopped worker does not hold up the next reload.
 MARKER_STALE_S = 5 * RELOAD_POLL_S
+
+
+def reloaded_files(worker_class: str) -> tuple[str, ...]:
+    """What a process of the class re-reads on SIGHUP: the files its watcher
+    watches and its marker records (live-config's check compares the same)."""
+    return (log_config_path(worker_class), RELOADABLE_PATH)
 
 
 def reload_watch_script() -> str:
@@ -104,16 +112,18 @@ def render_check_script(files: Mapping[str, str], plan: Plan) -> str:
     same = [f'[ "$(cksum < {shlex.quote(f"{STAGE}/{rel}")})" = '
             f'"$(cksum < {shlex.quote(f"{live}/{rel}")} 2>/dev/null)" ] || exit 1'
             for rel in sorted(files)]
-    pairs = " ".join(f"{p.name}:{p.worker_class}" for p in plan.processes)
     return "\n".join([
         "#!/bin/sh",
         *same,
-        f"for p in {pairs}; do",
-        f'  m={shlex.quote(live)}/loaded/${{p%%:*}}',
-        '  [ -e "$m" ] || continue',
-        f'  [ $(( $(date +%s) - $(stat -c %Y "$m") )) -gt {MARKER_STALE_S} ] && continue',
-        f'  [ "$(cat "$m")" = "$(cat {shlex.quote(live)}/log/${{p#*:}}.log.config '
-        f'{shlex.quote(RELOADABLE_PATH)} | cksum)" ] || exit 1',
-        "done",
+        # loaded MARKER FILE...: the process has loaded FILE... (or is not running)
+        "loaded() {",
+        '  m=$1; shift',
+        '  [ -e "$m" ] || return 0',
+        f'  [ $(( $(date +%s) - $(stat -c %Y "$m") )) -gt {MARKER_STALE_S} ] && return 0',
+        '  [ "$(cat "$m")" = "$(cat "$@" | cksum)" ]',
+        "}",
+        *(" ".join(["loaded", shlex.quote(loaded_marker(p.name)),
+                    *map(shlex.quote, reloaded_files(p.worker_class)), "|| exit 1"])
+          for p in plan.processes),
         "",
     ])
