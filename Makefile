@@ -98,7 +98,7 @@ upgrade-postgres: guard-secrets venv
 ## AGAINST= the stack file it was deployed with (default: the committed one).
 AGAINST ?= config/Pulumi.$(STACK).yaml
 impact: venv
-	$(PY) -m components.impact --config config/Pulumi.$(STACK).yaml --against $(AGAINST) \
+	$(PY) -m components.tools.impact --config config/Pulumi.$(STACK).yaml --against $(AGAINST) \
 	    $(foreach s,$(SET),--set $(s))
 	$(PY) -m ops.schema_check --config config/Pulumi.$(STACK).yaml $(foreach s,$(SET),--set $(s))
 
@@ -109,9 +109,9 @@ schema-check: venv
 	$(PY) -m ops.schema_check --config config/Pulumi.$(STACK).yaml
 
 ## What this host's Docker engine would make drift or refuse, before deploying
-## $(STACK) (components/doctor.py); `make up` runs it first.
+## $(STACK) (components/tools/doctor.py); `make up` runs it first.
 doctor: venv
-	$(PY) -m components.doctor --config config/Pulumi.$(STACK).yaml
+	$(PY) -m components.tools.doctor --config config/Pulumi.$(STACK).yaml
 
 ## Every file each container of $(STACK) would get, without Pulumi, into out/$(STACK).
 render: venv

@@ -1,5 +1,5 @@
-"""Entry point for `pulumi up`: the program lives in components/stack.py."""
+"""Entry point for `pulumi up`: the program lives in components/program.py."""
 
-from components.stack import main
+from components.program import main
 
 main()

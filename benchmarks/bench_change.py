@@ -4,7 +4,7 @@ transaction ID until acknowledged, Bob syncs, one probe per endpoint class every
 0.25 s), each kind of change applied with the replay harness in sequence, each
 relative to the previous state, on the `one-of-each`, `specialized` and `large`
 presets: the containers the up replaced, updated, created and deleted (the
-harness's plan) beside what the impact report (components/impact.py) predicted,
+harness's plan) beside what the impact report (components/tools/impact.py) predicted,
 the seconds each endpoint class was unavailable, the failed probes, the send
 attempts that failed and were retried, and how long the up took.
 
@@ -33,8 +33,8 @@ import aiohttp
 import nio
 
 from benchmarks.bench_deploy import stack_file
-from components import impact
-from components.workers import PRESETS as WORKER_PRESETS
+from components.tools import impact
+from components.plan.workers import PRESETS as WORKER_PRESETS
 from tests.e2e import replay
 from tests.e2e.images.build import SYNAPSE_NEXT
 from tests.e2e.live import Traffic
@@ -218,7 +218,7 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
              "successful one. *Main replaced*: main's own step (stop, create, healthy). "
              "*Retried sends*: failed attempts, each retried until acknowledged (no message "
              "was lost or stored twice). *Report = plan*: the impact report "
-             "(components/impact.py) run before the change predicted the replay's plan."]
+             "(components/tools/impact.py) run before the change predicted the replay's plan."]
     for p in presets:
         changes = p["changes"]
         classes = sorted({c for r in changes for c in r["unavailable_s"]})

@@ -30,9 +30,9 @@ from typing import Any
 import yaml
 
 from benchmarks import stats, startup_watch as sw
-from components.containers import build_deployment
-from components.settings import load_settings
-from components.topology import build_plan
+from components.render.containers import build_deployment
+from components.plan.settings import load_settings
+from components.plan.topology import build_plan
 from tests.e2e import replay
 from tests.e2e.replay import engine
 from tests.e2e.replay.graph import dependency_graph, depth

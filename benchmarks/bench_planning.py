@@ -46,9 +46,9 @@ from typing import Any
 import yaml
 
 from benchmarks import stats
-from components import postgres_conf
-from components.settings import MAX_WORKERS_PER_CLASS
-from components.workers import CLASS_NAMES
+from components.plan import postgres_conf
+from components.plan.settings import MAX_WORKERS_PER_CLASS
+from components.plan.workers import CLASS_NAMES
 
 NAME = "planning"
 TITLE = "Planning cost"
@@ -77,7 +77,7 @@ IN_CHILD = ("program", "bare", "render_inproc")  # timed inside the child
 
 def distribute(processes: int) -> dict[str, int]:
     """Worker counts for `processes` Synapse processes: main plus the rest spread
-    evenly over the classes, in the order components/workers.py lists them."""
+    evenly over the classes, in the order components/plan/workers.py lists them."""
     workers = processes - 1
     if not 0 <= workers <= len(CLASS_NAMES) * MAX_WORKERS_PER_CLASS:
         raise ValueError(f"{processes} processes is outside 1..{LARGEST}")
@@ -135,7 +135,7 @@ def _settle() -> None:
 def probe(measure: str, config: Path, resources: int, containers: int) -> dict[str, Any]:
     """Run one measurement in this process; imports happen before the clock starts."""
     if measure == "program":
-        import components.stack  # noqa: F401  (the program's imports, untimed)
+        import components.program  # noqa: F401  (the program's imports, untimed)
         from tests.support.capture import run_stack_file
 
         hwm = _hwm_kib()
@@ -165,9 +165,9 @@ def probe(measure: str, config: Path, resources: int, containers: int) -> dict[s
         return {"seconds": seconds, "resources": len(monitor.registered),
                 "hwm_after_imports_kib": hwm}
     if measure == "render_inproc":
-        from components.containers import build_deployment
-        from components.render import plan_for
-        from components.synapse_config import PLACEHOLDERS
+        from components.render.containers import build_deployment
+        from components.render.cli import plan_for
+        from components.render.synapse_config import PLACEHOLDERS
 
         hwm = _hwm_kib()
         t0 = time.perf_counter()
@@ -383,7 +383,7 @@ def commentary(result: dict[str, Any]) -> list[str]:
         f"{_median(last, 'render_cli'):.2f} s for {last['files']} files, "
         f"{_median(last, 'render_cli') / _median(last, 'render_inproc'):.1f}x planning and "
         "rendering in process: besides writing, it renders every file a second time for "
-        "the config-hash label in manifest.json (components/render.py `manifest` reads "
+        "the config-hash label in manifest.json (components/render/cli.py `manifest` reads "
         "`ContainerSpec.labels`, whose `config_hash` renders the container's files).")
     spread = [(s["processes"], m, s[m]["seconds"]["max"] / s[m]["seconds"]["min"])
               for s in sizes for m in MEASURES if s[m]["seconds"]["min"] > 0]

@@ -52,7 +52,7 @@ from typing import Any, Mapping
 
 from benchmarks import stats
 from benchmarks.bench_deploy import PORTS, stack_file as bench_stack_file
-from components.workers import CLASS_NAMES, MAIN
+from components.plan.workers import CLASS_NAMES, MAIN
 
 NAME = "serving"
 TITLE = "Serving: messages per second and send-to-sync latency"
@@ -269,7 +269,7 @@ def _exec(container: str, cmd: list[str]) -> str:
 def redis_counters(container: str) -> dict[str, Any]:
     """Redis' own counters: commands by name (calls), bytes in and out, and the
     pub/sub channels with their subscriber counts."""
-    from components.topology import REDIS_SOCKET
+    from components.plan.topology import REDIS_SOCKET
 
     cli = ["redis-cli", "-s", REDIS_SOCKET]
     calls: dict[str, int] = {}
@@ -308,7 +308,7 @@ def process_metrics(container: str) -> dict[str, dict[str, float]]:
     """From a Synapse process' metrics listener (port 9000 inside its container):
     replication HTTP requests it served by servlet, and the CPU seconds it
     attributes to each background process, Measure block and servlet."""
-    from components.topology import METRICS_PORT
+    from components.plan.topology import METRICS_PORT
 
     text = _exec(container, ["curl", "-s", f"http://127.0.0.1:{METRICS_PORT}/_synapse/metrics"])
     http: dict[str, float] = {}

@@ -11,7 +11,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from components.settings import DEFAULT_IMAGES
+from components.plan.settings import DEFAULT_IMAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 UNAVAILABLE = "unavailable"

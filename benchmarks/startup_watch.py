@@ -8,7 +8,7 @@ cpuacct.usage, which counts every process in the container, healthcheck execs
 included, since Docker runs them in the container's cgroup).
 
 Readiness, per role, the same thing the container's healthcheck tests
-(components/containers.py):
+(components/render/containers.py):
   Synapse, nginx  GET /health over the UNIX socket the healthcheck curls -> 200
   postgres        postmaster.pid names PID 1 (the final server, not initdb's) and
                   its socket accepts a connection
@@ -30,9 +30,9 @@ from typing import Any
 
 import docker
 
-from components.containers import LABEL_PREFIX, REDIS_SOCKET
-from components.prometheus_conf import PORT as PROMETHEUS_PORT
-from components.topology import POSTGRES_SOCKET_DIR
+from components.render.containers import LABEL_PREFIX, REDIS_SOCKET
+from components.render.prometheus_conf import PORT as PROMETHEUS_PORT
+from components.plan.topology import POSTGRES_SOCKET_DIR
 
 READY_POLL_S = 0.05
 CPUACCT = Path("/sys/fs/cgroup/cpuacct/docker")  # cgroup v1, cgroupfs driver (this host)

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import pulumi
 import pulumi_random as random
 
-from components import secret_keys
+from components.plan import secret_keys
 
 SECRET_LENGTH = 48
 

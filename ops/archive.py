@@ -8,7 +8,7 @@ A backup is a directory `<dest>/<stack>/<UTC time>` holding
                   key derived from the passphrase (scrypt, then Fernet: AES-128-CBC
                   with an HMAC-SHA256, from `cryptography`); never plain at rest.
                   The scheduled backup container copies in the program's sealed
-                  file instead (components/backup_secrets.py); both open here
+                  file instead (components/render/backup_secrets.py); both open here
   manifest.json   versions, sizes and SHA-256 of the three files above
 It is written under a `.partial` name and renamed when complete, so a directory
 without that suffix and with a manifest is a whole backup.
@@ -27,9 +27,9 @@ from typing import Any, Mapping
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from components import backup_secrets
-from components.backup_conf import DATABASE, MANIFEST, MEDIA, PARTIAL, PAYLOAD, SECRETS  # noqa: F401
-from components.backup_secrets import SCRYPT_N, SCRYPT_P, SCRYPT_R
+from components.render import backup_secrets
+from components.render.backup_conf import DATABASE, MANIFEST, MEDIA, PARTIAL, PAYLOAD, SECRETS  # noqa: F401
+from components.render.backup_secrets import SCRYPT_N, SCRYPT_P, SCRYPT_R
 
 FORMAT = 1
 PASSPHRASE_VARS = ("BACKUP_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE")

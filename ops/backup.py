@@ -32,9 +32,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from components.errors import ConfigError
-from components.stack_config import cli_error
-from components.synapse_config import MEDIA_DIR
+from components.plan.errors import ConfigError
+from components.plan.stack_config import cli_error
+from components.render.synapse_config import MEDIA_DIR
 from ops import archive
 from ops.archive import BackupError
 from ops.docker_cli import docker, running, text, to_file

@@ -32,10 +32,10 @@ import tarfile
 import time
 from pathlib import Path
 
-from components.containers import POSTGRES_DATA
-from components.errors import ConfigError
-from components.stack_config import cli_error
-from components.synapse_config import MEDIA_DIR, POSTGRES_DB, POSTGRES_USER
+from components.render.containers import POSTGRES_DATA
+from components.plan.errors import ConfigError
+from components.plan.stack_config import cli_error
+from components.render.synapse_config import MEDIA_DIR, POSTGRES_DB, POSTGRES_USER
 from ops import archive
 from ops.archive import BackupError
 from ops.docker_cli import docker, from_file, inspect, text

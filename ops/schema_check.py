@@ -36,8 +36,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.errors import ConfigError
-from components.stack_config import cli_error, override_arg, read_stack_file
+from components.plan.errors import ConfigError
+from components.plan.stack_config import cli_error, override_arg, read_stack_file
 from ops import upgrade_postgres
 from ops.archive import BackupError
 from ops.docker_cli import docker, inspect, running, text

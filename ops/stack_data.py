@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from components import secret_keys
-from components.containers import SYNAPSE_UID, build_deployment
-from components.stack_config import read_stack_file, stack_name_of
-from components.synapse_config import POSTGRES_DB, POSTGRES_USER
-from components.topology import build_plan
+from components.plan import secret_keys
+from components.render.containers import SYNAPSE_UID, build_deployment
+from components.plan.stack_config import read_stack_file, stack_name_of
+from components.render.synapse_config import POSTGRES_DB, POSTGRES_USER
+from components.plan.topology import build_plan
 
 WRITER_ROLES = ("main", "worker", "backup")
 DB_ARGS = ("--username", POSTGRES_USER, "--dbname", POSTGRES_DB)

@@ -40,10 +40,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components import validators
-from components.containers import POSTGRES_DATA
-from components.errors import ConfigError
-from components.stack_config import cli_error
+from components.plan import validators
+from components.render.containers import POSTGRES_DATA
+from components.plan.errors import ConfigError
+from components.plan.stack_config import cli_error
 from ops.archive import BackupError
 from ops.docker_cli import docker, from_file, inspect, running, text, to_file
 from ops.restore import start_postgres, stop

@@ -12,7 +12,7 @@ import time
 import docker
 import pytest
 
-from components.settings import DEFAULT_IMAGES
+from components.plan.settings import DEFAULT_IMAGES
 from tests.e2e.timings import SESSION_START, TIMINGS, record
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ import aiohttp
 import nio
 from nio.client.async_client import on_request_chunk_sent
 
-from components.nginx_conf import SERVED_BY_HEADER
+from components.render.nginx_conf import SERVED_BY_HEADER
 
 
 @dataclass(frozen=True)

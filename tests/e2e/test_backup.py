@@ -36,7 +36,7 @@ from urllib.request import urlopen
 import nio
 import pytest
 
-from components.containers import backups_volume
+from components.render.containers import backups_volume
 from ops import archive, backup, restore
 from ops.archive import BackupError
 from ops.stack_data import stack_data

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 
 def test_doctor_reads_this_engine_and_leaves_nothing_behind(docker_engine: docker.DockerClient):
     before = {n.name for n in docker_engine.networks.list()}
-    run = subprocess.run([sys.executable, "-m", "components.doctor", "--config",
+    run = subprocess.run([sys.executable, "-m", "components.tools.doctor", "--config",
                           "config/Pulumi.dev.yaml"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     api = docker_engine.version()["ApiVersion"]

@@ -49,10 +49,10 @@ import docker
 import nio
 import pytest
 
-from components.containers import POSTGRES_DATA
-from components.nginx_conf import HEALTH_SOCKET
-from components.synapse_config import worker_config_path
-from components.topology import REDIS_SOCKET, SOCKET_DIR
+from components.render.containers import POSTGRES_DATA
+from components.render.nginx_conf import HEALTH_SOCKET
+from components.render.synapse_config import worker_config_path
+from components.plan.topology import REDIS_SOCKET, SOCKET_DIR
 from tests.e2e import replay
 from tests.e2e.live import Traffic
 from tests.e2e.matrix_client import (

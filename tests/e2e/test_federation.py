@@ -525,7 +525,7 @@ def test_signing_keys_direct_and_through_a_as_notary(world: World):
 # --- which process did the work --------------------------------------------------
 
 
-# From docs/workers.md, not from components/routing.py (the table is under test):
+# From docs/workers.md, not from components/plan/routing.py (the table is under test):
 # federation requests for one room go to the room's worker; the media repository
 # takes /_matrix/federation/v1/media/; the rest of federation and the key server
 # go to the federation reader.

@@ -236,10 +236,10 @@ def test_prometheus_runs_as_nobody_on_its_volume_and_accepts_the_rendered_config
     the /prometheus volume (a fresh volume takes the image's owner), the config at
     /etc/prometheus/prometheus.yml; promtool accepts what the program renders, and
     /-/ready answers to the healthcheck's wget."""
-    from components.containers import PROMETHEUS_UID, build_deployment
-    from components.prometheus_conf import CONFIG_PATH
-    from components.settings import load_settings
-    from components.topology import build_plan
+    from components.render.containers import PROMETHEUS_UID, build_deployment
+    from components.render.prometheus_conf import CONFIG_PATH
+    from components.plan.settings import load_settings
+    from components.plan.topology import build_plan
 
     spec = build_deployment(build_plan(load_settings({"serverName": "example.org"}, "img"))
                             ).container("prometheus")

@@ -10,8 +10,8 @@ import tarfile
 
 import pytest
 
-from components import provider_model as pm
-from components.containers import LABEL_PREFIX
+from components.provider import model as pm
+from components.render.containers import LABEL_PREFIX
 from tests.e2e import replay
 from tests.e2e.replay import engine, graph, state as state_mod
 from tests.e2e.replay.docker_api import upload_archive

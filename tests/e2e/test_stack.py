@@ -11,7 +11,7 @@ there), then kill -9 a rooms worker while messages are being sent.
 Every request is checked against the process nginx says served it (the
 SERVED_BY_HEADER response header): EXPECTED below states, from Synapse's
 docs/workers.md and the worker-class design, which class must serve each endpoint.
-It is deliberately not read from components/routing.py: the table is what is
+It is deliberately not read from components/plan/routing.py: the table is what is
 under test.
 
 Run: .venv/bin/python -m pytest tests/e2e -m e2e -x -s   (one stack: add -k "[dev]")
@@ -44,11 +44,14 @@ import nio
 import pytest
 import yaml
 
-from components import impact, nginx_conf, postgres_conf, render
-from components.containers import NGINX_PORTS, POSTGRES_UID
-from components.nginx_conf import SERVED_BY_HEADER
-from components.synapse_config import POSTGRES_DB, POSTGRES_USER, log_config_path, log_file_path
-from components.topology import POSTGRES_SOCKET_DIR, postgres_settings
+from components.tools import impact
+from components.render import nginx_conf
+from components.plan import postgres_conf
+from components.render import cli as render
+from components.render.containers import NGINX_PORTS, POSTGRES_UID
+from components.render.nginx_conf import SERVED_BY_HEADER
+from components.render.synapse_config import POSTGRES_DB, POSTGRES_USER, log_config_path, log_file_path
+from components.plan.topology import POSTGRES_SOCKET_DIR, postgres_settings
 from tests.e2e import replay
 from tests.e2e.images.build import SYNAPSE_NEXT
 from tests.e2e.live import Traffic, wait_restarted_healthy
@@ -71,7 +74,7 @@ from tests.e2e.matrix_client import (
     sync_once,
     sync_until,
 )
-from components import provider_model as pm
+from components.provider import model as pm
 from tests.support.capture import reveal
 from tests.support.tls import renew
 
@@ -99,7 +102,7 @@ class Expect:
 
 # Which class serves each endpoint the scenarios use. Sources: docs/workers.md
 # (generic_worker endpoint lists, "Stream writers", media_repository) and the
-# worker-class design (components/workers.py summaries: client_sync does sync and
+# worker-class design (components/plan/workers.py summaries: client_sync does sync and
 # writes typing/to_device/receipts; rooms takes room-scoped requests hashed by room;
 # federation_reader takes federation without a room and the key server; main keeps
 # login, registration, room creation, profile, the directory and the admin API).
@@ -232,7 +235,7 @@ def assert_routed(world: World, mark: int, *, failover_ok: bool = False) -> None
 
 
 def replay_header() -> str:
-    from components.nginx_conf import SERVED_BY_HEADER
+    from components.render.nginx_conf import SERVED_BY_HEADER
     return SERVED_BY_HEADER
 
 

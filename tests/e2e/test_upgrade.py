@@ -18,7 +18,7 @@ from typing import Any
 import nio
 import pytest
 
-from components.settings import DEFAULT_IMAGES
+from components.plan.settings import DEFAULT_IMAGES
 from ops import schema_check
 from ops.docker_cli import text
 from ops.stack_data import DB_ARGS

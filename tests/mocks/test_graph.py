@@ -5,9 +5,9 @@ import pulumi
 import pytest
 import yaml
 
-from components import stack as program
-from components.containers import NGINX_STAGED_TLS
-from components.nginx_conf import TLS_CERTIFICATE, TLS_KEY
+from components import program
+from components.render.containers import NGINX_STAGED_TLS
+from components.render.nginx_conf import TLS_CERTIFICATE, TLS_KEY
 from tests.support.capture import Secret, install_mocks, reveal, run_program, run_stack_file
 from tests.support.tls import issue
 
@@ -269,7 +269,7 @@ def test_creation_order_postgres_redis_then_main_then_workers_then_nginx(prod):
 
 
 def test_rooms_workers_roll_in_halves_senders_do_not(prod):
-    """rooms3 and rooms4 wait for rooms1 and rooms2 (components/rollout.py), by a
+    """rooms3 and rooms4 wait for rooms1 and rooms2 (components/plan/rollout.py), by a
     plain depends_on: no input of theirs comes from their partner, so the engine
     never replaces them because their partner is (step_generator.go
     calculateDependentReplacements reads property dependencies only)."""

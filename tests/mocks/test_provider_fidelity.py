@@ -3,7 +3,7 @@ the form the provider reads back: an unchanged stack previews empty."""
 
 import pytest
 
-from components import provider_model as pm
+from components.provider import model as pm
 from tests.support.capture import run_program, run_stack_file
 
 STACKS = {
@@ -44,9 +44,9 @@ def test_registered_containers_are_exactly_container_inputs(stack, path):
     """The impact report diffs container_inputs(); Pulumi gets the same values."""
     from pathlib import Path
 
-    from components.container_inputs import container_inputs
-    from components.render import deployment_for
-    from components.stack_config import read_stack_file
+    from components.docker.container_inputs import container_inputs
+    from components.render.cli import deployment_for
+    from components.plan.stack_config import read_stack_file
 
     cap = STACKS[stack]()
     deployment = deployment_for(Path(path))

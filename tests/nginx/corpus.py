@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.topology import Plan
+from components.plan.topology import Plan
 
 CORPUS_FILE = Path(__file__).with_name("corpus.txt")
 CLASS_TARGETS = ("main", "client_sync", "federation_reader", "media", "rooms")

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from components import nginx_conf
-from components.topology import SOCKET_DIR, Plan
+from components.render import nginx_conf
+from components.plan.topology import SOCKET_DIR, Plan
 
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from components import nginx_conf, routing
+from components.render import nginx_conf
+from components.plan import routing
 from tests.nginx.corpus import CORPUS, DEFECTS, expected_processes
 
 ADMIN = [line for line in CORPUS if line.is_admin]

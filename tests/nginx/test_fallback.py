@@ -9,7 +9,7 @@ import hashlib
 
 import pytest
 
-from components import nginx_conf
+from components.render import nginx_conf
 from tests.nginx.conftest import DEV, PROD, make_plan
 from tests.nginx.corpus import CORPUS, expected_processes
 from tests.nginx.harness import FrontDoor
@@ -59,7 +59,7 @@ def test_every_corpus_line_falls_back_to_main_unless_a_worker_writes_its_stream(
 def test_every_routed_class_has_its_fallback_and_no_writer_route_has_one():
     conf = nginx_conf.render_nginx_conf(make_plan(PROD))
     fallback = conf.split("map $synapse_route $synapse_fallback {", 1)[1].split("}", 1)[0]
-    from components import routing
+    from components.plan import routing
     for r in routing.ROUTES:
         has = f" {r.name} proc_main;" in fallback
         assert has == (r.target in WORKER_CLASSES_ROUTED), r.name

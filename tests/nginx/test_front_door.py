@@ -8,7 +8,7 @@ import json
 import re
 import time
 
-from components import nginx_conf
+from components.render import nginx_conf
 from tests.nginx.corpus import CORPUS
 
 SYNC = "/_matrix/client/v3/sync"

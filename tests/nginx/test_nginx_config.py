@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from components import nginx_conf, routing
-from components.nginx_conf import render_nginx_conf, well_known_server
+from components.render import nginx_conf
+from components.plan import routing
+from components.render.nginx_conf import render_nginx_conf, well_known_server
 from tests.nginx.conftest import DEV, NONE, PROD, SCALED, make_plan
 from tests.nginx.harness import nginx_t
 

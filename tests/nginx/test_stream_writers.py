@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from components.settings import load_settings
-from components.topology import build_plan
+from components.plan.settings import load_settings
+from components.plan.topology import build_plan
 from tests.nginx.harness import FrontDoor
 
 TOKEN = {"Authorization": "Bearer syt_dXNlcg_abcdefghijklmnopqrst_123456"}

@@ -11,7 +11,7 @@ import ssl
 
 import pytest
 
-from components import nginx_conf
+from components.render import nginx_conf
 from tests.nginx.conftest import DEV, make_plan
 from tests.nginx.harness import FrontDoor
 from tests.support.tls import issue

@@ -22,7 +22,7 @@ from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import stack as pulumi_stack
 
-from components.stack_config import (
+from components.plan.stack_config import (
     NAMESPACE,
     Encrypted,
     load_stack_file,
@@ -195,12 +195,12 @@ def install_pairs(pairs: Mapping[str, str], stack: str = "test",
 
 def run_program(raw: Mapping[str, Any], stack: str = "test",
                 secret_keys: tuple[str, ...] = ()) -> Capture:
-    """Run components.stack.main() under mocks with these `synapse:*` values."""
+    """Run components.program.main() under mocks with these `synapse:*` values."""
     return _run(install_mocks(raw, stack, secret_keys), stack)
 
 
 def _run(monitor: _Monitor, stack: str) -> Capture:
-    from components import stack as program
+    from components import program
 
     outputs = program.main()
     loop = asyncio.get_event_loop()

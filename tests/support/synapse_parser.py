@@ -11,9 +11,9 @@ from typing import Any, Mapping
 
 from synapse.config.homeserver import HomeServerConfig
 
-from components.containers import ContainerSpec, Deployment
-from components.live_config import STAGE as LIVE_STAGE
-from components.synapse_config import CONFIG_DIR, DATA_DIR, LIVE_CONFIG_DIR, MEDIA_DIR
+from components.render.containers import ContainerSpec, Deployment
+from components.render.live_config import STAGE as LIVE_STAGE
+from components.render.synapse_config import CONFIG_DIR, DATA_DIR, LIVE_CONFIG_DIR, MEDIA_DIR
 
 TEST_SECRETS = {
     "macaroonSecretKey": "m" * 32,

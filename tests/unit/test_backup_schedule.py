@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import backup_conf, backup_secrets
-from components.containers import build_deployment
-from components.errors import ConfigError
-from components.prometheus_conf import BACKUP_JOB
-from components.secret_keys import PLACEHOLDERS
-from components.settings import load_settings
-from components.stack_config import read_stack_file
+from components.render import backup_conf
+from components.render import backup_secrets
+from components.render.containers import build_deployment
+from components.plan.errors import ConfigError
+from components.render.prometheus_conf import BACKUP_JOB
+from components.plan.secret_keys import PLACEHOLDERS
+from components.plan.settings import load_settings
+from components.plan.stack_config import read_stack_file
 from ops import archive
 from ops.archive import BackupError
 

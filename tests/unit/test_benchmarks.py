@@ -7,10 +7,10 @@ import pytest
 
 from benchmarks import __main__ as runner
 from benchmarks import bench_planning, registry, report, stats
-from components.errors import ConfigError
-from components.render import plan_for
-from components.settings import MAX_WORKERS_PER_CLASS
-from components.workers import CLASS_NAMES
+from components.plan.errors import ConfigError
+from components.render.cli import plan_for
+from components.plan.settings import MAX_WORKERS_PER_CLASS
+from components.plan.workers import CLASS_NAMES
 
 MACHINE = {"cores": 2, "memory_gib": 23.5, "cpu_model": "Test CPU", "kernel": "6.1.0",
            "docker_server": "20.10.24", "python": "3.11.7", "synapse_version": "1.163.2",

@@ -56,7 +56,7 @@ def test_a_documented_command_runs_as_written(command, page, tmp_path):
     assert run.stdout.strip(), f"{page}: {command} printed nothing"
 
 
-@pytest.mark.parametrize("module", ["components.render", "components.impact", "components.doctor",
+@pytest.mark.parametrize("module", ["components.render", "components.tools.impact", "components.tools.doctor",
                                     "ops.backup", "ops.restore", "ops.schema_check",
                                     "tests.e2e.replay", "benchmarks"])
 def test_every_documented_entry_point_answers_help(module):

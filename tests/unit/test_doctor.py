@@ -1,7 +1,7 @@
-"""The pre-flight (components/doctor.py): each engine setting the provider model
+"""The pre-flight (components/tools/doctor.py): each engine setting the provider model
 says makes a stack drift, or fail, is named with its fix."""
 
-from components.doctor import Engine, findings
+from components.tools.doctor import Engine, findings
 
 CLEAN = Engine(api_version="1.41", swap_limit=True, new_networks_ipv6=False,
                daemon_log_opts={"max-size": "10m"}, log_driver="json-file")

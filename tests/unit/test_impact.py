@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import impact
-from components.impact import load_side
+from components.tools import impact
+from components.tools.impact import load_side
 from tests.e2e.replay import engine, state as state_mod
 from tests.e2e.replay.inputs import CONTAINER, is_no_op
 

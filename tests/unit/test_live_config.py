@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from components.containers import build_deployment
-from components.live_config import CHECK as LIVE_CHECK
-from components.live_config import PUBLISH as LIVE_PUBLISH
-from components.live_config import STAGE as LIVE_STAGE
-from components.settings import load_settings
-from components.synapse_config import LIVE_CONFIG_DIR, RELOADABLE_PATH, log_config_path
-from components.topology import build_plan
+from components.render.containers import build_deployment
+from components.render.live_config import CHECK as LIVE_CHECK
+from components.render.live_config import PUBLISH as LIVE_PUBLISH
+from components.render.live_config import STAGE as LIVE_STAGE
+from components.plan.settings import load_settings
+from components.render.synapse_config import LIVE_CONFIG_DIR, RELOADABLE_PATH, log_config_path
+from components.plan.topology import build_plan
 
 
 @pytest.fixture

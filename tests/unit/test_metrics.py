@@ -8,13 +8,13 @@ from __future__ import annotations
 import yaml
 import pytest
 
-from components.containers import build_deployment
-from components.live_config import STAGE as LIVE_STAGE
-from components.prometheus_conf import (
+from components.render.containers import build_deployment
+from components.render.live_config import STAGE as LIVE_STAGE
+from components.render.prometheus_conf import (
     CONFIG_PATH, JOB, LIVE_DIR, METRICS_PATH, TARGET_FILES, TARGETS_SUBDIR,
 )
-from components.settings import load_settings
-from components.topology import METRICS_PORT, build_plan
+from components.plan.settings import load_settings
+from components.plan.topology import METRICS_PORT, build_plan
 from tests.support.capture import run_program
 from tests.support.synapse_parser import live_files, parse
 

@@ -1,14 +1,14 @@
-"""Postgres tuning, overrides and the connection budget (components/postgres_conf.py)."""
+"""Postgres tuning, overrides and the connection budget (components/plan/postgres_conf.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from components import postgres_conf
-from components.errors import ConfigError
-from components.settings import MAX_WORKERS_PER_CLASS, load_settings
-from components.topology import build_plan, postgres_settings
-from components.workers import PRESETS, WORKER_CLASSES
+from components.plan import postgres_conf
+from components.plan.errors import ConfigError
+from components.plan.settings import MAX_WORKERS_PER_CLASS, load_settings
+from components.plan.topology import build_plan, postgres_settings
+from components.plan.workers import PRESETS, WORKER_CLASSES
 
 
 def _plan(**raw):

@@ -3,9 +3,9 @@ provider's source (cases from kreuzwerker's helpers and Go's time package)."""
 
 import pytest
 
-from components import provider_model as pm
-from components.errors import ConfigError
-from components.settings import load_settings
+from components.provider import model as pm
+from components.plan.errors import ConfigError
+from components.plan.settings import load_settings
 
 
 @pytest.mark.parametrize("given, stored", [
@@ -117,7 +117,7 @@ def test_a_tmpfs_change_replaces_only_through_the_resource_options():
 def test_a_same_count_mounts_change_replaces_only_through_the_resource_options():
     """ForceNew sits on `mounts.#` only: the provider would record a new source in
     state and keep the container's old mount, so the program asks for a replace."""
-    from components.container_inputs import DELETE_BEFORE_REPLACE, REPLACE_ON_CHANGES
+    from components.docker.container_inputs import DELETE_BEFORE_REPLACE, REPLACE_ON_CHANGES
 
     def mounts(*sources):
         return [{"target": f"/m{i}", "type": "volume", "source": s} for i, s in enumerate(sources)]

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from components.render import deployment_for, main as render_main
-from components.errors import ConfigError
-from components.stack_config import apply_overrides, override_arg, parse_path
-from components.synapse_config import PLACEHOLDERS
+from components.render.cli import deployment_for, main as render_main
+from components.plan.errors import ConfigError
+from components.plan.stack_config import apply_overrides, override_arg, parse_path
+from components.render.synapse_config import PLACEHOLDERS
 
 PROD = Path("config/Pulumi.prod.yaml")
 

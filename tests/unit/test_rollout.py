@@ -1,15 +1,15 @@
-"""The rollout order (components/rollout.py): which processes roll, in which
+"""The rollout order (components/plan/rollout.py): which processes roll, in which
 order an up replaces them, and who serves each class meanwhile."""
 
 from __future__ import annotations
 
 import pytest
 
-from components import rollout
-from components.containers import build_deployment
-from components.settings import load_settings
-from components.topology import build_plan
-from components.workers import PRESETS
+from components.plan import rollout
+from components.render.containers import build_deployment
+from components.plan.settings import load_settings
+from components.plan.topology import build_plan
+from components.plan.workers import PRESETS
 
 
 def plan_of(preset: str, **workers):

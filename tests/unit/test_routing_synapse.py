@@ -17,8 +17,8 @@ from unittest import mock
 
 import pytest
 
-from components import routing
-from components.routing import MAIN, ROUTES
+from components.plan import routing
+from components.plan.routing import MAIN, ROUTES
 from tests.nginx.corpus import CORPUS
 
 synapse_rest = pytest.importorskip("synapse.rest")
@@ -28,7 +28,7 @@ from synapse.rest.admin.media import register_servlets_for_media_repo  # noqa: E
 
 GENERIC_WORKER = "synapse.app.generic_worker"
 # Worker classes whose processes are generic workers with client and federation
-# resources (components/workers.py).
+# resources (components/plan/workers.py).
 GENERIC_CLASSES = ("client_sync", "rooms", "federation_reader")
 
 
@@ -158,8 +158,8 @@ def test_quarantine_writes_are_media_repo_servlets_main_drops_without_the_repo(l
 
 
 def _plan(media: int):
-    from components.settings import load_settings
-    from components.topology import build_plan
+    from components.plan.settings import load_settings
+    from components.plan.topology import build_plan
     workers = {"client_sync": 1, "federation_reader": 1, "media": media, "rooms": 1,
                "sender": 1, "tasks": 1}
     return build_plan(load_settings({"serverName": "example.org", "workers": workers}, "test"))

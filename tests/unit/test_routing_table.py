@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from components import routing, workers
-from components.routing import MAIN, ROUTES, WRITER, Key
+from components.plan import routing
+from components.plan import workers
+from components.plan.routing import MAIN, ROUTES, WRITER, Key
 
 # Streams Synapse lets a worker write (synapse/config/workers.py, WriterLocations).
 SYNAPSE_STREAMS = {"events", "typing", "to_device", "account_data", "receipts", "presence",

@@ -1,11 +1,11 @@
-"""The one table of secrets (components/secret_keys.py) and what is derived from
+"""The one table of secrets (components/plan/secret_keys.py) and what is derived from
 it: the keys the config accepts, the options extraConfig may not set, the files
 each container gets, the placeholders."""
 
-from components import secret_keys as sk
-from components.containers import build_deployment
-from components.settings import ENFORCED_HOMESERVER_KEYS, KNOWN_KEYS, load_settings
-from components.topology import build_plan
+from components.plan import secret_keys as sk
+from components.render.containers import build_deployment
+from components.plan.settings import ENFORCED_HOMESERVER_KEYS, KNOWN_KEYS, load_settings
+from components.plan.topology import build_plan
 
 
 def test_every_secret_is_a_config_key_with_a_placeholder():

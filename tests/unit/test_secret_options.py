@@ -1,10 +1,10 @@
-"""Which extraConfig values hold a secret (components/secret_options.py); the
+"""Which extraConfig values hold a secret (components/plan/secret_options.py); the
 refusal itself goes through every reader in test_validation.py."""
 
 import pytest
 
-from components import secret_options
-from components.settings import load_settings
+from components.plan import secret_options
+from components.plan.settings import load_settings
 
 
 def _nest(path, value):

@@ -2,15 +2,15 @@
 
 import pytest
 
-from components.errors import ConfigError
-from components.settings import (
+from components.plan.errors import ConfigError
+from components.plan.settings import (
     DEFAULT_IMAGES,
     check_secret_overrides,
     load_settings,
 )
-from components.stack_config import from_pulumi
-from components.topology import build_plan
-from components.workers import CLASS_NAMES, PRESETS
+from components.plan.stack_config import from_pulumi
+from components.plan.topology import build_plan
+from components.plan.workers import CLASS_NAMES, PRESETS
 
 BASE = {"serverName": "example.org"}
 
@@ -216,9 +216,10 @@ def test_stream_writers_arrive_from_pulumi_as_json():
 def test_a_preset_that_does_not_name_a_class_gives_it_no_process(monkeypatch):
     """Adding a class to the table leaves every preset complete: the impact report,
     which reads every class's count, works on it."""
-    from components import impact, settings as st
-    from components.topology import build_plan
-    from components.workers import CLASS_NAMES
+    from components.tools import impact
+    from components.plan import settings as st
+    from components.plan.topology import build_plan
+    from components.plan.workers import CLASS_NAMES
 
     monkeypatch.setattr(st, "PRESETS", {**st.PRESETS, "partial": {"rooms": 2}})
     s = st.load_settings({"serverName": "example.org", "preset": "partial"}, "t")

@@ -5,14 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.containers import build_deployment
-from components.errors import ConfigError
-from components.render import deployment_for
-from components.settings import load_settings
-from components.synapse_config import reloadable_dict, render_homeserver, render_log_config
-from components.topology import build_plan
-from components import workers
-from components.workers import PRESETS
+from components.render.containers import build_deployment
+from components.plan.errors import ConfigError
+from components.render.cli import deployment_for
+from components.plan.settings import load_settings
+from components.render.synapse_config import reloadable_dict, render_homeserver, render_log_config
+from components.plan.topology import build_plan
+from components.plan import workers
+from components.plan.workers import PRESETS
 from tests.support.synapse_parser import TEST_SECRETS, live_files, parse
 
 STACKS = ["config/Pulumi.dev.yaml", "config/Pulumi.prod.yaml"]
@@ -57,7 +57,7 @@ def test_synapse_accepts_every_process_config(stack, spec, live, tmp_path):
 
 
 def load_settings_of(stack):
-    from components.stack_config import read_stack_file
+    from components.plan.stack_config import read_stack_file
 
     return read_stack_file(Path(stack)).settings
 

@@ -1,11 +1,11 @@
 """The operator's TLS certificate and key, checked before deploy
-(components/tls_material.py): what is refused, naming the key, and what is only
+(components/plan/tls_material.py): what is refused, naming the key, and what is only
 said. The same refusals through every reader: test_validation.py."""
 
 import pytest
 
-from components import tls_material
-from components.errors import ConfigError
+from components.plan import tls_material
+from components.plan.errors import ConfigError
 from tests.support.certs import issued_chain, private_key_pem
 
 BASE = "https://matrix.example.org/"
@@ -89,7 +89,8 @@ def test_a_private_key_of_the_wrong_kind_for_the_certificate_is_refused():
 def test_render_and_impact_say_the_warnings_and_still_work(tmp_path, capsys):
     import json
 
-    from components import impact, render
+    from components.tools import impact
+    from components.render import cli as render
 
     chain, key, _ = issued_chain(["matrix.example.org"], days=5)
     stack = tmp_path / "Pulumi.t.yaml"

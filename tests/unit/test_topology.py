@@ -4,11 +4,12 @@ import dataclasses
 
 import pytest
 
-from components import topology, workers
-from components.errors import ConfigError
-from components.settings import load_settings
-from components.synapse_config import render_homeserver
-from components.topology import PlanError, build_plan
+from components.plan import topology
+from components.plan import workers
+from components.plan.errors import ConfigError
+from components.plan.settings import load_settings
+from components.render.synapse_config import render_homeserver
+from components.plan.topology import PlanError, build_plan
 
 GUIDE = {"client_sync": 1, "federation_reader": 1, "media": 1, "rooms": 4, "sender": 4, "tasks": 1}
 
@@ -233,7 +234,7 @@ def test_streams_an_older_synapse_lacks_are_left_out():
     """Synapse's WriterLocations refuses a key it does not know: 1.140 has no
     quarantined_media_changes, 1.134 no device_lists or thread_subscriptions either
     (workers.STREAM_SINCE), so their keys go and the streams stay main's."""
-    from components.synapse_config import render_homeserver
+    from components.render.synapse_config import render_homeserver
     import yaml
 
     current = _plan_on("matrixdotorg/synapse:v1.163.2", "large")
@@ -252,7 +253,7 @@ def test_streams_an_older_synapse_lacks_are_left_out():
 
 
 def test_a_stream_writer_for_a_stream_the_image_lacks_is_refused():
-    from components.errors import ConfigError
+    from components.plan.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
         _plan_on("matrixdotorg/synapse:v1.140.0", "one-of-each",

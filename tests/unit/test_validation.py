@@ -18,11 +18,11 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from components import impact
-from components import render
-from components import stack as program
-from components.errors import ConfigError
-from components.stack_config import Encrypted, override_arg, read_stack_file
+from components.tools import impact
+from components.render import cli as render
+from components import program
+from components.plan.errors import ConfigError
+from components.plan.stack_config import Encrypted, override_arg, read_stack_file
 from tests.support.capture import _run, install_pairs, stack_file_pairs
 from tests.support.certs import issued_chain, private_key_pem, self_signed
 
@@ -282,7 +282,7 @@ BAD = [
          "synapse:metrics.scrapeIntervalSeconds", "between 1 and 3600"),
     case("metrics-retention-float", "synapse:metrics:\n  retentionDays: 1.5",
          "synapse:metrics.retentionDays", "an integer"),
-    # Secrets in extraConfig (components/secret_options.py): each named option, nested ones too.
+    # Secrets in extraConfig (components/plan/secret_options.py): each named option, nested ones too.
     case("extra-smtp-pass", "synapse:extraConfig:\n  email: {smtp_host: mx, smtp_pass: hunter22}",
          "synapse:extraConfig.email.smtp_pass", "holds a secret (Synapse's email.smtp_pass"),
     case("extra-oidc-client-secret", "synapse:extraConfig:\n  oidc_providers:\n"
@@ -598,6 +598,6 @@ def test_set_values_are_typed_as_in_a_stack_file(tmp_path):
 
 
 def test_an_encrypted_value_counts_as_secret_even_if_not_listed():
-    from components.stack_config import read_stack
+    from components.plan.stack_config import read_stack
     with pytest.raises(ConfigError, match="synapse:serverName': is a secret"):
         read_stack({"synapse:serverName": Encrypted("v1:abc")}, (), "t")

@@ -31,7 +31,7 @@ from typing import Any
 
 import docker
 
-from components.settings import DEFAULT_IMAGES
+from components.plan.settings import DEFAULT_IMAGES
 from tests.e2e import replay
 from tests.e2e.fedbed import peer as peers
 from tests.e2e.stacks import PUBLISH_RULES

@@ -3,7 +3,7 @@ apply it, since neither can be installed here:
 
   inputs.py     what the replay applies; anything else is refused
   provider.py   the provider's create/read/update/delete on the engine
-  engine.py     up (refresh, plan with components/provider_model.py, print, apply)
+  engine.py     up (refresh, plan with components/provider/model.py, print, apply)
                 and down (destroy --exclude-protected, or everything)
   state.py      the per-stack state file (what Pulumi's state would hold)
   graph.py      dependency order; isolation.py the no-egress precondition

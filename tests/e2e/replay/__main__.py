@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from components.stack_config import override_arg
+from components.plan.stack_config import override_arg
 from tests.e2e.replay import engine
 from tests.e2e.replay.errors import ReplayError
 from tests.e2e.replay.stack import down, up

@@ -3,7 +3,7 @@
 up:   run the program under mocks (tests/support/capture.py); refuse any input the
       replay does not apply; refresh: read every object the state holds back from
       Docker (`make up` runs `pulumi up --refresh`); plan each resource with the
-      provider model (components/provider_model.py): same, update in place,
+      provider model (components/provider/model.py): same, update in place,
       replace (delete-before-replace where the provider or the program says so),
       create, or delete; print the plan like a preview; apply only that, each
       resource once its own dependencies are done; then the deletes (removed
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from components import provider_model as pm
-from components.containers import LABEL_PREFIX, backups_volume
-from components.stack_config import stack_name_of
+from components.provider import model as pm
+from components.render.containers import LABEL_PREFIX, backups_volume
+from components.plan.stack_config import stack_name_of
 from tests.e2e.replay import provider, state as state_mod
 from tests.e2e.replay.docker_api import api
 from tests.e2e.replay.errors import ReplayError, log

@@ -1,6 +1,6 @@
 """The provider's create, read, update and delete on a real Docker engine, one set
 per resource type, as kreuzwerker/terraform-provider-docker does them (files are
-named in components/provider_model.py). `read_*` returns the inputs as the
+named in components/provider/model.py). `read_*` returns the inputs as the
 provider stores them in state: only the keys it reads back, in its normal form.
 """
 
@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import docker
 
-from components import provider_model as pm
+from components.provider import model as pm
 from tests.e2e.replay.docker_api import api, inspect, remove_container, upload_archive, wait_healthy
 from tests.e2e.replay.errors import ReplayError, UnsupportedInput
 from tests.e2e.replay.inputs import MOUNT_TYPES, RESTART_POLICIES

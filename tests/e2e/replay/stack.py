@@ -9,8 +9,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from components.containers import LABEL_PREFIX, NGINX_PORTS, POSTGRES_PASSWORD_FILE
-from components.synapse_config import HOMESERVER_PATH, SYNAPSE_SECRETS
+from components.render.containers import LABEL_PREFIX, NGINX_PORTS, POSTGRES_PASSWORD_FILE
+from components.render.synapse_config import HOMESERVER_PATH, SYNAPSE_SECRETS
 from tests.e2e.replay import engine
 from tests.e2e.replay.errors import ReplayError
 from tests.support.capture import Capture, reveal

@@ -1,6 +1,6 @@
 """Impact report: what a config change does to a running stack, before `up`.
 
-    python -m components.impact --config NEW --against OLD [--set PATH=VALUE ...] [--json]
+    python -m components.tools.impact --config NEW --against OLD [--set PATH=VALUE ...] [--json]
 
 NEW and OLD are stack files (OLD: the config the stack was last deployed with);
 `--set` applies to NEW, with config paths as `pulumi config set --path` takes
@@ -30,16 +30,17 @@ from typing import Any, Mapping
 
 import yaml
 
-from components import provider_model as pm
-from components import rollout, secret_keys
-from components.container_inputs import (
+from components.provider import model as pm
+from components.plan import rollout
+from components.plan import secret_keys
+from components.docker.container_inputs import (
     DELETE_BEFORE_REPLACE,
     REPLACE_ON_CHANGES,
     container_inputs,
 )
-from components.containers import ContainerSpec, Deployment, build_deployment
-from components.errors import ConfigError
-from components.stack_config import (
+from components.render.containers import ContainerSpec, Deployment, build_deployment
+from components.plan.errors import ConfigError
+from components.plan.stack_config import (
     SECRET_CONFIG,
     SECRET_VALUED,
     Encrypted,
@@ -47,9 +48,9 @@ from components.stack_config import (
     override_arg,
     read_stack_file,
 )
-from components.synapse_config import PLACEHOLDERS
-from components.topology import Plan
-from components.workers import BY_NAME, MAIN, STREAMS
+from components.render.synapse_config import PLACEHOLDERS
+from components.plan.topology import Plan
+from components.plan.workers import BY_NAME, MAIN, STREAMS
 
 CREATE, REPLACE, UPDATE, DELETE, SAME = "create", "replace", "update", "delete", "same"
 
@@ -362,7 +363,7 @@ def format_text(report: Report, title: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.impact", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m components.tools.impact", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, type=Path, help="the new Pulumi.<stack>.yaml")
     parser.add_argument("--against", required=True, type=Path,

@@ -16,11 +16,11 @@ from __future__ import annotations
 import shlex
 from typing import Mapping
 
-from components import prometheus_conf
-from components.synapse_config import (
+from components.render import prometheus_conf
+from components.render.synapse_config import (
     LIVE_CONFIG_DIR, RELOADABLE_PATH, loaded_marker, log_config_path,
 )
-from components.topology import Plan
+from components.plan.topology import Plan
 
 STAGE = "/stage"  # live-config's uploads, copied from here into the volume
 PUBLISH = f"{STAGE}/publish.sh"

@@ -14,16 +14,16 @@ from typing import Any, Mapping
 
 import yaml
 
-from components.postgres_conf import DB_POOL_MIN
-from components import secret_keys
-from components.topology import (
+from components.plan.postgres_conf import DB_POOL_MIN
+from components.plan import secret_keys
+from components.plan.topology import (
     DB_POOL_MAX,
     POSTGRES_SOCKET_DIR,
     REDIS_SOCKET,
     Plan,
     Process,
 )
-from components.workers import MAIN
+from components.plan.workers import MAIN
 
 CONFIG_DIR = secret_keys.CONFIG_DIR  # rendered files, uploaded into each container
 SECRETS_DIR = secret_keys.SECRETS_DIR  # one file per secret, 0400, the Synapse user's (start.sh)

@@ -15,9 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from components import postgres_conf, provider_model, secret_keys, secret_options, validators
-from components.errors import ConfigError
-from components.workers import (
+from components.plan import postgres_conf
+from components.provider import model as provider_model
+from components.plan import secret_keys
+from components.plan import secret_options
+from components.plan import validators
+from components.plan.errors import ConfigError
+from components.plan.workers import (
     CLASS_NAMES, DEFAULT_PRESET, MAIN, PRESETS, STREAM_SINCE, STREAMS, WORKER_CLASSES,
     process_names, stream_exists, writer_problems,
 )

@@ -12,12 +12,12 @@ import types
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from components import postgres_conf
-from components.errors import ConfigError
-from components.postgres_conf import DB_POOL_MAX, RESERVED_CONNECTIONS
-from components.settings import Settings
-from components.validators import synapse_version
-from components.workers import (
+from components.plan import postgres_conf
+from components.plan.errors import ConfigError
+from components.plan.postgres_conf import DB_POOL_MAX, RESERVED_CONNECTIONS
+from components.plan.settings import Settings
+from components.plan.validators import synapse_version
+from components.plan.workers import (
     ALL, MAIN, MAIN_KEEPS_WRITING, PRESET_STREAMS, STREAMS, WORKER_CLASSES, process_names,
     slot_processes, stream_exists, writer_problems,
 )

@@ -15,8 +15,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable, Mapping
 
-from components import backup_conf, live_config, nginx_conf, prometheus_conf, rollout, secret_keys
-from components.synapse_config import (
+from components.render import backup_conf
+from components.render import live_config
+from components.render import nginx_conf
+from components.render import prometheus_conf
+from components.plan import rollout
+from components.plan import secret_keys
+from components.render.synapse_config import (
     CONFIG_DIR,
     DATA_DIR,
     HOMESERVER_PATH,
@@ -44,7 +49,7 @@ from components.synapse_config import (
     render_worker,
     worker_config_path,
 )
-from components.topology import (
+from components.plan.topology import (
     POSTGRES_SOCKET_DIR,
     REDIS_SOCKET,
     SOCKET_DIR,

@@ -24,10 +24,12 @@ from __future__ import annotations
 import shlex
 from typing import Mapping
 
-from components import backup_secrets, secret_keys, validators
-from components.settings import Settings
-from components.synapse_config import MEDIA_DIR, POSTGRES_DB, POSTGRES_USER
-from components.topology import POSTGRES_SOCKET_DIR
+from components.render import backup_secrets
+from components.plan import secret_keys
+from components.plan import validators
+from components.plan.settings import Settings
+from components.render.synapse_config import MEDIA_DIR, POSTGRES_DB, POSTGRES_USER
+from components.plan.topology import POSTGRES_SOCKET_DIR
 
 BACKUP_DIR = "/backups"  # the `backups` volume; a stack's backups in BACKUP_DIR/<stack>
 RUN_SCRIPT = f"{secret_keys.CONFIG_DIR}/backup/run.sh"
@@ -98,7 +100,7 @@ def render_metrics_script() -> str:
     """A one-file HTTP/1.0 server: every request gets METRICS_FILE. One client at a
     time, each given 5 s (only the stack's Prometheus reaches it)."""
     return "\n".join([
-        "# The backup container's metrics for Prometheus (components/backup_conf.py).",
+        "# The backup container's metrics for Prometheus (components/render/backup_conf.py).",
         "use strict;",
         "use warnings;",
         "use IO::Socket::INET;",
@@ -193,7 +195,7 @@ def render_run_script(settings: Settings, uid: int) -> str:
     ]
     return "\n".join([
         "#!/bin/bash",
-        "# synapse:backup: a backup of the stack at every scheduled time (components/backup_conf.py).",
+        "# synapse:backup: a backup of the stack at every scheduled time (components/render/backup_conf.py).",
         "set -u",
         f'dest="{BACKUP_DIR}/$STACK"',
         'if [ "$(id -u)" = 0 ]; then',

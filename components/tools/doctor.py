@@ -1,7 +1,7 @@
 """Pre-flight for a Docker host: what this host's engine would make drift, or
 refuse, before anything is deployed, and how to fix it (no Pulumi import).
 
-    python -m components.doctor --config config/Pulumi.<stack>.yaml   (make doctor)
+    python -m components.tools.doctor --config config/Pulumi.<stack>.yaml   (make doctor)
 
 The provider model (provider_model.py) describes what pulumi-docker reads back;
 some of that depends on the engine's own settings, which the program cannot see:
@@ -29,10 +29,10 @@ from typing import Any, Mapping
 
 import yaml
 
-from components import provider_model
-from components.container_inputs import LOG_OPTS
-from components.errors import ConfigError
-from components.stack_config import cli_error, read_stack_file
+from components.provider import model as provider_model
+from components.docker.container_inputs import LOG_OPTS
+from components.plan.errors import ConfigError
+from components.plan.stack_config import cli_error, read_stack_file
 
 DAEMON_JSON = Path("/etc/docker/daemon.json")
 
@@ -112,7 +112,7 @@ def probe_engine() -> Engine:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.doctor", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m components.tools.doctor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, type=Path, help="a Pulumi.<stack>.yaml")
     args = parser.parse_args(argv)

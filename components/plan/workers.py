@@ -26,8 +26,8 @@ from typing import Any, Mapping, Union
 
 # MAIN: Synapse's name for the main process in instance_map, and the routing
 # target for what only main serves: one name, defined with the routes.
-from components import routing
-from components.routing import MAIN, Key
+from components.plan import routing
+from components.plan.routing import MAIN, Key
 
 GENERIC_WORKER = "synapse.app.generic_worker"
 MEDIA_REPOSITORY = "synapse.app.media_repository"

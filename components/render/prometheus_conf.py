@@ -22,8 +22,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from components import backup_conf
-from components.topology import Plan
+from components.render import backup_conf
+from components.plan.topology import Plan
 
 JOB = "synapse"
 BACKUP_JOB = "synapse_backup"  # the backup container (synapse:backup), when enabled

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 import pulumi
 
-from components.containers import ContainerSpec, VolumeSpec
-from components.docker_container import Host, volume
+from components.render.containers import ContainerSpec, VolumeSpec
+from components.docker.docker_container import Host, volume
 
 
 @dataclass

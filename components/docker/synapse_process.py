@@ -9,8 +9,8 @@ from typing import Sequence
 import pulumi
 import pulumi_docker as docker
 
-from components.containers import ContainerSpec, VolumeSpec
-from components.docker_container import Host, volume
+from components.render.containers import ContainerSpec, VolumeSpec
+from components.docker.docker_container import Host, volume
 
 
 @dataclass

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from components.routing import MAIN
-from components.topology import Plan
+from components.plan.routing import MAIN
+from components.plan.topology import Plan
 
 
 def rolls(plan: Plan, name: str) -> bool:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from components import provider_model as pm
-from components.containers import ContainerSpec, Deployment, File, Secrets
-from components.settings import Size
-from components.synapse_config import PLACEHOLDERS
+from components.provider import model as pm
+from components.render.containers import ContainerSpec, Deployment, File, Secrets
+from components.plan.settings import Size
+from components.render.synapse_config import PLACEHOLDERS
 
 # Time pulumi-docker waits for a new container to turn healthy. Main's first start
 # creates the whole schema, which takes longer than the provider's 60 s default.

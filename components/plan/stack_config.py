@@ -61,16 +61,16 @@ from typing import Any, Callable, Collection, Mapping
 
 import yaml
 
-from components import tls_material
-from components.errors import ConfigError
-from components.secret_keys import KEYS as ALL_SECRET_KEYS
-from components.settings import (
+from components.plan import tls_material
+from components.plan.errors import ConfigError
+from components.plan.secret_keys import KEYS as ALL_SECRET_KEYS
+from components.plan.settings import (
     Settings,
     check_required_secrets,
     check_secret_overrides,
     load_settings,
 )
-from components.topology import Plan, build_plan
+from components.plan.topology import Plan, build_plan
 
 PROJECT = "synapse"  # Pulumi.yaml `name`: the namespace Pulumi gives keys without one
 NAMESPACE = f"{PROJECT}:"

@@ -18,11 +18,11 @@ from typing import Any, Mapping
 
 import yaml
 
-from components.containers import Deployment, build_deployment
-from components.errors import ConfigError
-from components.stack_config import cli_error, override_arg, read_stack_file
-from components.synapse_config import PLACEHOLDERS
-from components.topology import Plan
+from components.render.containers import Deployment, build_deployment
+from components.plan.errors import ConfigError
+from components.plan.stack_config import cli_error, override_arg, read_stack_file
+from components.render.synapse_config import PLACEHOLDERS
+from components.plan.topology import Plan
 
 
 def plan_for(path: Path, overrides: Mapping[str, Any] | None = None,

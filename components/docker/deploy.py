@@ -1,44 +1,24 @@
-"""The Pulumi program: stack config -> settings -> plan -> specs -> resources.
-
-Reads top-down: config, shared resources (networks, volumes, images, secrets),
-then components in start order (Postgres and Redis, main, workers, nginx), then
-stack outputs.
+"""The Docker target: one host's engine. Turns the plan's container specs into
+networks, volumes, images and components, in start order (Postgres and Redis,
+main, workers, nginx), and returns the stack outputs.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
-from pulumi.runtime import config as runtime_config
 
-from components import prometheus_conf
-from components.containers import Deployment, backups_volume, build_deployment
-from components.docker_container import Host, volume
-from components.errors import ConfigError
-from components.secrets import stack_secrets
-from components.services import (
+from components.docker.docker_container import Host, volume
+from components.docker.services import (
     Backup, LiveConfig, Nginx, NginxArgs, Postgres, Prometheus, Redis, ServiceArgs,
 )
-from components.stack_config import StackConfig, read_stack
-from components.synapse_process import SynapseArgs, SynapseMain, SynapseWorkers
-from components.topology import Plan
-from components.workers import WORKER_CLASSES
-
-
-def read_config() -> StackConfig:
-    """Settings, plan, the secret overrides and `secretConfig` (read_stack, the
-    reader the render command shares), or a RunError naming the bad key: Pulumi
-    prints it without a traceback, and nothing has been registered yet. Secret
-    values never reach Settings."""
-    pairs = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    secret_keys = {*runtime_config.get_config_secret_keys_env(),
-                   *(k for k in pairs if runtime_config.is_config_secret(k))}
-    try:
-        return read_stack(pairs, secret_keys, stack=pulumi.get_stack())
-    except ConfigError as e:
-        raise pulumi.RunError(str(e)) from None
+from components.docker.synapse_process import SynapseArgs, SynapseMain, SynapseWorkers
+from components.plan.topology import Plan
+from components.plan.workers import WORKER_CLASSES
+from components.render import prometheus_conf
+from components.render.containers import Deployment, backups_volume
 
 
 def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[str, Any]:
@@ -112,15 +92,3 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
         **({"backupsVolume": backups_volume(s.name_prefix)} if s.backup.enabled else {}),
         "namePrefix": s.name_prefix,
     }
-
-
-def main() -> Mapping[str, Any]:
-    config = read_config()
-    for warning in config.warnings:
-        pulumi.log.warn(warning)
-    plan = config.plan
-    outputs = deploy(plan, build_deployment(plan),
-                     stack_secrets(config.secrets, config.secret_config))
-    for key, value in outputs.items():
-        pulumi.export(key, value)
-    return outputs

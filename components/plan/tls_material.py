@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-from components.errors import ConfigError
+from components.plan.errors import ConfigError
 
 EXPIRY_WARNING_DAYS = 14
 

@@ -8,13 +8,13 @@ from typing import Mapping, Sequence
 import pulumi
 import pulumi_docker as docker
 
-from components.container_inputs import (
+from components.docker.container_inputs import (
     DELETE_BEFORE_REPLACE,
     REPLACE_ON_CHANGES,
     container_inputs,
 )
-from components.containers import ContainerSpec, Deployment, VolumeSpec
-from components.settings import Size
+from components.render.containers import ContainerSpec, Deployment, VolumeSpec
+from components.plan.settings import Size
 
 
 def _files(spec: ContainerSpec, plain: list[dict], secrets: pulumi.Output
