@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-ORDER = ("planning", "deploy", "change", "serving", "federation", "backup")
+ORDER = ("planning", "deploy", "change", "serving", "federation", "backup", "swarm_bed")
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -20,7 +20,8 @@ measures one section; `.venv/bin/python -m benchmarks.report` rewrites this file
 the plots from the results files in `benchmarks/results/` without measuring."""
 
 TITLES = {"planning": "Planning cost", "deploy": "Deploy time", "change": "Change cost",
-          "serving": "Serving", "federation": "Federation", "backup": "Backup and restore"}
+          "serving": "Serving", "federation": "Federation", "backup": "Backup and restore",
+          "swarm_bed": "Swarm bed"}
 
 
 def machine_lines(m: dict[str, Any]) -> list[str]:

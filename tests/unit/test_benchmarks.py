@@ -81,7 +81,7 @@ def test_report_says_which_sections_are_not_run_yet(tmp_path, monkeypatch):
     text = report.render(results=tmp_path / "results", plots_dir=tmp_path / "plots")
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings == ["## Planning cost", "## Deploy time", "## Change cost", "## Serving",
-                        "## Federation", "## Backup and restore"]
+                        "## Federation", "## Backup and restore", "## Swarm bed"]
     for name in registry.ORDER:
         assert f"Not run yet: `make bench` (or `.venv/bin/python -m benchmarks --only {name}`)" \
             in text

@@ -66,6 +66,16 @@ PACKAGES = [
 ]
 # postgres:17-trixie, on a rootfs of its own (TRIXIE_PACKAGES only).
 TRIXIE_IMAGES = {"postgres:17-trixie": "Dockerfile.postgres17"}
+# The swarm bed (tests/e2e/swarm/): a Docker engine to run in a container as a
+# swarm node, and the registry the nodes pull the stand-in images from. Trixie's
+# docker.io is a current engine (26.x), so the program is proven on it as well as
+# on the host's bookworm 20.10; Debian's docker-registry is the distribution
+# registry the official `registry:2` image runs.
+SWARM_NODE = "synapse-e2e/swarm-node:trixie"
+SWARM_REGISTRY = "synapse-e2e/registry:trixie"
+NODE_IMAGES = {SWARM_NODE: "Dockerfile.swarm-node", SWARM_REGISTRY: "Dockerfile.registry"}
+NODE_PACKAGES = ["ca-certificates", "docker.io", "docker-cli", "iptables", "iproute2", "procps",
+                 "docker-registry"]
 TRIXIE_PACKAGES = ["ca-certificates", "gosu", "postgresql-17"]
 TRIXIE_MIRRORS = [
     "deb http://deb.debian.org/debian trixie main",
@@ -106,7 +116,7 @@ def uv_binary():
 
 
 def build_rootfs(client, build_hash, suite=SUITE, packages=PACKAGES, mirrors=MIRRORS,
-                 essential="essential.sh", customize="customize.sh"):
+                 essential="essential.sh", customize="customize.sh", name=None):
     """mmdebstrap piped straight into the engine: no tarball on disk."""
     hook = lambda name: f'sh {shlex.quote(str(HERE / "hooks" / name))} "$1"'
     command = [
@@ -114,7 +124,7 @@ def build_rootfs(client, build_hash, suite=SUITE, packages=PACKAGES, mirrors=MIR
         "--skip=cleanup/run",  # keeps /run/postgresql; customize.sh cleans the rest
         "--include=" + ",".join(packages),
         "--dpkgopt=" + str(HERE / "dpkg-excludes.cfg"),
-        "--essential-hook=" + hook(essential),
+        *(["--essential-hook=" + hook(essential)] if essential else []),
         "--customize-hook=" + hook(customize),
         suite, "-", *mirrors,
     ]
@@ -122,9 +132,10 @@ def build_rootfs(client, build_hash, suite=SUITE, packages=PACKAGES, mirrors=MIR
                E2E_SYNAPSE_PEER_REQUIREMENT=f"matrix-synapse[redis]=={PEER_SYNAPSE_VERSION}",
                E2E_SYNAPSE_PEER_EXCLUDE_NEWER=PEER_EXCLUDE_NEWER,
                E2E_ROOTFS_FILES=str(HERE / "rootfs"))
-    tag = build_hash[:12] if suite == SUITE else f"{suite}-{build_hash[:12]}"
+    name = name or (None if suite == SUITE else suite)
+    tag = f"{name}-{build_hash[:12]}" if name else build_hash[:12]
     ref = f"{ROOTFS_REPO}:{tag}"
-    log = CACHE / f"mmdebstrap-{suite}.log"
+    log = CACHE / f"mmdebstrap-{name or suite}.log"
     with open(log, "w") as log_file, subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=log_file, env=env) as bootstrap:
         result = client.api.import_image_from_stream(
@@ -167,7 +178,7 @@ def main():
     with open(CACHE / "build.lock", "w") as lock:  # parallel test runs build once
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not force and all(current(client, tag, build_hash)
-                             for tag in (*IMAGES, *TRIXIE_IMAGES)):
+                             for tag in (*IMAGES, *TRIXIE_IMAGES, *NODE_IMAGES)):
             print(f"stand-in images up to date ({build_hash[:12]}), "
                   f"checked in {time.monotonic() - started:.1f} s")
             return
@@ -176,7 +187,11 @@ def main():
                                     (TRIXIE_IMAGES, {"suite": "trixie", "packages": TRIXIE_PACKAGES,
                                                      "mirrors": TRIXIE_MIRRORS,
                                                      "essential": "essential-postgres.sh",
-                                                     "customize": "customize-postgres.sh"})):
+                                                     "customize": "customize-postgres.sh"}),
+                                    (NODE_IMAGES, {"suite": "trixie", "packages": NODE_PACKAGES,
+                                                   "mirrors": TRIXIE_MIRRORS, "essential": None,
+                                                   "customize": "customize-node.sh",
+                                                   "name": "trixie-node"})):
             rootfs = build_rootfs(client, build_hash, **rootfs_args)
             print(f"rootfs {rootfs}: {time.monotonic() - started:.0f} s")
             for tag, dockerfile in images.items():
