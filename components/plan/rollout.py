@@ -36,7 +36,7 @@ from components.plan.topology import Plan
 def rolls(plan: Plan, name: str) -> bool:
     """A worker Synapse names nowhere: it may be replaced while its peers serve."""
     p = plan.process(name)
-    return not p.is_main and p.replication_socket is None
+    return not p.is_main and p.replication is None
 
 
 def partners(plan: Plan) -> dict[str, str]:
@@ -91,7 +91,7 @@ def serving(plan: Plan, depends_on: Mapping[str, Sequence[str]], restarted: set[
     together); else main serves them (nginx's fallback) while the class is down,
     main itself being back by then (workers wait for it)."""
     out = {MAIN: "down while it restarts" if MAIN in restarted else "serves"}
-    for cls in dict.fromkeys(p.worker_class for p in plan.processes if p.inbound_socket):
+    for cls in dict.fromkeys(p.worker_class for p in plan.processes if p.inbound):
         if cls == MAIN:
             continue
         names = [p.name for p in plan.by_class(cls)]

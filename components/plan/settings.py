@@ -185,6 +185,31 @@ class PostgresSettings:
     overrides: Mapping[str, str]
 
 
+TARGETS = ("docker", "swarm")
+# Swarm placement: a constraint as `docker service create --constraint` takes it
+# (docs: "Specify service constraints"), one attribute, == or !=, one value.
+_CONSTRAINT = re.compile(
+    r"^(node\.(id|hostname|role|platform\.os|platform\.arch)|(node|engine)\.labels\.[A-Za-z0-9_.-]+)"
+    r"\s*(==|!=)\s*[^\s=!]+$")
+# What holds data in a node-local volume, so must stay on one node: main and the
+# media workers share the media store, Postgres its database, Prometheus its TSDB.
+PINNED = ("main", "media", "postgres", "prometheus")
+DATA_NODE = "node.labels.synapse.data == true"
+# The Swarm services besides the Synapse processes, placed by the same table.
+SWARM_SERVICES = ("postgres", "redis", "nginx", "prometheus")
+
+
+@dataclass(frozen=True)
+class SwarmSettings:
+    """`synapse:swarm`, read when `synapse:target` is swarm: where each class of
+    service may run (constraints, all of which a node must meet)."""
+    placement: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: types.MappingProxyType({}))
+
+    def constraints(self, service: str) -> tuple[str, ...]:
+        return self.placement.get(service, ())
+
+
 @dataclass(frozen=True)
 class Settings:
     stack: str
@@ -217,6 +242,9 @@ class Settings:
     healthcheck_start_interval_s: int = 0
     federation: FederationSettings = FederationSettings()
     backup: BackupSettings = BackupSettings()
+    # `synapse:target`: one host's Docker engine, or a Docker Swarm cluster.
+    target: str = "docker"
+    swarm: SwarmSettings = SwarmSettings()
 
 
 # --- small typed readers; each names the key path on error ---------------------
@@ -586,11 +614,57 @@ def _stream_writers(raw: Mapping, workers: Mapping[str, int],
     return _freeze(out)
 
 
+def _target(raw: Mapping) -> str:
+    target = raw.get("target", "docker")
+    if target not in TARGETS:
+        raise ConfigError(("target",), f"must be one of {', '.join(TARGETS)}, got {target!r}")
+    return target
+
+
+def _swarm(raw: Mapping, target: str, backup: BackupSettings) -> SwarmSettings:
+    value = _mapping(raw, "swarm")
+    path = ("swarm",)
+    if value and target != "swarm":
+        raise ConfigError(path, "is read only with target: swarm (this stack's target is "
+                                f"{target})")
+    if target != "swarm":
+        return SwarmSettings()
+    if backup.enabled:
+        raise ConfigError(("backup", "enabled"), "the scheduled backup container is not "
+                          "available on target swarm yet (it reads Postgres' socket and the "
+                          "media volume on one host); take backups on the data node")
+    _no_unknown(value, ("placement",), path)
+    given = _mapping(value, "placement", path)
+    services = (MAIN, *CLASS_NAMES, *SWARM_SERVICES)
+    _no_unknown(given, services, path + ("placement",))
+    placement = {name: (DATA_NODE,) for name in (*PINNED, "redis", "nginx")}
+    for name, constraints in given.items():
+        at = path + ("placement", name)
+        listed = [constraints] if isinstance(constraints, str) else constraints
+        _expect(listed, list, at, "a constraint or a list of them")
+        for i, c in enumerate(listed):
+            _str(c, at + (i,), lambda v: bool(_CONSTRAINT.match(v.strip())),
+                 "a Swarm constraint such as 'node.labels.synapse.data == true' or "
+                 "'node.hostname == host1'")
+        placement[name] = tuple(c.strip() for c in listed)
+    for name in PINNED:
+        if not placement[name]:
+            raise ConfigError(path + ("placement", name),
+                              f"{name} keeps its data in a volume on one node: give a constraint "
+                              "that names that node (a label or node.hostname)")
+    if placement["media"] != placement["main"]:
+        raise ConfigError(path + ("placement", "media"),
+                          "must equal swarm.placement.main: the media workers and main share "
+                          "the media store, a volume on one node")
+    return SwarmSettings(placement=_freeze(placement))
+
+
 KNOWN_KEYS = (
     "serverName", "publicBaseUrl", "namePrefix", "preset", "workers", "images", "nginx", "log",
     "sizes", "containerSizes", "maxUploadSizeMb", "trustedKeyServers", "egress",
     "reportStats", "extraConfig", "secretConfig", "postgres", "streamWriters",
-    "metrics", "healthcheckStartInterval", "federation", "backup", *secret_keys.KEYS,
+    "metrics", "healthcheckStartInterval", "federation", "backup", "target", "swarm",
+    *secret_keys.KEYS,
 )
 
 
@@ -611,6 +685,8 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
     workers = _workers(raw, preset)
     nginx = _nginx(raw, base_url)
     images = _images(raw)
+    backup = _backup(raw)
+    target = _target(raw)
     return Settings(
         stack=stack,
         server_name=server_name,
@@ -638,7 +714,9 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         healthcheck_start_interval_s=_int(raw.get("healthcheckStartInterval", 0),
                                           ("healthcheckStartInterval",), 0, 60),
         federation=_federation(raw),
-        backup=_backup(raw),
+        backup=backup,
+        target=target,
+        swarm=_swarm(raw, target, backup),
     )
 
 

@@ -1,5 +1,9 @@
-"""Settings -> topology plan: which Synapse processes exist, their sockets,
+"""Settings -> topology plan: which Synapse processes exist, where they listen,
 instance_map, stream writers and shared duties (no Pulumi import).
+
+Where a process listens depends on the target: on one host, UNIX sockets in a
+shared volume; on a Swarm (sockets do not cross hosts), TCP ports reached by the
+process's service name on the overlay network.
 
 Everything here is derived from the worker-class table (workers.py) and the worker
 counts; `check_plan` then re-states Synapse's own rules from
@@ -43,6 +47,14 @@ def postgres_settings(settings: Settings) -> dict[str, str]:
     return postgres_conf.effective(size.cpus, size.memory_mb, settings.postgres.overrides)
 
 
+# On a Swarm: the ports a Synapse process listens on (the official image's 8008
+# for HTTP; 9093 as Synapse's workers.md uses for replication), and the services'.
+INBOUND_PORT = 8008
+REPLICATION_PORT = 9093
+REDIS_PORT = 6379
+POSTGRES_PORT = 5432
+
+
 def replication_socket(name: str) -> str:
     return f"{SOCKET_DIR}/synapse_replication_{name}.sock"
 
@@ -52,12 +64,44 @@ def inbound_socket(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """Where a process listens: a UNIX socket (`path`), or a TCP `port` that others
+    reach at `host` (its service name)."""
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+    @property
+    def listener(self) -> dict[str, Any]:
+        """The address part of a Synapse listener."""
+        if self.path:
+            return {"path": self.path}
+        return {"port": self.port, "bind_addresses": ["0.0.0.0"]}
+
+    @property
+    def instance(self) -> dict[str, Any]:
+        """The address part of an instance_map entry (or Synapse's redis/database)."""
+        return {"path": self.path} if self.path else {"host": self.host, "port": self.port}
+
+    @property
+    def upstream(self) -> str:
+        """nginx's `server` address."""
+        return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
+
+    def curl(self, url_path: str) -> tuple[str, ...]:
+        """curl's arguments to GET url_path from inside the process's container."""
+        if self.path:
+            return ("--unix-socket", self.path, f"http://localhost{url_path}")
+        return (f"http://127.0.0.1:{self.port}{url_path}",)
+
+
+@dataclass(frozen=True)
 class Process:
     name: str  # instance name: "main", "rooms3"
     worker_class: str  # "main" for the main process
     app: str
-    replication_socket: str | None  # set iff the process is in instance_map
-    inbound_socket: str | None  # set iff nginx routes requests to it
+    replication: Endpoint | None  # set iff the process is in instance_map
+    inbound: Endpoint | None  # set iff nginx routes requests to it
     inbound_resources: tuple[str, ...]
     volumes: tuple[str, ...] = ()  # shared volumes it mounts besides the sockets
     metrics_port: int | None = None  # its metrics listener (TCP), with synapse:metrics.enabled
@@ -67,22 +111,51 @@ class Process:
         return self.worker_class == MAIN
 
     @property
-    def health_socket(self) -> str:
-        """The socket the container healthcheck curls /health over."""
-        sock = self.inbound_socket or self.replication_socket
-        assert sock, f"{self.name} has no socket"
-        return sock
+    def health(self) -> Endpoint:
+        """Where the container healthcheck curls /health."""
+        endpoint = self.inbound or self.replication
+        assert endpoint, f"{self.name} has no listener"
+        return endpoint
 
     @property
     def sockets(self) -> tuple[str, ...]:
-        return tuple(s for s in (self.replication_socket, self.inbound_socket) if s)
+        """Its UNIX sockets (none on a Swarm)."""
+        return tuple(e.path for e in (self.replication, self.inbound) if e and e.path)
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(e for e in (self.replication, self.inbound) if e)
+
+
+def service_host(settings: Settings, name: str) -> str:
+    """A process's or service's name on a Swarm's overlay network (its service's)."""
+    return f"{settings.name_prefix}-{name}"
+
+
+def _endpoints(settings: Settings, name: str) -> tuple[Endpoint, Endpoint]:
+    """(replication, inbound) for a process, by target."""
+    if settings.target == "swarm":
+        host = service_host(settings, name)
+        return Endpoint(host=host, port=REPLICATION_PORT), Endpoint(host=host, port=INBOUND_PORT)
+    return Endpoint(path=replication_socket(name)), Endpoint(path=inbound_socket(name))
+
+
+def redis_endpoint(settings: Settings) -> Endpoint:
+    if settings.target == "swarm":
+        return Endpoint(host=service_host(settings, "redis"), port=REDIS_PORT)
+    return Endpoint(path=REDIS_SOCKET)
+
+
+def postgres_host(settings: Settings) -> str:
+    """libpq's host: the socket directory, or Postgres' service name."""
+    return service_host(settings, "postgres") if settings.target == "swarm" else POSTGRES_SOCKET_DIR
 
 
 @dataclass(frozen=True)
 class Plan:
     settings: Settings
     processes: tuple[Process, ...]  # main first, then classes in table order
-    instance_map: Mapping[str, str]  # instance name -> replication socket path
+    instance_map: Mapping[str, Endpoint]  # instance name -> its replication listener
     stream_writers: Mapping[str, tuple[str, ...]]
     duties: Mapping[str, Any]  # shared keys naming processes (str or list)
 
@@ -142,13 +215,14 @@ def build_plan(settings: Settings) -> Plan:
         n for v in duties.values() for n in ([v] if isinstance(v, str) else v)
     }
 
+    main_replication, main_inbound = _endpoints(settings, MAIN)
     processes = [
         Process(
             name=MAIN,
             worker_class=MAIN,
             app=MAIN_APP,
-            replication_socket=replication_socket(MAIN),
-            inbound_socket=inbound_socket(MAIN),
+            replication=main_replication,
+            inbound=main_inbound,
             inbound_resources=MAIN_RESOURCES,
             volumes=MAIN_VOLUMES,
             metrics_port=metrics_port,
@@ -156,22 +230,21 @@ def build_plan(settings: Settings) -> Plan:
     ]
     for c in WORKER_CLASSES:
         for name in names[c.name]:
+            replication, inbound = _endpoints(settings, name)
             processes.append(
                 Process(
                     name=name,
                     worker_class=c.name,
                     app=c.app,
-                    replication_socket=replication_socket(name)
-                    if name in needs_replication
-                    else None,
-                    inbound_socket=inbound_socket(name) if c.inbound_resources else None,
+                    replication=replication if name in needs_replication else None,
+                    inbound=inbound if c.inbound_resources else None,
                     inbound_resources=c.inbound_resources,
                     volumes=c.volumes,
                     metrics_port=metrics_port,
                 )
             )
 
-    instance_map = {p.name: p.replication_socket for p in processes if p.replication_socket}
+    instance_map = {p.name: p.replication for p in processes if p.replication}
     plan = Plan(
         settings=settings,
         processes=tuple(processes),
@@ -201,8 +274,8 @@ def check_plan(plan: Plan) -> None:
             if n != MAIN and n not in plan.instance_map:
                 raise PlanError(f"{n} writes {stream!r} but is not in instance_map")
     for p in plan.processes:
-        if not p.sockets:
-            raise PlanError(f"{p.name} has no socket to health-check")
+        if not p.endpoints:
+            raise PlanError(f"{p.name} has no listener to health-check")
     check_capacity(plan)
 
 

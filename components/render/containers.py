@@ -53,6 +53,7 @@ from components.plan.topology import (
     POSTGRES_SOCKET_DIR,
     REDIS_SOCKET,
     SOCKET_DIR,
+    Endpoint,
     Plan,
     Process,
     postgres_settings,
@@ -284,15 +285,15 @@ def _spec(plan: Plan, key: str, *, role: str | None = None, size_of: str | None 
 SYNAPSE_CAPS = ("CAP_CHOWN", "CAP_SETGID", "CAP_SETUID")
 
 
-def _curl_health(socket: str, as_user: str | None = None,
+def _curl_health(endpoint: Endpoint, as_user: str | None = None,
                  interval_s: int = PROBE_INTERVAL_S) -> Healthcheck:
-    """curl the health endpoint on `socket`. Docker runs a healthcheck as the
+    """curl the health endpoint at `endpoint`. Docker runs a healthcheck as the
     container's user with its capabilities: where that is root (Synapse, for
     start.sh), gosu drops to `as_user` first, so no root process ever reads what
     the (possibly compromised) service answers."""
     drop = ("gosu", as_user) if as_user else ()
-    return Healthcheck(("CMD", *drop, "curl", "-fsS", "--unix-socket", socket,
-                        "http://localhost/health"), interval_s=interval_s)
+    return Healthcheck(("CMD", *drop, "curl", "-fsS", *endpoint.curl("/health")),
+                       interval_s=interval_s)
 
 
 # Where a Synapse process mounts each shared volume a class names (workers.py).
@@ -316,7 +317,7 @@ def _start_script(p: Process) -> str:
     reloaded = live_config.reloaded_files(p.worker_class)
     watch = " ".join(shlex.quote(a) for a in (
         live_config.reload_watch_script(), live_config.RELOAD_WATCH_NAME,
-        loaded_marker(p.name), p.health_socket,
+        loaded_marker(p.name), p.health.path,
         *reloaded))
     return "\n".join([
         "#!/bin/sh",
@@ -400,7 +401,7 @@ def _synapse_spec(plan: Plan, p: Process, shared: Mapping[str, str],
         # the process behind each database connection.
         env={"SYNAPSE_WORKER": p.app, "UID": str(SYNAPSE_UID), "GID": str(SYNAPSE_UID),
              "PGAPPNAME": p.name},
-        healthcheck=_curl_health(p.health_socket, as_user=f"{SYNAPSE_UID}:{SYNAPSE_UID}",
+        healthcheck=_curl_health(p.health, as_user=f"{SYNAPSE_UID}:{SYNAPSE_UID}",
                                  interval_s=SINGLETON_PROBE_INTERVAL_S if p.is_main
                                  else PROBE_INTERVAL_S),
         files=tuple(files),
@@ -545,7 +546,7 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
                *_staged_tls_files(s)),
         mounts=(Mount("nginx-config", NGINX_LIVE_DIR),),
         # Publish routes only once every process they name is healthy.
-        depends_on=tuple(p.name for p in plan.processes if p.inbound_socket),
+        depends_on=tuple(p.name for p in plan.processes if p.inbound),
         destroy_grace_seconds=5,
         # nginx's user, which owns the nginx-config volume. Not read-only: its
         # config is an upload.
@@ -558,7 +559,8 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
         # The script is an argument, not an upload: Docker refuses uploads into a
         # read-only container.
         entrypoint=("/bin/sh", "-c", _run_nginx_script(), NGINX_RUN_NAME),
-        healthcheck=_curl_health(nginx_conf.HEALTH_SOCKET, interval_s=SINGLETON_PROBE_INTERVAL_S),
+        healthcheck=_curl_health(Endpoint(path=nginx_conf.HEALTH_SOCKET),
+                                 interval_s=SINGLETON_PROBE_INTERVAL_S),
         mounts=(Mount("sockets", SOCKET_DIR), Mount("nginx-config", NGINX_LIVE_DIR)),
         networks=("frontend",),
         ports=(

@@ -134,7 +134,7 @@ class Upstream:
 def _reachable(plan: Plan, names: Iterable[str], why: str) -> tuple[Process, ...]:
     procs = tuple(plan.process(n) for n in names)
     for p in procs:
-        if p.inbound_socket is None:
+        if p.inbound is None:
             raise ValueError(f"{why} goes to {p.name}, which has no inbound socket")
     return procs
 
@@ -186,7 +186,7 @@ def _upstream_block(u: Upstream) -> D:
         # max_fails=0: never take a process out of the hash ring for a while
         # (which would move its rooms or users); a failed connect still tries
         # the next one.
-        body.append(D("server", (f"unix:{p.inbound_socket}", "max_fails=0")))
+        body.append(D("server", (p.inbound.upstream, "max_fails=0")))
     body.append(D("keepalive", (str(UPSTREAM_KEEPALIVE),)))
     return D("upstream", (u.name,), tuple(body))
 
@@ -229,8 +229,10 @@ def _maps(plan: Plan) -> list[Node]:
     served_by: list[Node] = [D("default", ("$upstream_addr",)), D("", ("nginx",))]
     # The last address: after a retry or the fallback, $upstream_addr lists every
     # process tried ("a, b" within an upstream, "a : b" across the fallback).
-    served_by += [D(f"~(?:^| )unix:{re.escape(p.inbound_socket)}$", (p.name,))
-                  for p in plan.processes if p.inbound_socket]
+    # Over TCP (a Swarm) nginx reports the address it resolved the service name
+    # to, which is not known here: the header then carries that address.
+    served_by += [D(f"~(?:^| )unix:{re.escape(p.inbound.path)}$", (p.name,))
+                  for p in plan.processes if p.inbound and p.inbound.path]
     return [
         Comment("Rooms: the room ID (see routing.ROOM_ID_IN_PATH), decoded by nginx."),
         D("map", ("$uri", "$room_key"), (

@@ -18,8 +18,8 @@ from components.plan.postgres_conf import DB_POOL_MIN
 from components.plan import secret_keys
 from components.plan.topology import (
     DB_POOL_MAX,
-    POSTGRES_SOCKET_DIR,
-    REDIS_SOCKET,
+    postgres_host,
+    redis_endpoint,
     Plan,
     Process,
 )
@@ -135,15 +135,15 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
 
 def _listeners(p: Process) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    if p.replication_socket:
+    if p.replication:
         out.append({
-            "path": p.replication_socket,
+            **p.replication.listener,
             "type": "http",
             "resources": [{"names": ["replication"], "compress": False}],
         })
-    if p.inbound_socket:
+    if p.inbound:
         out.append({
-            "path": p.inbound_socket,
+            **p.inbound.listener,
             "type": "http",
             "x_forwarded": True,  # nginx sets X-Forwarded-For
             "resources": [{"names": list(p.inbound_resources), "compress": False}],
@@ -177,14 +177,14 @@ def homeserver_dict(plan: Plan) -> dict[str, Any]:
                 # libpq's password file (psycopg2 passes args through to libpq).
                 "passfile": PGPASS_PATH,
                 "dbname": POSTGRES_DB,
-                "host": POSTGRES_SOCKET_DIR,
+                "host": postgres_host(s),
                 "cp_min": DB_POOL_MIN,
                 "cp_max": DB_POOL_MAX,
             },
         },
-        "redis": {"enabled": True, "path": REDIS_SOCKET},
+        "redis": {"enabled": True, **redis_endpoint(s).instance},
         "listeners": _listeners(plan.main),
-        "instance_map": {name: {"path": path} for name, path in plan.instance_map.items()},
+        "instance_map": {name: e.instance for name, e in plan.instance_map.items()},
         # Main is "main" in instance_map but its instance name is "master"
         # (MAIN_PROCESS_INSTANCE_NAME, synapse/config/workers.py), which is what
         # stream_writers compares with hs.get_instance_name().

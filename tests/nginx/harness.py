@@ -230,8 +230,8 @@ class FrontDoor:
         (root / "nginx.conf").write_text(conf)
 
         # A stub on every socket the config proxies to; each must be a process's.
-        names = {p.inbound_socket.replace(f"{SOCKET_DIR}/", f"{root}/sockets/"): p.name
-                 for p in plan.processes if p.inbound_socket}
+        names = {p.inbound.path.replace(f"{SOCKET_DIR}/", f"{root}/sockets/"): p.name
+                 for p in plan.processes if p.inbound}
         stubs: dict[str, Stub] = {}
         for path in sorted(set(re.findall(r"server unix:(\S+?)[\s;]", conf))):
             assert path in names, f"the config proxies to {path}, which is no process's socket"

@@ -33,7 +33,7 @@ def workers_down_door():
     """The dev plan (one process per class) with every worker gone, before any
     request reached them: a restart of each class's only process."""
     door = FrontDoor.start(make_plan(DEV))
-    door.take_down(*(p.name for p in door.plan.processes if not p.is_main and p.inbound_socket))
+    door.take_down(*(p.name for p in door.plan.processes if not p.is_main and p.inbound))
     yield door
     door.stop()
 

@@ -138,7 +138,7 @@ def test_access_log_records_the_serving_process_and_socket(prod_door):
     target = "/_matrix/client/v3/rooms/!logged:example.org/members"
     process = prod_door.request("GET", target).process
     entry = _log_entry(prod_door, target)
-    socket = prod_door.plan.process(process).inbound_socket.rsplit("/", 1)[1]
+    socket = prod_door.plan.process(process).inbound.path.rsplit("/", 1)[1]
     assert f"served_by={process} " in entry and re.search(rf'upstream="unix:\S*/{socket}"', entry), entry
     assert " route=room_read " in entry, entry
 

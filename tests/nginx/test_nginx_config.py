@@ -76,7 +76,7 @@ def test_routing_map_keeps_the_table_order():
 def test_every_inbound_socket_is_an_upstream_server(name):
     plan = make_plan(PLANS[name])
     servers = set(re.findall(r"server unix:(\S+) ", render_nginx_conf(plan)))
-    sockets = {p.inbound_socket for p in plan.processes if p.inbound_socket}
+    sockets = {p.inbound.path for p in plan.processes if p.inbound}
     assert servers == sockets, f"unreached: {sockets - servers}, unknown: {servers - sockets}"
 
 

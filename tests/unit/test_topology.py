@@ -27,7 +27,7 @@ def test_guide_instance_map_and_writers():
     assert list(plan.instance_map) == [
         "main", "client_sync1", "media1", "sender1", "sender2", "sender3", "sender4", "tasks1",
     ]
-    assert plan.instance_map["client_sync1"] == "/sockets/synapse_replication_client_sync1.sock"
+    assert plan.instance_map["client_sync1"].path == "/sockets/synapse_replication_client_sync1.sock"
     assert dict(plan.stream_writers) == {
         "typing": ("client_sync1",), "to_device": ("client_sync1",),
         "account_data": ("client_sync1",), "presence": ("client_sync1",),
@@ -56,15 +56,15 @@ def test_sockets_follow_the_roles():
     plan = plan_for(**GUIDE)
     rooms1, sender1, media1 = plan.process("rooms1"), plan.process("sender1"), plan.process("media1")
     # Rooms workers only take requests from nginx: inbound socket, no replication.
-    assert rooms1.replication_socket is None
-    assert rooms1.inbound_socket == "/sockets/synapse_inbound_rooms1.sock"
-    assert rooms1.health_socket == rooms1.inbound_socket
+    assert rooms1.replication is None
+    assert rooms1.inbound.path == "/sockets/synapse_inbound_rooms1.sock"
+    assert rooms1.health == rooms1.inbound
     # Senders get no HTTP traffic: replication only, health-checked over it.
-    assert sender1.inbound_socket is None and sender1.health_socket == sender1.replication_socket
+    assert sender1.inbound is None and sender1.health == sender1.replication
     assert media1.sockets == (
         "/sockets/synapse_replication_media1.sock", "/sockets/synapse_inbound_media1.sock",
     )
-    assert plan.process("federation_reader1").replication_socket is None
+    assert plan.process("federation_reader1").replication is None
 
 
 def test_second_instances_are_not_writers_and_not_in_instance_map():
