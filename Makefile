@@ -115,7 +115,7 @@ doctor: venv
 
 ## Every file each container of $(STACK) would get, without Pulumi, into out/$(STACK).
 render: venv
-	$(PY) -m components.render --config config/Pulumi.$(STACK).yaml --out out/$(STACK)
+	$(PY) -m components.tools.render --config config/Pulumi.$(STACK).yaml --out out/$(STACK)
 
 ## Every test: unit, mocks, real nginx, and end-to-end on a real Docker engine.
 test: venv host images

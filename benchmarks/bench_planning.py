@@ -10,7 +10,7 @@ Measures, each in a fresh child process (so peak memory is that measure's alone)
   Containers (as many as the program's, each with only a name and an image) and
   Volumes (the rest, each with only a name), in a loop under the same mocks and
   monitor; imports excluded. `program` / `bare` is our own overhead.
-- `render_cli`: `python -m components.render --config FILE --out DIR` as an
+- `render_cli`: `python -m components.tools.render --config FILE --out DIR` as an
   operator runs it, timed from the parent: interpreter start, imports, planning,
   rendering and writing every file.
 - `render_inproc`: planning and rendering only (stack file -> plan -> container
@@ -166,7 +166,7 @@ def probe(measure: str, config: Path, resources: int, containers: int) -> dict[s
                 "hwm_after_imports_kib": hwm}
     if measure == "render_inproc":
         from components.render.containers import build_deployment
-        from components.render.cli import plan_for
+        from components.tools.render import plan_for
         from components.render.synapse_config import PLACEHOLDERS
 
         hwm = _hwm_kib()
@@ -201,7 +201,7 @@ def measure_once(measure: str, config: Path, program: dict[str, Any] | None,
                  scratch: Path) -> dict[str, Any]:
     if measure == "render_cli":
         out = scratch / f"render-{config.stem}"
-        wall, rss, text = _spawn([sys.executable, "-m", "components.render",
+        wall, rss, text = _spawn([sys.executable, "-m", "components.tools.render",
                                   "--config", str(config), "--out", str(out)])
         subprocess.run(["rm", "-rf", str(out)], check=True)
         return {"seconds": wall, "wall": wall, "max_rss_kib": rss, "output": text.strip()}
@@ -383,7 +383,7 @@ def commentary(result: dict[str, Any]) -> list[str]:
         f"{_median(last, 'render_cli'):.2f} s for {last['files']} files, "
         f"{_median(last, 'render_cli') / _median(last, 'render_inproc'):.1f}x planning and "
         "rendering in process: besides writing, it renders every file a second time for "
-        "the config-hash label in manifest.json (components/render/cli.py `manifest` reads "
+        "the config-hash label in manifest.json (components/tools/render.py `manifest` reads "
         "`ContainerSpec.labels`, whose `config_hash` renders the container's files).")
     spread = [(s["processes"], m, s[m]["seconds"]["max"] / s[m]["seconds"]["min"])
               for s in sizes for m in MEASURES if s[m]["seconds"]["min"] > 0]

@@ -17,6 +17,8 @@ from components.plan.errors import ConfigError
 from components.plan.stack_config import StackConfig, read_stack
 from components.render.containers import build_deployment
 from components.secrets import stack_secrets
+from components.swarm import deploy as swarm_target
+from components.swarm.specs import build_swarm
 
 
 def read_config() -> StackConfig:
@@ -39,7 +41,10 @@ def main() -> Mapping[str, Any]:
         pulumi.log.warn(warning)
     plan = config.plan
     secrets = stack_secrets(config.secrets, config.secret_config)
-    outputs = docker_target.deploy(plan, build_deployment(plan), secrets)
+    if plan.settings.target == "swarm":
+        outputs = swarm_target.deploy(plan, build_swarm(plan), secrets)
+    else:
+        outputs = docker_target.deploy(plan, build_deployment(plan), secrets)
     for key, value in outputs.items():
         pulumi.export(key, value)
     return outputs

@@ -621,7 +621,8 @@ def _target(raw: Mapping) -> str:
     return target
 
 
-def _swarm(raw: Mapping, target: str, backup: BackupSettings) -> SwarmSettings:
+def _swarm(raw: Mapping, target: str, backup: BackupSettings, nginx: NginxSettings
+           ) -> SwarmSettings:
     value = _mapping(raw, "swarm")
     path = ("swarm",)
     if value and target != "swarm":
@@ -633,6 +634,10 @@ def _swarm(raw: Mapping, target: str, backup: BackupSettings) -> SwarmSettings:
         raise ConfigError(("backup", "enabled"), "the scheduled backup container is not "
                           "available on target swarm yet (it reads Postgres' socket and the "
                           "media volume on one host); take backups on the data node")
+    if nginx.bind_address != "0.0.0.0":
+        raise ConfigError(("nginx", "bindAddress"), "must be 0.0.0.0 on target swarm: a Swarm "
+                          "publishes a port on every address of the node its task runs on (host "
+                          "mode); let that node's firewall choose who reaches it")
     _no_unknown(value, ("placement",), path)
     given = _mapping(value, "placement", path)
     services = (MAIN, *CLASS_NAMES, *SWARM_SERVICES)
@@ -716,7 +721,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         federation=_federation(raw),
         backup=backup,
         target=target,
-        swarm=_swarm(raw, target, backup),
+        swarm=_swarm(raw, target, backup, nginx),
     )
 
 

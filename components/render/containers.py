@@ -337,7 +337,7 @@ def _start_script(p: Process) -> str:
     ])
 
 
-def _shared_files(plan: Plan) -> dict[str, str]:
+def shared_files(plan: Plan) -> dict[str, str]:
     """Files many processes get alike, by path, rendered once per plan: every
     process's homeserver.yaml (which grows with the process count, so rendering
     it per process made planning quadratic) and each class's log config (which
@@ -349,9 +349,9 @@ def _shared_files(plan: Plan) -> dict[str, str]:
             **federation_ca_files(plan)}
 
 
-def _synapse_files(plan: Plan, p: Process, shared: Mapping[str, str]) -> tuple[list[File], list[str]]:
+def synapse_files(plan: Plan, p: Process, shared: Mapping[str, str]) -> tuple[list[File], list[str]]:
     """(files, config paths in the order Synapse reads them). Secrets each have
-    their own file; every config file is plain. `shared`: _shared_files."""
+    their own file; every config file is plain. `shared`: shared_files."""
     text = lambda path: (lambda _sec: shared[path])  # noqa: E731 - a File's render
     config = [HOMESERVER_PATH]
     files = [File(HOMESERVER_PATH, text(HOMESERVER_PATH))]
@@ -384,7 +384,7 @@ def _synapse_spec(plan: Plan, p: Process, shared: Mapping[str, str],
                   partner: str | None = None) -> ContainerSpec:
     """`partner`: the process of its class this one is replaced after (rollout)."""
     s = plan.settings
-    files, config = _synapse_files(plan, p, shared)
+    files, config = synapse_files(plan, p, shared)
     command = ["run", *(f"--config-path={c}" for c in config)]
     mounts = [Mount("sockets", SOCKET_DIR), Mount(f"{p.name}-data", DATA_DIR),
               Mount("live-config", LIVE_CONFIG_DIR),
@@ -726,7 +726,7 @@ def build_deployment(plan: Plan) -> Deployment:
         # socket, so read-only with no tmpfs at all.
         privileges=Privileges(user=REDIS_USER, groups=(str(SOCKETS_GID),), read_only=True),
     )
-    shared = _shared_files(plan)
+    shared = shared_files(plan)
     partners = rollout.partners(plan)
     synapse = [_synapse_spec(plan, p, shared, partners.get(p.name)) for p in plan.processes]
     publisher, nginx = _nginx_specs(plan)

@@ -47,7 +47,7 @@ import yaml
 from components.tools import impact
 from components.render import nginx_conf
 from components.plan import postgres_conf
-from components.render import cli as render
+from components.tools import render
 from components.render.containers import NGINX_PORTS, POSTGRES_UID
 from components.render.nginx_conf import SERVED_BY_HEADER
 from components.render.synapse_config import POSTGRES_DB, POSTGRES_USER, log_config_path, log_file_path

@@ -8,7 +8,9 @@ import yaml
 from components import program
 from components.render.containers import NGINX_STAGED_TLS
 from components.render.nginx_conf import TLS_CERTIFICATE, TLS_KEY
-from tests.support.capture import Secret, install_mocks, reveal, run_program, run_stack_file
+from tests.support.capture import (
+    Secret, install_mocks, plain_strings, reveal, run_program, run_stack_file,
+)
 from tests.support.tls import issue
 
 CONTAINER = "docker:index/container:Container"
@@ -162,20 +164,6 @@ def _generated(cap) -> list[str]:
     """Every secret value the stack generated (pulumi-random outputs)."""
     main = uploads(cap.named("main", CONTAINER))
     return [reveal(u["content"]).strip() for p, u in main.items() if p.startswith(SECRET_DIR)]
-
-
-def plain_strings(value):
-    """Every string in a registered value that is not marked secret."""
-    if isinstance(value, Secret):
-        return
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from plain_strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from plain_strings(v)
-    elif isinstance(value, str):
-        yield value
 
 
 def test_no_secret_value_in_any_plain_input_or_output(prod):

@@ -45,7 +45,7 @@ def test_registered_containers_are_exactly_container_inputs(stack, path):
     from pathlib import Path
 
     from components.docker.container_inputs import container_inputs
-    from components.render.cli import deployment_for
+    from components.tools.render import deployment_for
     from components.plan.stack_config import read_stack_file
 
     cap = STACKS[stack]()

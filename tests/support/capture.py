@@ -52,6 +52,20 @@ def _decode(value: Any) -> Any:
     return value
 
 
+def plain_strings(value):
+    """Every string in a registered value that is not marked secret."""
+    if isinstance(value, Secret):
+        return
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from plain_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from plain_strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
 def reveal(value: Any) -> Any:
     """The value with every Secret wrapper removed."""
     if isinstance(value, Secret):

@@ -8,7 +8,7 @@ import pytest
 from benchmarks import __main__ as runner
 from benchmarks import bench_planning, registry, report, stats
 from components.plan.errors import ConfigError
-from components.render.cli import plan_for
+from components.tools.render import plan_for
 from components.plan.settings import MAX_WORKERS_PER_CLASS
 from components.plan.workers import CLASS_NAMES
 

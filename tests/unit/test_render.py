@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from components.render.cli import deployment_for, main as render_main
+from components.tools.render import deployment_for, main as render_main
 from components.plan.errors import ConfigError
 from components.plan.stack_config import apply_overrides, override_arg, parse_path
 from components.render.synapse_config import PLACEHOLDERS
@@ -68,7 +68,7 @@ def test_secrets_appear_only_as_placeholders(prod_render):
 def test_bad_config_exits_2_with_one_line(tmp_path):
     bad = tmp_path / "Pulumi.bad.yaml"
     bad.write_text("config:\n  synapse:serverName: example.org\n  synapse:workers:\n    rooms: many\n")
-    run = subprocess.run([sys.executable, "-m", "components.render", "--config", str(bad),
+    run = subprocess.run([sys.executable, "-m", "components.tools.render", "--config", str(bad),
                           "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [

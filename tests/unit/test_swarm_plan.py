@@ -17,7 +17,7 @@ WORKERS = "node.labels.synapse.workers == true"
 
 def swarm(**raw):
     return load_settings({"serverName": "example.org", "namePrefix": "hs", "target": "swarm",
-                          **raw}, "t")
+                          "nginx": {"bindAddress": "0.0.0.0"}, **raw}, "t")
 
 
 def test_docker_is_the_default_target_and_swarm_keys_need_swarm():
@@ -48,6 +48,7 @@ def test_what_holds_a_volume_is_pinned_to_the_data_node_by_default():
      "must equal swarm.placement.main"),
     ({"backup": {"enabled": True}}, "backup.enabled", "not available on target swarm"),
     ({"swarm": {"nodes": 3}}, "swarm.nodes", "unknown key"),
+    ({"nginx": {"bindAddress": "127.0.0.1"}}, "nginx.bindAddress", "every address of the node"),
 ])
 def test_bad_swarm_config_names_the_key(raw, key, reason):
     with pytest.raises(ConfigError) as e:

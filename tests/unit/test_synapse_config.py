@@ -7,7 +7,7 @@ import yaml
 
 from components.render.containers import build_deployment
 from components.plan.errors import ConfigError
-from components.render.cli import deployment_for
+from components.tools.render import deployment_for
 from components.plan.settings import load_settings
 from components.render.synapse_config import reloadable_dict, render_homeserver, render_log_config
 from components.plan.topology import build_plan

@@ -90,7 +90,7 @@ def test_render_and_impact_say_the_warnings_and_still_work(tmp_path, capsys):
     import json
 
     from components.tools import impact
-    from components.render import cli as render
+    from components.tools import render
 
     chain, key, _ = issued_chain(["matrix.example.org"], days=5)
     stack = tmp_path / "Pulumi.t.yaml"

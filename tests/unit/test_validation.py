@@ -19,7 +19,7 @@ import pulumi
 import pytest
 
 from components.tools import impact
-from components.render import cli as render
+from components.tools import render
 from components import program
 from components.plan.errors import ConfigError
 from components.plan.stack_config import Encrypted, override_arg, read_stack_file

@@ -154,6 +154,11 @@ def start(manager: docker.DockerClient | None = None) -> Bed:
                        default_addr_pool=[ADDRESS_POOL], subnet_size=24)
     token = manager.swarm.attrs["JoinTokens"]["Worker"]
     for name, ip in NODE_IPS.items():
+        # A node's volume keeps its pulled images, and the last bed's swarm, which
+        # its engine would spend ~20 s trying to reach before it can leave it.
+        manager.containers.run(SWARM_NODE, entrypoint=["rm", "-rf", "/v/swarm"], remove=True,
+                               volumes={f"{name}-lib": {"bind": "/v", "mode": "rw"}},
+                               network_mode="none")
         node = _create_node(manager, name)
         network.disconnect(node)
         network.connect(node, ipv4_address=ip)
