@@ -19,6 +19,14 @@ Sources, abbreviated in the table:
   K/network    kreuzwerker internal/provider/resource_docker_network.go (+ _funcs.go)
   K/image      kreuzwerker internal/provider/resource_docker_image.go (+ _funcs.go;
                Terraform's docker_image, Pulumi's RemoteImage)
+  K/service    kreuzwerker internal/provider/resource_docker_service.go (schema),
+               _funcs.go (create, read, update, delete; converge_config's wait) and
+               _structures.go (flatten*: what a read stores); helpers.go shortDur
+  K/config     kreuzwerker internal/provider/resource_docker_config.go
+  K/secret     kreuzwerker internal/provider/resource_docker_secret.go
+               (the Swarm rows were written from what earlier sessions read of these
+               files; they were not fetched again when written, and the replay's
+               read-back on a real swarm is what holds them: tests/e2e/swarm/)
   M/container  moby daemon/container.go (validateCapabilities: names checked, kept as sent)
   M/archive    moby daemon/archive*.go (containerExtractToDir: refuses a read-only rootfs)
   P/resources  pulumi/pulumi-docker provider/resources.go
@@ -49,6 +57,9 @@ CONTAINER = "docker:index/container:Container"
 NETWORK = "docker:index/network:Network"
 VOLUME = "docker:index/volume:Volume"
 IMAGE = "docker:index/remoteImage:RemoteImage"
+SERVICE = "docker:index/service:Service"
+SERVICE_CONFIG = "docker:index/serviceConfig:ServiceConfig"
+SECRET = "docker:index/secret:Secret"
 
 REPLACE = "replace"  # ForceNew in the provider's schema
 UPDATE = "update"  # changed in place (or only in state)
@@ -164,6 +175,22 @@ def duration_read_back(ns: int) -> str:
 def duration(seconds: float) -> str:
     """A healthcheck duration input, in the form the provider reads back."""
     return duration_read_back(int(Fraction(str(seconds)) * NANO))
+
+
+def short_duration_read_back(ns: int) -> str:
+    """K/service's shortDur: Duration.String() without a trailing "0s" after minutes
+    or "0m" after hours, how a service's durations are stored: 60 s -> "1m"."""
+    text = duration_read_back(ns)
+    if text.endswith("m0s"):
+        text = text[:-2]
+    if text.endswith("h0m"):
+        text = text[:-2]
+    return text
+
+
+def short_duration(seconds: float) -> str:
+    """A service duration input, in the form the provider reads back."""
+    return short_duration_read_back(int(Fraction(str(seconds)) * NANO))
 
 
 # --- the table ------------------------------------------------------------------
@@ -327,6 +354,103 @@ NETWORK_ATTRS: dict[str, Attr] = {
     "name": Attr(REPLACE, "the network name", "K/network"),
     "driver": Attr(REPLACE, "the driver", "K/network", default="bridge"),
     "internal": Attr(REPLACE, "Internal", "K/network", default=False),
+    "attachable": Attr(REPLACE, "Attachable (overlay networks: whether a plain container may "
+                       "join)", "K/network", default=False),
+}
+
+
+# --- Swarm ----------------------------------------------------------------------
+
+def _service_durations(obj: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    out = dict(obj)
+    for k in keys:
+        if k in out and out[k] is not None:
+            out[k] = short_duration_read_back(duration_ns(out[k]))
+    return out
+
+
+def _file_refs(refs: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """configs / secrets of a container spec: a set, by file name; owner "0" and
+    mode 0444 when unset (the schema's defaults)."""
+    return sorted(({"fileUid": "0", "fileGid": "0", "fileMode": 0o444, **r} for r in refs or []),
+                  key=lambda r: r["fileName"])
+
+
+def _norm_task_spec(ts: Mapping[str, Any]) -> dict[str, Any]:
+    """What a read stores of a task spec (flattenTaskSpec): durations in shortDur
+    form, the sets (configs, secrets, mounts, constraints, networks) in one order,
+    the schema's defaults filled in."""
+    out = dict(ts)
+    cs = dict(out.get("containerSpec") or {})
+    if "healthcheck" in cs:
+        cs["healthcheck"] = _service_durations({"retries": 0, **cs["healthcheck"]},
+                                               ("interval", "timeout", "startPeriod"))
+    if "stopGracePeriod" in cs:
+        cs["stopGracePeriod"] = short_duration_read_back(duration_ns(cs["stopGracePeriod"]))
+    for key in ("configs", "secrets"):
+        if cs.get(key):
+            cs[key] = _file_refs(cs[key])
+    if cs.get("mounts"):
+        cs["mounts"] = sorted(({"readOnly": False, **m} for m in cs["mounts"]),
+                              key=lambda m: m["target"])
+    for key in ("capAdds", "capDrops"):
+        if cs.get(key):
+            cs[key] = sorted(cs[key])
+    out["containerSpec"] = cs
+    if out.get("placement", {}).get("constraints"):
+        out["placement"] = {**out["placement"], "constraints": sorted(out["placement"]["constraints"])}
+    if out.get("networksAdvanceds"):
+        out["networksAdvanceds"] = sorted(out["networksAdvanceds"], key=lambda n: n["id"])
+    if "restartPolicy" in out:
+        out["restartPolicy"] = _service_durations(out["restartPolicy"], ("delay", "window"))
+    return out
+
+
+def _norm_update(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return _service_durations({"parallelism": 1, "delay": "0s", "failureAction": "pause",
+                               "monitor": "5s", "maxFailureRatio": "0", "order": "stop-first",
+                               **cfg}, ("delay", "monitor"))
+
+
+def _norm_endpoint(spec: Mapping[str, Any]) -> dict[str, Any]:
+    ports = sorted(({"protocol": "tcp", "publishMode": "ingress", **p}
+                    for p in spec.get("ports") or []), key=lambda p: p["targetPort"])
+    return {"mode": "vip", **spec, **({"ports": ports} if ports else {})}
+
+
+SV, SF = "K/service", "K/service (_funcs.go, _structures.go)"
+SERVICE_ATTRS: dict[str, Attr] = {
+    "name": Attr(REPLACE, "Spec.Name", f"{SV}, {SF}"),
+    # Everything else is updated in place: ServiceUpdate with the whole new spec,
+    # which Swarm rolls out by the service's update_config.
+    "labels": Attr(UPDATE, "Spec.Labels, a set of label/value", f"{SV}, {SF}", SET),
+    "taskSpec": Attr(UPDATE, "Spec.TaskTemplate flattened: durations in shortDur form "
+                     "('1m' for 60 s), configs/secrets/mounts as sets", f"{SV}, {SF}", OBJECT,
+                     normal=_norm_task_spec, fill=_norm_task_spec),
+    "mode": Attr(UPDATE, "Spec.Mode: replicated.replicas", f"{SV}, {SF}", OBJECT,
+                 computed=True),
+    "updateConfig": Attr(UPDATE, "Spec.UpdateConfig; durations in shortDur form",
+                         f"{SV}, {SF}", OBJECT, normal=_norm_update, fill=_norm_update),
+    "rollbackConfig": Attr(UPDATE, "Spec.RollbackConfig; durations in shortDur form",
+                           f"{SV}, {SF}", OBJECT, normal=_norm_update, fill=_norm_update),
+    "endpointSpec": Attr(UPDATE, "Spec.EndpointSpec: mode and ports (publish mode, "
+                         "protocol filled in)", f"{SV}, {SF}", OBJECT, normal=_norm_endpoint,
+                         fill=_norm_endpoint, computed=True),
+    "convergeConfig": Attr(UPDATE, "not read back: create and update poll until every task "
+                           "runs (healthy, where it has a healthcheck) or the timeout",
+                           f"{SV}, {SF}", OBJECT, read=False),
+}
+
+# Swarm configs and secrets cannot change: every input forces a new one.
+SERVICE_CONFIG_ATTRS: dict[str, Attr] = {
+    "name": Attr(REPLACE, "Spec.Name", "K/config"),
+    "data": Attr(REPLACE, "Spec.Data, base64", "K/config"),
+}
+SECRET_ATTRS: dict[str, Attr] = {
+    "name": Attr(REPLACE, "Spec.Name", "K/secret"),
+    # Docker never returns a secret's data: state keeps it as sent.
+    "data": Attr(REPLACE, "not read back (Docker returns no secret data): state keeps it "
+                 "as sent", "K/secret", read=False),
 }
 
 VOLUME_ATTRS: dict[str, Attr] = {
@@ -343,6 +467,7 @@ IMAGE_ATTRS: dict[str, Attr] = {
 
 ATTRS: dict[str, dict[str, Attr]] = {
     CONTAINER: CONTAINER_ATTRS, NETWORK: NETWORK_ATTRS, VOLUME: VOLUME_ATTRS, IMAGE: IMAGE_ATTRS,
+    SERVICE: SERVICE_ATTRS, SERVICE_CONFIG: SERVICE_CONFIG_ATTRS, SECRET: SECRET_ATTRS,
 }
 
 # When the provider's own diff replaces: containers are delete-before-replace

@@ -39,6 +39,18 @@ from components.plan.topology import Plan, Process
 from components.plan.workers import balance_of
 
 HEALTH_SOCKET = "/run/nginx-health.sock"
+# On a Swarm, nginx's writable paths are one tmpfs that is not in the image: Swarm's
+# tmpfs mounts take no owner, and over a path the image has they keep its root
+# owner (copy-up); a new path gets the mount's mode. So the pid file, the health
+# socket and the temporary files all live there.
+SWARM_RUN_DIR = "/nginx-run"
+SWARM_HEALTH_SOCKET = f"{SWARM_RUN_DIR}/health.sock"
+SWARM_SERVED_BY = f"{SWARM_RUN_DIR}/served_by.map"  # address -> process, as resolved
+TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+def health_socket(plan: Plan) -> str:
+    return SWARM_HEALTH_SOCKET if plan.settings.target == "swarm" else HEALTH_SOCKET
 SERVED_BY_HEADER = "X-Synapse-Worker"
 # nginx's listeners inside its container; the stack publishes each on the host.
 PORTS = {
@@ -233,6 +245,8 @@ def _maps(plan: Plan) -> list[Node]:
     # to, which is not known here: the header then carries that address.
     served_by += [D(f"~(?:^| )unix:{re.escape(p.inbound.path)}$", (p.name,))
                   for p in plan.processes if p.inbound and p.inbound.path]
+    if plan.settings.target == "swarm":  # written by nginx's entrypoint as names resolve
+        served_by.append(D("include", (SWARM_SERVED_BY,)))
     return [
         Comment("Rooms: the room ID (see routing.ROOM_ID_IN_PATH), decoded by nginx."),
         D("map", ("$uri", "$room_key"), (
@@ -413,9 +427,9 @@ def _redirect_server(plan: Plan) -> D:
     ))
 
 
-def _health_server() -> D:
+def _health_server(plan: Plan) -> D:
     return D("server", (), (
-        D("listen", (f"unix:{HEALTH_SOCKET}",)),
+        D("listen", (f"unix:{health_socket(plan)}",)),
         D("access_log", ("off",)),
         D("location", ("=", "/health"), (
             D("default_type", ("text/plain",)),
@@ -445,6 +459,8 @@ def _http(plan: Plan) -> D:
         D("large_client_header_buffers", ("4", "32k")),
         D("map_hash_bucket_size", ("256",)),
     ]
+    if s.target == "swarm":
+        body += [D(f"{t}_temp_path", (f"{SWARM_RUN_DIR}/{t}",)) for t in TEMP_PATHS]
     if s.nginx.trusted_proxies:
         body.append(Comment("Believe X-Forwarded-For only from these proxies."))
         body += [D("set_real_ip_from", (cidr,)) for cidr in s.nginx.trusted_proxies]
@@ -478,7 +494,7 @@ def _http(plan: Plan) -> D:
         D("proxy_redirect", ("off",)),
     ]
     body += [_upstream_block(u) for u in resolver.upstreams.values()]
-    body += [_main_server(plan), _admin_server(plan), _health_server()]
+    body += [_main_server(plan), _admin_server(plan), _health_server(plan)]
     if s.nginx.tls:
         body.append(_redirect_server(plan))
     return D("http", (), tuple(body))

@@ -20,13 +20,15 @@ import pulumi
 import pulumi_docker as docker
 
 from components.plan.topology import Plan
+from components.provider import model as pm
 from components.render.containers import Healthcheck
 from components.swarm.specs import (
     FRONTEND, ServiceSpec, SwarmDeployment, SwarmFile, content_name,
 )
 
 SERVICE_TYPE = "synapse:index:SwarmService"
-CONVERGE_TIMEOUT = "5m"  # how long `up` waits for a service's task to run healthy
+CONVERGE_TIMEOUT = "5m"
+TMPFS_MODE = 0o1777  # how long `up` waits for a service's task to run healthy
 
 
 def _b64(text: str) -> str:
@@ -34,7 +36,8 @@ def _b64(text: str) -> str:
 
 
 def _duration(seconds: int) -> str:
-    return f"{seconds}s"
+    """In the form the provider reads a service's durations back (60 s is "1m")."""
+    return pm.short_duration(seconds)
 
 
 def _healthcheck(h: Healthcheck) -> docker.ServiceTaskSpecContainerSpecHealthcheckArgs:
@@ -83,22 +86,30 @@ class SwarmService(pulumi.ComponentResource):
         super().__init__(SERVICE_TYPE, spec.key, None, opts)
         s = plan.settings
         size = s.sizes[spec.size]
+        # Sets in the order the provider's read stores them (provider model).
+        by_target = sorted(spec.files, key=lambda f: f.target)
         configs = [docker.ServiceTaskSpecContainerSpecConfigArgs(
             config_id=c.id, config_name=c.name, file_name=f.target, file_uid=str(f.uid),
             file_gid=str(f.gid), file_mode=f.mode)
-            for f in spec.files if not f.secret for c in [files.config(f)]]
+            for f in by_target if not f.secret for c in [files.config(f)]]
         secrets = [docker.ServiceTaskSpecContainerSpecSecretArgs(
             secret_id=x.id, secret_name=x.name, file_name=f.target, file_uid=str(f.uid),
             file_gid=str(f.gid), file_mode=f.mode)
-            for f in spec.files if f.secret for x in [files.secret(f)]]
-        mounts = [docker.ServiceTaskSpecContainerSpecMountArgs(target=t, source=v, type="volume")
-                  for v, t in spec.volumes.items()]
+            for f in by_target if f.secret for x in [files.secret(f)]]
+        mounts = [docker.ServiceTaskSpecContainerSpecMountArgs(
+            target=t, source=v, type="volume", read_only=False)
+            for v, t in spec.volumes.items()]
         mounts += [docker.ServiceTaskSpecContainerSpecMountArgs(
-            target=t, type="tmpfs",
-            tmpfs_options=docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs(size_bytes=n))
+            target=t, type="tmpfs", read_only=False,
+            # Swarm's tmpfs has no owner option: world-writable with the sticky bit,
+            # in a container whose processes all run as one user.
+            tmpfs_options=docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs(
+                size_bytes=n, mode=TMPFS_MODE))
             for t, n in spec.tmpfs.items()]
+        mounts.sort(key=lambda m: m.target)
         update = dict(order=spec.update.order, parallelism=spec.update.parallelism,
-                      monitor=_duration(spec.update.monitor_s), delay=_duration(spec.update.delay_s))
+                      monitor=_duration(spec.update.monitor_s), delay=_duration(spec.update.delay_s),
+                      max_failure_ratio="0")
         self.service = docker.Service(
             spec.key,
             name=spec.name,
@@ -115,14 +126,14 @@ class SwarmService(pulumi.ComponentResource):
                     mounts=mounts or None,
                     healthcheck=_healthcheck(spec.healthcheck),
                     cap_drops=["ALL"],
-                    cap_adds=list(spec.cap_add) or None,
+                    cap_adds=sorted(spec.cap_add) or None,
                     stop_grace_period=_duration(spec.stop_grace_s),
                 ),
                 # By ID: the provider reads back IDs, so a name would differ every time.
                 networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(
                     id=networks[n].id) for n in spec.networks],
                 placement=docker.ServiceTaskSpecPlacementArgs(
-                    constraints=list(spec.constraints) or None),
+                    constraints=sorted(spec.constraints) or None),
                 restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any",
                                                                       delay="5s"),
                 resources=docker.ServiceTaskSpecResourcesArgs(
@@ -133,14 +144,15 @@ class SwarmService(pulumi.ComponentResource):
                 replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
             update_config=docker.ServiceUpdateConfigArgs(
                 failure_action=spec.update.failure_action, **update),
-            rollback_config=docker.ServiceRollbackConfigArgs(**update),
+            rollback_config=docker.ServiceRollbackConfigArgs(
+                failure_action="pause", **update),
             # dnsrr: the service name resolves to its task (no virtual IP, which
             # needs IPVS); ports in host mode, on the node the task runs on.
             endpoint_spec=docker.ServiceEndpointSpecArgs(
                 mode="dnsrr",
                 ports=[docker.ServiceEndpointSpecPortArgs(
                     target_port=p.internal, published_port=p.external, publish_mode="host",
-                    protocol="tcp") for p in spec.ports] or None),
+                    protocol="tcp") for p in sorted(spec.ports, key=lambda p: p.internal)] or None),
             converge_config=docker.ServiceConvergeConfigArgs(delay="1s",
                                                              timeout=CONVERGE_TIMEOUT),
             opts=pulumi.ResourceOptions(parent=self, depends_on=after),

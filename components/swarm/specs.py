@@ -37,7 +37,7 @@ from components.plan.topology import (
 )
 from components.render import nginx_conf, prometheus_conf
 from components.render.containers import (
-    DATA_DIR, NGINX_BODY_BUFFERS, NGINX_PORTS, NGINX_TEMP_DIRS, NGINX_UID, POSTGRES_DATA,
+    DATA_DIR, NGINX_BODY_BUFFERS, NGINX_PORTS, NGINX_UID, POSTGRES_DATA,
     POSTGRES_PASSWORD_FILE, POSTGRES_UID, PROBE_INTERVAL_S, PROMETHEUS_UID, SHARED_MOUNTS,
     SINGLETON_PROBE_INTERVAL_S, START_SCRIPT, SYNAPSE_CAPS, SYNAPSE_UID, Healthcheck, Port,
     shared_files, synapse_files,
@@ -246,29 +246,39 @@ def _redis_service(plan: Plan) -> ServiceSpec:
     )
 
 
-def nginx_run_script() -> str:
-    """nginx's entrypoint on a Swarm: nginx resolves its upstreams' service names
+def nginx_run_script(prefix: str) -> str:
+    """nginx's entrypoint on a Swarm. nginx resolves its upstreams' service names
     once, when it loads its config, and a task that moves or restarts gets a new
-    address. So every second the names are looked up again; when an address
-    changed, nginx reloads (graceful: old workers finish their requests). A name
-    that does not resolve (a task starting) keeps the old config serving."""
+    address. So every second the names are looked up again, and the served-by map
+    (address -> process, for the X-Synapse-Worker header and the access log) is
+    written from the answers; when it changed, nginx reloads (graceful: old workers
+    finish their requests). A name that does not resolve (its task starting) is
+    left out until it does."""
     conf = shlex.quote(NGINX_CONF)
+    served_by = shlex.quote(nginx_conf.SWARM_SERVED_BY)
     return "\n".join([
         "#!/bin/sh",
         "set -u",
-        f"rm -f {shlex.quote(nginx_conf.HEALTH_SOCKET)}",
-        f"hosts=$(sed -n 's/^ *server \\([A-Za-z0-9_.-]*\\):[0-9]* .*/\\1/p' {conf} | sort -u)",
-        "resolve() { for h in $hosts; do getent hosts \"$h\" | cut -d' ' -f1 | sort | tr '\\n' ' '; echo \"$h\"; done | cksum; }",
+        f"rm -f {shlex.quote(nginx_conf.SWARM_HEALTH_SOCKET)}",
+        f"upstreams=$(sed -n 's/^ *server \\([A-Za-z0-9_.-]*\\):\\([0-9]*\\) .*/\\1:\\2/p' {conf} | sort -u)",
+        "served_by() {",
+        '  for up in $upstreams; do',
+        '    host=${up%:*} port=${up##*:}',
+        '    for ip in $(getent hosts "$host" | cut -d" " -f1); do',
+        f'      printf \'"~(?:^| )%s:%s$" %s;\\n\' "$(echo "$ip" | sed \'s/[.]/\\\\./g\')" "$port" "${{host#{prefix}-}}"',
+        "    done",
+        "  done",
+        "}",
+        f"served_by > {served_by}",
         f'"$@" -c {conf} &',
         "pid=$!",
         'trap \'kill -QUIT "$pid"; wait "$pid"; exit 0\' TERM QUIT INT',
-        "seen=$(resolve)",
         'while kill -0 "$pid" 2>/dev/null; do',
         "  sleep 1 & wait $!",
-        "  now=$(resolve)",
-        '  [ "$now" = "$seen" ] && continue',
-        f'  if nginx -t -q -c {conf}; then kill -HUP "$pid"; seen=$now;',
-        '    echo "run.sh: an upstream moved; reloaded"; fi',
+        f"  served_by > {served_by}.new",
+        f"  if cmp -s {served_by}.new {served_by}; then rm -f {served_by}.new; continue; fi",
+        f"  mv {served_by}.new {served_by}",
+        f'  if nginx -t -q -c {conf}; then kill -HUP "$pid"; echo "run.sh: an upstream moved; reloaded"; fi',
         "done",
         'wait "$pid"',
         "",
@@ -287,15 +297,16 @@ def _nginx_service(plan: Plan) -> ServiceSpec:
         plan, "nginx",
         image=s.images.nginx,
         command=("/bin/sh", NGINX_RUN),
-        args=("nginx", "-g", "daemon off;"),
-        healthcheck=Healthcheck(("CMD", "curl", "-fsS", "--unix-socket", nginx_conf.HEALTH_SOCKET,
-                                 "http://localhost/health"), interval_s=SINGLETON_PROBE_INTERVAL_S),
+        args=("nginx", "-g", f"daemon off; pid {nginx_conf.SWARM_RUN_DIR}/nginx.pid;"),
+        healthcheck=Healthcheck(("CMD", "curl", "-fsS", "--unix-socket",
+                                 nginx_conf.SWARM_HEALTH_SOCKET, "http://localhost/health"),
+                                interval_s=SINGLETON_PROBE_INTERVAL_S),
         # Its ports are the node's (host mode): a second task there could not bind them.
         update=UpdatePolicy(STOP_FIRST),
         files=(SwarmFile(NGINX_CONF, lambda _sec: nginx_conf.render_nginx_conf(plan)),
-               SwarmFile(NGINX_RUN, lambda _sec: nginx_run_script(), mode=0o555),
+               SwarmFile(NGINX_RUN, lambda _sec: nginx_run_script(s.name_prefix), mode=0o555),
                *tls),
-        tmpfs={"/run": 1 << 20, **{d: body for d in NGINX_TEMP_DIRS}},
+        tmpfs={nginx_conf.SWARM_RUN_DIR: body},
         networks=(BACKEND, FRONTEND),
         ports=(
             Port(NGINX_PORTS["client"], s.nginx.client_port, s.nginx.bind_address),

@@ -31,18 +31,20 @@ from typing import Any, Mapping
 from components.provider import model as pm
 from components.render.containers import LABEL_PREFIX, backups_volume
 from components.plan.stack_config import stack_name_of
-from tests.e2e.replay import provider, state as state_mod
+from tests.e2e.replay import provider, state as state_mod, swarm_provider
 from tests.e2e.replay.docker_api import api
 from tests.e2e.replay.errors import ReplayError, log
 from tests.e2e.replay.graph import delete_antichains, dependency_graph, depth, run_graph
-from tests.e2e.replay.inputs import CONTAINER, IMAGE, NETWORK, VOLUME, check_inputs, is_no_op
+from tests.e2e.replay.inputs import (
+    CONTAINER, IMAGE, NETWORK, SECRET, SERVICE, SERVICE_CONFIG, VOLUME, check_inputs, is_no_op,
+)
 from tests.e2e.replay.isolation import check_isolation
 from tests.support import capture as capture_mod
 from tests.support.capture import Capture, Registered, reveal
 
 CREATE, UPDATE, REPLACE, DELETE, SAME = "create", "update", "replace", "delete", "same"
 # Deletion order by type, for state written before entries kept their dependencies.
-DELETE_ORDER = (CONTAINER, NETWORK, VOLUME, IMAGE)
+DELETE_ORDER = (SERVICE, CONTAINER, SERVICE_CONFIG, SECRET, NETWORK, VOLUME, IMAGE)
 
 
 @dataclass
@@ -154,7 +156,9 @@ def _stored(typ: str, read_back: Mapping[str, Any], sent: Mapping[str, Any]) -> 
 
 
 _READ = {CONTAINER: provider.read_container, NETWORK: provider.read_network,
-         VOLUME: provider.read_volume, IMAGE: provider.read_image}
+         VOLUME: provider.read_volume, IMAGE: provider.read_image,
+         SERVICE: swarm_provider.read_service, SERVICE_CONFIG: swarm_provider.read_config,
+         SECRET: swarm_provider.read_secret}
 
 
 def refresh(st: dict[str, Any]) -> list[str]:
@@ -181,6 +185,28 @@ def desired_inputs(res: Registered, image_ids: Mapping[str, str]) -> dict[str, A
         # Mocks echo the image reference as RemoteImage.image_id; the provider's is the ID.
         inputs["image"] = image_ids.get(inputs["image"], inputs["image"])
     return inputs
+
+
+def _resolve_ids(inputs: dict[str, Any], st: Mapping[str, Any], cap: Capture) -> dict[str, Any]:
+    """A service names its configs, secrets and networks by ID, an output the
+    mocks give as "<resource name>-id": swap in the ID the object has on the
+    engine, as the engine's own outputs would carry. One not created yet keeps
+    its placeholder, so the plan shows the service's change (as a preview shows
+    an unknown ID)."""
+    ids = {}
+    for res in cap.resources:
+        entry = st["resources"].get(state_mod.key_of(res.type, res.name))
+        if entry is not None:
+            ids[f"{res.name}-id"] = entry["id"]
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: swap(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [swap(v) for v in value]
+        return ids.get(value, value) if isinstance(value, str) else value
+
+    return swap(inputs)
 
 
 def make_plan(cap: Capture, st: Mapping[str, Any], desired: Mapping[str, dict[str, Any]]) -> StepPlan:
@@ -252,7 +278,9 @@ def dependent_replacements(steps: list[Step], cap: Capture,
 # --- applying -------------------------------------------------------------------
 
 _CREATE = {CONTAINER: provider.create_container, NETWORK: provider.create_network,
-           VOLUME: provider.create_volume, IMAGE: provider.create_image}
+           VOLUME: provider.create_volume, IMAGE: provider.create_image,
+           SERVICE: swarm_provider.create_service, SERVICE_CONFIG: swarm_provider.create_config,
+           SECRET: swarm_provider.create_secret}
 
 
 def _read(typ: str, name: str) -> tuple[str, dict[str, Any]]:
@@ -263,6 +291,9 @@ def _read(typ: str, name: str) -> tuple[str, dict[str, Any]]:
 
 
 _DELETE = {CONTAINER: lambda i: provider.delete_container(i["name"], i),
+           SERVICE: lambda i: swarm_provider.delete_service(i["name"]),
+           SERVICE_CONFIG: lambda i: swarm_provider.delete_config(i["name"]),
+           SECRET: lambda i: swarm_provider.delete_secret(i["name"]),
            NETWORK: lambda i: provider.delete_network(i["name"]),
            VOLUME: lambda i: provider.delete_volume(i["name"]),
            IMAGE: lambda i: ("kept locally" if i.get("keepLocally")
@@ -362,6 +393,8 @@ def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
     desired = {r.urn: desired_inputs(r, image_ids) for r in cap.resources if not is_no_op(r)}
     for note in refresh(st):
         log(f"refresh: {note}")
+    for res in cap.of_type(SERVICE):
+        desired[res.urn] = _resolve_ids(desired[res.urn], st, cap)
     plan = make_plan(cap, st, desired)
     log(f"{stack}: plan ({plan.summary()}):")
     for step in plan.steps:
@@ -398,8 +431,13 @@ def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
             old["dependencies"] = deps_of[urn]
             return ""
         if step.action == UPDATE:
-            note = (provider.update_container(new["name"], {k: new.get(k) for k in step.changed})
-                    if res.type == CONTAINER else "state only: " + ", ".join(step.changed))
+            if res.type == CONTAINER:
+                note = provider.update_container(new["name"], {k: new.get(k) for k in step.changed})
+            elif res.type == SERVICE:
+                new = _resolve_ids(new, st, cap)
+                note = swarm_provider.update_service(new["name"], new)
+            else:
+                note = "state only: " + ", ".join(step.changed)
             # Update does not read back: state takes the new values as planned.
             stored = {**old["inputs"], **{k: new[k] for k in step.changed if k in new}}
             for k in step.changed:
@@ -426,6 +464,8 @@ def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
                 if old is not None:  # else deleted first by a volume or network it named
                     note += "replaced (deleted first: " + _delete(old) + "); "
                 save()
+        if res.type == SERVICE:  # what it names is created by now
+            new = _resolve_ids(new, st, cap)
         try:
             rid, created = _CREATE[res.type](new)
         except provider.PartialCreate as e:

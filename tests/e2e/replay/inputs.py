@@ -16,6 +16,9 @@ CONTAINER = "docker:index/container:Container"
 NETWORK = "docker:index/network:Network"
 VOLUME = "docker:index/volume:Volume"
 IMAGE = "docker:index/remoteImage:RemoteImage"
+SERVICE = "docker:index/service:Service"
+SERVICE_CONFIG = "docker:index/serviceConfig:ServiceConfig"
+SECRET = "docker:index/secret:Secret"
 NO_OP_PREFIXES = ("pulumi:pulumi:Stack", "synapse:index:", "random:")
 
 # Every key the replay applies, per resource type; nested objects list their keys.
@@ -48,11 +51,43 @@ CONTAINER_SCHEMA: dict[str, Any] = {
     "wait": bool,
     "waitTimeout": float,
 }
-NETWORK_SCHEMA = {"name": str, "driver": str, "internal": bool}
+NETWORK_SCHEMA = {"name": str, "driver": str, "internal": bool, "attachable": bool}
+_FILE_REF = {"fileName": str, "fileUid": str, "fileGid": str, "fileMode": float}
+_UPDATE = {"order": str, "parallelism": float, "failureAction": str, "monitor": str,
+           "delay": str, "maxFailureRatio": str}
+SERVICE_SCHEMA: dict[str, Any] = {
+    "name": str,
+    "labels": [{"label": str, "value": str}],
+    "taskSpec": {
+        "containerSpec": {
+            "image": str, "commands": [str], "args": [str], "env": {"*": str}, "user": str,
+            "configs": [{**_FILE_REF, "configId": str, "configName": str}],
+            "secrets": [{**_FILE_REF, "secretId": str, "secretName": str}],
+            "mounts": [{"target": str, "type": str, "source": str, "readOnly": bool,
+                        "tmpfsOptions": {"sizeBytes": float, "mode": float}}],
+            "healthcheck": {"tests": [str], "interval": str, "timeout": str, "retries": float,
+                            "startPeriod": str},
+            "capAdds": [str], "capDrops": [str], "stopGracePeriod": str,
+        },
+        "networksAdvanceds": [{"id": str}],
+        "placement": {"constraints": [str]},
+        "restartPolicy": {"condition": str, "delay": str},
+        "resources": {"limits": {"nanoCpus": float, "memoryBytes": float}},
+    },
+    "mode": {"replicated": {"replicas": float}},
+    "updateConfig": _UPDATE,
+    "rollbackConfig": _UPDATE,
+    "endpointSpec": {"mode": str, "ports": [{"targetPort": float, "publishedPort": float,
+                                             "publishMode": str, "protocol": str}]},
+    "convergeConfig": {"delay": str, "timeout": str},
+}
+SERVICE_CONFIG_SCHEMA = {"name": str, "data": str}
+SECRET_SCHEMA = {"name": str, "data": str}
 VOLUME_SCHEMA = {"name": str, "driver": str, "driverOpts": {"*": str}}
 IMAGE_SCHEMA = {"name": str, "keepLocally": bool}
 SCHEMAS = {CONTAINER: CONTAINER_SCHEMA, NETWORK: NETWORK_SCHEMA, VOLUME: VOLUME_SCHEMA,
-           IMAGE: IMAGE_SCHEMA}
+           IMAGE: IMAGE_SCHEMA, SERVICE: SERVICE_SCHEMA, SERVICE_CONFIG: SERVICE_CONFIG_SCHEMA,
+           SECRET: SECRET_SCHEMA}
 MOUNT_TYPES = ("volume",)  # bind/tmpfs mounts are not applied: refuse them
 RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
 # Resource options the replay models; aliases only rename, so they need nothing.

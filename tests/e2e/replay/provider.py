@@ -263,6 +263,7 @@ def create_network(inputs: Mapping[str, Any]) -> tuple[str, str]:
         # is an error, not adopted.
         net = api().create_network(name, driver=inputs.get("driver", "bridge"),
                                    internal=bool(inputs.get("internal", False)),
+                                   attachable=bool(inputs.get("attachable", False)) or None,
                                    check_duplicate=True)
     except docker.errors.APIError as e:
         raise ReplayError(f"network {name}: {e.explanation or e}") from None
@@ -273,8 +274,10 @@ def read_network(name: str) -> tuple[str, dict[str, Any]] | None:
     info = inspect("network", name)
     if info is None:
         return None
-    return info["Id"], {"name": info["Name"], "driver": info["Driver"],
-                        "internal": bool(info.get("Internal"))}
+    out = {"name": info["Name"], "driver": info["Driver"], "internal": bool(info.get("Internal"))}
+    if info.get("Attachable"):
+        out["attachable"] = True
+    return info["Id"], out
 
 
 def delete_network(name: str) -> str:
