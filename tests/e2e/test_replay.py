@@ -72,7 +72,7 @@ def test_unmodelled_resource_options_are_refused(dev):
 def test_unknown_resource_types_are_refused(dev):
     net = dev.of_type(replay.NETWORK)[0]
     with pytest.raises(replay.UnsupportedInput):
-        replay.check_inputs(Registered("docker:index/service:Service", "s", "urn:s", {},
+        replay.check_inputs(Registered("docker:index/plugin:Plugin", "s", "urn:s", {},
                                        "", [], {}))
     with pytest.raises(replay.UnsupportedInput):
         replay.check_inputs(_with(net, ipamConfigs=[{"subnet": "10.9.0.0/24"}]))
