@@ -205,6 +205,8 @@ class SwarmSettings:
     service may run (constraints, all of which a node must meet)."""
     placement: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: types.MappingProxyType({}))
+    # Overlay traffic between nodes encrypted (IPsec): needs ESP in every node's kernel.
+    encrypted: bool = False
 
     def constraints(self, service: str) -> tuple[str, ...]:
         return self.placement.get(service, ())
@@ -638,7 +640,8 @@ def _swarm(raw: Mapping, target: str, backup: BackupSettings, nginx: NginxSettin
         raise ConfigError(("nginx", "bindAddress"), "must be 0.0.0.0 on target swarm: a Swarm "
                           "publishes a port on every address of the node its task runs on (host "
                           "mode); let that node's firewall choose who reaches it")
-    _no_unknown(value, ("placement",), path)
+    _no_unknown(value, ("placement", "encrypted"), path)
+    encrypted = _expect(value.get("encrypted", False), bool, path + ("encrypted",), "true or false")
     given = _mapping(value, "placement", path)
     services = (MAIN, *CLASS_NAMES, *SWARM_SERVICES)
     _no_unknown(given, services, path + ("placement",))
@@ -661,7 +664,7 @@ def _swarm(raw: Mapping, target: str, backup: BackupSettings, nginx: NginxSettin
         raise ConfigError(path + ("placement", "media"),
                           "must equal swarm.placement.main: the media workers and main share "
                           "the media store, a volume on one node")
-    return SwarmSettings(placement=_freeze(placement))
+    return SwarmSettings(placement=_freeze(placement), encrypted=encrypted)
 
 
 KNOWN_KEYS = (

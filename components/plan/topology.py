@@ -12,6 +12,7 @@ synapse/config/workers.py so a table edit that breaks them fails loudly.
 
 from __future__ import annotations
 
+import re
 import types
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -128,8 +129,10 @@ class Process:
 
 
 def service_host(settings: Settings, name: str) -> str:
-    """A process's or service's name on a Swarm's overlay network (its service's)."""
-    return f"{settings.name_prefix}-{name}"
+    """A process's or service's name on a Swarm's overlay network (its service's):
+    a DNS label, since Synapse's HTTP client refuses a host name with '_' ("invalid
+    hostname: synapse-swarm-client_sync1", measured) and Swarm a service name with '.'."""
+    return re.sub(r"[_.]", "-", f"{settings.name_prefix}-{name}")
 
 
 def _endpoints(settings: Settings, name: str) -> tuple[Endpoint, Endpoint]:

@@ -169,7 +169,9 @@ def deploy(plan: Plan, deployment: SwarmDeployment, secrets: pulumi.Output) -> d
         # ports; attachable, so an operator's container can reach nginx's admin
         # listener and Prometheus, which are not published on a Swarm.
         key: docker.Network(f"{key}-network", name=name, driver="overlay", internal=internal,
-                            attachable=not internal)
+                            attachable=not internal,
+                            # synapse:swarm.encrypted: IPsec between nodes (docs/swarm.md).
+                            options={"encrypted": ""} if deployment.encrypted else None)
         for key, (name, internal) in deployment.networks.items()
     }
     files = Files(s.name_prefix, secrets)

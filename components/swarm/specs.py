@@ -120,6 +120,7 @@ class ServiceSpec:
 class SwarmDeployment:
     networks: Mapping[str, tuple[str, bool]]  # key -> (Swarm name, internal)
     services: tuple[ServiceSpec, ...]  # in creation order
+    encrypted: bool = False  # the overlays' traffic between nodes (IPsec)
 
     def service(self, key: str) -> ServiceSpec:
         return next(s for s in self.services if s.key == key)
@@ -246,39 +247,56 @@ def _redis_service(plan: Plan) -> ServiceSpec:
     )
 
 
-def nginx_run_script(prefix: str) -> str:
-    """nginx's entrypoint on a Swarm. nginx resolves its upstreams' service names
-    once, when it loads its config, and a task that moves or restarts gets a new
-    address. So every second the names are looked up again, and the served-by map
-    (address -> process, for the X-Synapse-Worker header and the access log) is
-    written from the answers; when it changed, nginx reloads (graceful: old workers
-    finish their requests). A name that does not resolve (its task starting) is
-    left out until it does."""
+def nginx_run_script(plan: Plan) -> str:
+    """nginx's entrypoint on a Swarm. Every second it looks up the service name of
+    each process nginx routes to (all its tasks' addresses: dnsrr), and writes that
+    process's `server` lines (nginx_conf.swarm_servers_file; a name that resolves to
+    nothing, its task between stop and start, is one `down` server, so nginx falls
+    back as for a refused connection) and the served-by map (address -> process,
+    behind the X-Synapse-Worker header). When anything changed, nginx reloads
+    (graceful: old workers finish their requests). The config never names a host,
+    so a reload never fails on a name that does not resolve."""
+    run = nginx_conf.SWARM_RUN_DIR
+    routed = [(p.inbound.host, p.inbound.port, p.name) for p in plan.processes if p.inbound]
+    entries = " ".join(f"{h}:{port}:{name}" for h, port, name in routed)
     conf = shlex.quote(NGINX_CONF)
-    served_by = shlex.quote(nginx_conf.SWARM_SERVED_BY)
     return "\n".join([
         "#!/bin/sh",
         "set -u",
-        f"rm -f {shlex.quote(nginx_conf.SWARM_HEALTH_SOCKET)}",
-        f"upstreams=$(sed -n 's/^ *server \\([A-Za-z0-9_.-]*\\):\\([0-9]*\\) .*/\\1:\\2/p' {conf} | sort -u)",
-        "served_by() {",
-        '  for up in $upstreams; do',
-        '    host=${up%:*} port=${up##*:}',
-        '    for ip in $(getent hosts "$host" | cut -d" " -f1); do',
-        f'      printf \'"~(?:^| )%s:%s$" %s;\\n\' "$(echo "$ip" | sed \'s/[.]/\\\\./g\')" "$port" "${{host#{prefix}-}}"',
-        "    done",
+        f"run={run}",
+        'rm -rf "$run/health.sock" "$run/next" && mkdir -p "$run/servers" "$run/next"',
+        "resolve() {  # -> $run/next: each process's server lines, and the served-by map",
+        '  : > "$run/next/served_by.map"',
+        f"  for entry in {entries}; do",
+        '    host=${entry%%:*} rest=${entry#*:} port=${rest%%:*} name=${rest#*:}',
+        "    ips=$(getent ahostsv4 \"$host\" | cut -d' ' -f1 | sort -u)",
+        '    for ip in $ips; do echo "server $ip:$port max_fails=0;"; done > "$run/next/$name.conf"',
+        '    [ -n "$ips" ] || echo "server 127.0.0.1:9 down;" > "$run/next/$name.conf"',
+        "    for ip in $ips; do",
+        '      printf \'"~(?:^| )%s:%s$" %s;\\n\' "$(echo "$ip" | sed \'s/[.]/\\\\./g\')" "$port" "$name"',
+        '    done >> "$run/next/served_by.map"',
         "  done",
+        '  cat "$run"/next/* | cksum',
         "}",
-        f"served_by > {served_by}",
+        "publish() {",
+        '  for f in "$run"/next/*.conf; do cp "$f" "$run/servers/$(basename "$f")"; done',
+        f'  cp "$run/next/served_by.map" {shlex.quote(nginx_conf.SWARM_SERVED_BY)}',
+        "}",
+        "loaded=$(resolve)",
+        "publish",
         f'"$@" -c {conf} &',
         "pid=$!",
         'trap \'kill -QUIT "$pid"; wait "$pid"; exit 0\' TERM QUIT INT',
         'while kill -0 "$pid" 2>/dev/null; do',
         "  sleep 1 & wait $!",
-        f"  served_by > {served_by}.new",
-        f"  if cmp -s {served_by}.new {served_by}; then rm -f {served_by}.new; continue; fi",
-        f"  mv {served_by}.new {served_by}",
-        f'  if nginx -t -q -c {conf}; then kill -HUP "$pid"; echo "run.sh: an upstream moved; reloaded"; fi',
+        "  now=$(resolve)",
+        '  [ "$now" = "$loaded" ] && continue',
+        "  publish",
+        f'  if nginx -t -q -c {conf}; then',
+        '    kill -HUP "$pid"',
+        "    loaded=$now",
+        '    echo "run.sh: a task moved; reloaded"',
+        "  fi",
         "done",
         'wait "$pid"',
         "",
@@ -297,14 +315,14 @@ def _nginx_service(plan: Plan) -> ServiceSpec:
         plan, "nginx",
         image=s.images.nginx,
         command=("/bin/sh", NGINX_RUN),
-        args=("nginx", "-g", f"daemon off; pid {nginx_conf.SWARM_RUN_DIR}/nginx.pid;"),
+        args=("nginx", "-g", "daemon off;"),
         healthcheck=Healthcheck(("CMD", "curl", "-fsS", "--unix-socket",
                                  nginx_conf.SWARM_HEALTH_SOCKET, "http://localhost/health"),
                                 interval_s=SINGLETON_PROBE_INTERVAL_S),
         # Its ports are the node's (host mode): a second task there could not bind them.
         update=UpdatePolicy(STOP_FIRST),
         files=(SwarmFile(NGINX_CONF, lambda _sec: nginx_conf.render_nginx_conf(plan)),
-               SwarmFile(NGINX_RUN, lambda _sec: nginx_run_script(s.name_prefix), mode=0o555),
+               SwarmFile(NGINX_RUN, lambda _sec: nginx_run_script(plan), mode=0o555),
                *tls),
         tmpfs={nginx_conf.SWARM_RUN_DIR: body},
         networks=(BACKEND, FRONTEND),
@@ -362,5 +380,6 @@ def build_swarm(plan: Plan) -> SwarmDeployment:
         networks={BACKEND: (f"{s.name_prefix}-{BACKEND}", True),
                   FRONTEND: (f"{s.name_prefix}-{FRONTEND}", False)},
         services=tuple(services),
+        encrypted=s.swarm.encrypted,
     )
 

@@ -107,6 +107,7 @@ class Report:
     serving: dict[str, str] = field(default_factory=dict)
     # Streams whose every writer restarts: their endpoints fail meanwhile.
     writers_down: list[str] = field(default_factory=list)
+    unit: str = "container"  # what a change is to: a container, or a Swarm service
 
     def changed(self) -> list[Change]:
         return [c for c in self.changes if c.action != SAME]
@@ -116,7 +117,8 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {"changes": [c.to_json() for c in self.changed()], "warnings": self.warnings,
-                "order": self.order, "serving": self.serving, "writersDown": self.writers_down}
+                "order": self.order, "serving": self.serving, "writersDown": self.writers_down,
+                "unit": self.unit}
 
 
 def load_side(path: Path, overrides: Mapping[str, Any] | None = None,
@@ -339,12 +341,15 @@ def format_text(report: Report, title: str) -> str:
                 shown_diffs[diff] = c.container
                 lines += [f"        {line}" for line in diff.rstrip("\n").split("\n")]
     same = [c.container for c in report.changes if c.action == SAME]
+    unit = report.unit
     if not report.changed():
-        lines.append("no container changes")
-    lines.append(f"{'= same':11} {len(same)} containers keep running: {', '.join(same) or '-'}")
+        lines.append(f"no {unit} changes")
+    lines.append(f"{'= same':11} {len(same)} {unit}s keep running: {', '.join(same) or '-'}")
     if report.order:
-        lines += ["", "order (each line once the one before it is done; a replaced container "
-                      "is deleted, then created and waited for until healthy):"]
+        lines += ["", "order (each line once the one before it is done; " + (
+            "a replaced container is deleted, then created and waited for until healthy):"
+            if unit == "container" else "an updated service is waited for until its task "
+            "runs healthy):")]
         lines += [f"  {i}. {', '.join(step)}" for i, step in enumerate(report.order, 1)]
     if report.serving:
         lines += ["", "meanwhile:"]
@@ -381,7 +386,16 @@ def main(argv: list[str] | None = None) -> int:
         new = load_side(args.config, dict(args.set), stack=old.plan.settings.stack)
     except (ConfigError, OSError, yaml.YAMLError) as e:
         return cli_error(path, e)
-    report = impact(old, new)
+    if new.plan.settings.target == "swarm" or old.plan.settings.target == "swarm":
+        if new.plan.settings.target != old.plan.settings.target:
+            print(f"{args.config}: target {old.plan.settings.target} -> "
+                  f"{new.plan.settings.target}: a new stack on another target, not a change "
+                  "(move the data with a backup and restore: docs/swarm.md)", file=sys.stderr)
+            return 2
+        from components.tools.swarm_impact import swarm_impact  # noqa: PLC0415 - its own module
+        report = swarm_impact(old, new)
+    else:
+        report = impact(old, new)
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
     else:

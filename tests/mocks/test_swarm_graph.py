@@ -24,7 +24,10 @@ def swarm():
 
 
 def services(cap):
-    return {r.plain["name"].removeprefix(f"{PREFIX}-"): r for r in cap.of_type(SERVICE)}
+    """By process or service key (the label; names are DNS labels: client-sync1)."""
+    return {next(lab["value"] for lab in r.plain["labels"]
+                 if lab["label"] == "org.matrix.synapse-workers.process"): r
+            for r in cap.of_type(SERVICE)}
 
 
 def container(svc):
@@ -81,9 +84,12 @@ def test_processes_listen_on_tcp_and_find_each_other_by_service_name(swarm):
     home = _config_text(swarm, s["rooms1"], "/conf/homeserver.yaml")
     hs = yaml.safe_load(home)
     assert hs["instance_map"]["sender1"] == {"host": f"{PREFIX}-sender1", "port": 9093}
+    assert hs["instance_map"]["client_sync1"]["host"] == f"{PREFIX}-client-sync1"
     assert hs["redis"]["host"] == f"{PREFIX}-redis"
     nginx = _config_text(swarm, s["nginx"], "/etc/nginx/live/nginx.conf")
-    assert f"server {PREFIX}-rooms1:8008 max_fails=0;" in nginx
+    assert "include /nginx-run/servers/rooms1.conf;" in nginx
+    run = _config_text(swarm, s["nginx"], "/etc/nginx/run.sh")
+    assert f"{PREFIX}-rooms1:8008:rooms1" in run and f"{PREFIX}-client-sync1:8008:client_sync1" in run
 
 
 def test_nginx_publishes_in_host_mode_and_waits_for_what_it_routes_to(swarm):
@@ -93,7 +99,7 @@ def test_nginx_publishes_in_host_mode_and_waits_for_what_it_routes_to(swarm):
     assert ports[8008]["publishedPort"] == 8108 and ports[8009]["publishedPort"] == 8109
     waits = {swarm.by_urn(d).plain["name"] for d in nginx.dependencies
              if swarm.by_urn(d).type == SERVICE}
-    assert waits == {f"{PREFIX}-{n}" for n in ("main", "client_sync1", "federation_reader1",
+    assert waits == {f"{PREFIX}-{n}" for n in ("main", "client-sync1", "federation-reader1",
                                                 "media1", "rooms1")}
 
 
@@ -146,3 +152,10 @@ def _config_text(cap, svc, target):
     ref = next(c for c in container(svc)["configs"] if c["fileName"] == target)
     config = next(r for r in cap.of_type(CONFIG) if r.plain["name"] == ref["configName"])
     return base64.b64decode(config.plain["data"]).decode()
+
+
+def test_encrypted_overlays_only_when_asked(swarm):
+    assert all("options" not in r.plain for r in swarm.of_type(NETWORK))
+    cap = run_stack_file("config/Pulumi.swarm.yaml", {"swarm.encrypted": True})
+    assert {r.plain["name"]: r.plain.get("options") for r in cap.of_type(NETWORK)} == {
+        f"{PREFIX}-backend": {"encrypted": ""}, f"{PREFIX}-frontend": {"encrypted": ""}}

@@ -170,7 +170,8 @@ def test_json_lists_only_changed_containers(capsys):
     assert impact.main(["--config", str(PROD), "--against", str(PROD), "--set", "workers.rooms=5",
                         "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"changes", "warnings", "order", "serving", "writersDown"}
+    assert set(out) == {"changes", "warnings", "order", "serving", "writersDown", "unit"}
+    assert out["unit"] == "container"
     assert [(c["container"], c["action"]) for c in out["changes"]] == [
         ("synapse-prod-live-config", "replace"), ("synapse-prod-rooms5", "create"),
         ("synapse-prod-nginx-config", "replace")]

@@ -73,8 +73,16 @@ def test_processes_listen_on_tcp_and_are_reached_by_service_name():
     worker = yaml.safe_load(render_worker(plan.process("rooms1")))
     assert [l.get("port") for l in worker["worker_listeners"] if l["type"] == "http"] == [INBOUND_PORT]
     nginx = render_nginx_conf(plan)
-    assert f"server hs-rooms1:{INBOUND_PORT} max_fails=0;" in nginx
-    assert "unix:/sockets/synapse_inbound" not in nginx
+    # Servers by address, written as names resolve (nginx's Swarm entrypoint).
+    assert "include /nginx-run/servers/rooms1.conf;" in nginx
+    assert "unix:/sockets/synapse_inbound" not in nginx and "hs-rooms1" not in nginx
+
+
+def test_service_names_are_dns_labels():
+    """Synapse's HTTP client refuses a host with '_' (measured on the bed: "invalid
+    hostname: synapse-swarm-client_sync1"), Swarm a service name with '.'."""
+    plan = build_plan(swarm(namePrefix="hs_a.b", workers={"client_sync": 1}))
+    assert plan.instance_map["client_sync1"].host == "hs-a-b-client-sync1"
 
 
 def test_the_docker_target_keeps_its_sockets():
@@ -82,3 +90,11 @@ def test_the_docker_target_keeps_its_sockets():
     assert plan.main.inbound.path == "/sockets/synapse_inbound_main.sock"
     assert yaml.safe_load(render_homeserver(plan))["redis"] == {
         "enabled": True, "path": "/sockets/synapse_redis.sock"}
+
+
+def test_encryption_between_nodes_is_asked_for_explicitly():
+    assert not swarm().swarm.encrypted
+    assert swarm(swarm={"encrypted": True}).swarm.encrypted
+    with pytest.raises(ConfigError) as e:
+        swarm(swarm={"encrypted": "yes"})
+    assert e.value.path == ("swarm", "encrypted")

@@ -3,6 +3,7 @@ apply it, since neither can be installed here:
 
   inputs.py     what the replay applies; anything else is refused
   provider.py   the provider's create/read/update/delete on the engine
+  swarm_provider.py  the same for Swarm services, configs and secrets
   engine.py     up (refresh, plan with components/provider/model.py, print, apply)
                 and down (destroy --exclude-protected, or everything)
   state.py      the per-stack state file (what Pulumi's state would hold)
@@ -21,6 +22,9 @@ from tests.e2e.replay.inputs import (
     CONTAINER,
     IMAGE,
     NETWORK,
+    SECRET,
+    SERVICE,
+    SERVICE_CONFIG,
     VOLUME,
     check_inputs,
     is_no_op,
@@ -29,9 +33,16 @@ from tests.e2e.replay.isolation import check_isolation
 from tests.e2e.replay.provider import read_container
 from tests.e2e.replay.stack import Deployed, describe, down, up
 
+
+def up_plan(config, overrides=None) -> StepPlan:
+    """What an `up` would do now (refresh, then plan), applying nothing: a preview."""
+    from tests.e2e.replay import engine
+
+    return engine.up(config, overrides, dry_run=True).plan
+
 __all__ = [
     "LOG_TAIL", "api", "container_logs", "CREATE", "DELETE", "REPLACE", "SAME", "UPDATE", "StepPlan",
     "capture_stack", "ReplayError", "UnsupportedInput", "dependency_graph", "CONTAINER", "IMAGE",
-    "NETWORK", "VOLUME", "check_inputs", "is_no_op", "check_isolation", "read_container",
-    "Deployed", "describe", "down", "up",
+    "NETWORK", "VOLUME", "SERVICE", "SERVICE_CONFIG", "SECRET", "check_inputs", "is_no_op", "check_isolation", "read_container",
+    "Deployed", "describe", "down", "up", "up_plan",
 ]

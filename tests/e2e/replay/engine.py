@@ -368,8 +368,9 @@ class Outcome:
     ids: dict[str, str]  # Docker container name -> container ID, after the up
     seconds: float
     stage_seconds: dict[int, float] = field(default_factory=dict)
-    # Docker container name -> (started, finished) of its step, time.monotonic();
-    # a container with `wait` finishes when it is healthy.
+    # Docker container (or Swarm service) name -> (started, finished) of its step,
+    # time.monotonic(); a container with `wait` finishes when it is healthy, a
+    # service with converge_config when its task runs.
     applied: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
@@ -499,8 +500,8 @@ def up(config: str | Path, overrides: Mapping[str, Any] | None = None,
         stage_seconds[stage] = max(a.finished_at for a in members) - min(a.started_at for a in members)
     ids = {e["inputs"]["name"]: e["id"] for e in st["resources"].values() if e["type"] == CONTAINER}
     applied = {desired[u]["name"]: (results[u].started_at, results[u].finished_at)
-               for u in results if by_urn[u].type == CONTAINER
-               and steps[state_mod.key_of(CONTAINER, by_urn[u].name)].action != SAME}
+               for u in results if by_urn[u].type in (CONTAINER, SERVICE)
+               and steps[state_mod.key_of(by_urn[u].type, by_urn[u].name)].action != SAME}
     st["outputs"] = reveal(cap.outputs)  # stack outputs live in state too
     save()
     log(f"{stack}: {plan.summary()} in {seconds:.1f} s")

@@ -51,7 +51,8 @@ CONTAINER_SCHEMA: dict[str, Any] = {
     "wait": bool,
     "waitTimeout": float,
 }
-NETWORK_SCHEMA = {"name": str, "driver": str, "internal": bool, "attachable": bool}
+NETWORK_SCHEMA = {"name": str, "driver": str, "internal": bool, "attachable": bool,
+                  "options": {"*": str}}
 _FILE_REF = {"fileName": str, "fileUid": str, "fileGid": str, "fileMode": float}
 _UPDATE = {"order": str, "parallelism": float, "failureAction": str, "monitor": str,
            "delay": str, "maxFailureRatio": str}

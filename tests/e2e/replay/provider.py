@@ -264,6 +264,7 @@ def create_network(inputs: Mapping[str, Any]) -> tuple[str, str]:
         net = api().create_network(name, driver=inputs.get("driver", "bridge"),
                                    internal=bool(inputs.get("internal", False)),
                                    attachable=bool(inputs.get("attachable", False)) or None,
+                                   options=dict(inputs.get("options") or {}) or None,
                                    check_duplicate=True)
     except docker.errors.APIError as e:
         raise ReplayError(f"network {name}: {e.explanation or e}") from None
@@ -277,6 +278,7 @@ def read_network(name: str) -> tuple[str, dict[str, Any]] | None:
     out = {"name": info["Name"], "driver": info["Driver"], "internal": bool(info.get("Internal"))}
     if info.get("Attachable"):
         out["attachable"] = True
+
     return info["Id"], out
 
 

@@ -271,7 +271,14 @@ def delete_service(name: str) -> str:
         return "already gone"
     api().remove_service(info["ID"])
     deadline = time.monotonic() + 120
-    while _tasks(info["ID"]) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        # Its tasks' containers go after the service does; the manager may forget
+        # the tasks first (a filter on a service it no longer knows is a 404).
+        try:
+            if not _tasks(info["ID"]):
+                break
+        except docker.errors.NotFound:
+            break
         time.sleep(CONVERGE_POLL_S)
     return "removed"
 
