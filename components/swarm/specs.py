@@ -140,10 +140,22 @@ def update_policy(plan: Plan, p: Process) -> UpdatePolicy:
     return UpdatePolicy(START_FIRST if rollout.rolls(plan, p.name) else STOP_FIRST)
 
 
+# A service's durations are never whole minutes. The provider model stores them in
+# kreuzwerker's shortDur form ("1m" for 60 s), read from memory of its source rather
+# than re-read when the Swarm rows were written; for any other duration that form
+# and Go's Duration.String() ("1m0s") agree, so even if the model were wrong there,
+# no preview would show every service changing (tests/mocks/test_swarm_graph.py).
+START_PERIOD_S = 90  # the single-host 60 s, made longer rather than shorter
+POSTGRES_STOP_GRACE_S = 90
+
+
+def _healthcheck(test: tuple[str, ...], interval_s: int = PROBE_INTERVAL_S) -> Healthcheck:
+    return Healthcheck(test, interval_s=interval_s, start_period_s=START_PERIOD_S)
+
+
 def _curl(url: str, as_user: str | None = None, interval_s: int = PROBE_INTERVAL_S) -> Healthcheck:
     drop = ("gosu", as_user) if as_user else ()
-    return Healthcheck(("CMD", *drop, "curl", "-fsS", "-o", "/dev/null", url),
-                       interval_s=interval_s)
+    return _healthcheck(("CMD", *drop, "curl", "-fsS", "-o", "/dev/null", url), interval_s)
 
 
 def _start_script(p: Process) -> str:
@@ -216,7 +228,7 @@ def _postgres_service(plan: Plan) -> ServiceSpec:
         env={"POSTGRES_USER": POSTGRES_USER, "POSTGRES_DB": POSTGRES_DB,
              "POSTGRES_PASSWORD_FILE": POSTGRES_PASSWORD_FILE,
              "POSTGRES_INITDB_ARGS": "--encoding=UTF8 --locale=C"},
-        healthcheck=Healthcheck(("CMD-SHELL",
+        healthcheck=_healthcheck(("CMD-SHELL",
                                  f'test "$(head -n1 {POSTGRES_DATA}/postmaster.pid 2>/dev/null)" = 1'
                                  f" && pg_isready -q -h 127.0.0.1 -p {POSTGRES_PORT}"
                                  f" -U {POSTGRES_USER} -d {POSTGRES_DB}"),
@@ -227,7 +239,7 @@ def _postgres_service(plan: Plan) -> ServiceSpec:
                          uid=POSTGRES_UID, gid=POSTGRES_UID, mode=0o400),),
         volumes={f"{s.name_prefix}-postgres-data": POSTGRES_DATA},
         user=f"{POSTGRES_UID}:{POSTGRES_UID}",
-        stop_grace_s=60,
+        stop_grace_s=POSTGRES_STOP_GRACE_S,
     )
 
 
@@ -240,7 +252,7 @@ def _redis_service(plan: Plan) -> ServiceSpec:
         # internal overlay network only, which no container outside the stack joins.
         args=("redis-server", "--port", str(REDIS_PORT), "--protected-mode", "no", "--save",
               "--appendonly", "no"),
-        healthcheck=Healthcheck(("CMD-SHELL", f"redis-cli -p {REDIS_PORT} ping | grep -q PONG"),
+        healthcheck=_healthcheck(("CMD-SHELL", f"redis-cli -p {REDIS_PORT} ping | grep -q PONG"),
                                 interval_s=SINGLETON_PROBE_INTERVAL_S),
         update=UpdatePolicy(STOP_FIRST),  # one broker: two would split pub/sub
         user="redis",
@@ -316,7 +328,7 @@ def _nginx_service(plan: Plan) -> ServiceSpec:
         image=s.images.nginx,
         command=("/bin/sh", NGINX_RUN),
         args=("nginx", "-g", "daemon off;"),
-        healthcheck=Healthcheck(("CMD", "curl", "-fsS", "--unix-socket",
+        healthcheck=_healthcheck(("CMD", "curl", "-fsS", "--unix-socket",
                                  nginx_conf.SWARM_HEALTH_SOCKET, "http://localhost/health"),
                                 interval_s=SINGLETON_PROBE_INTERVAL_S),
         # Its ports are the node's (host mode): a second task there could not bind them.
@@ -356,7 +368,7 @@ def _prometheus_service(plan: Plan) -> ServiceSpec:
         args=(f"--config.file={prometheus_conf.CONFIG_PATH}",
               f"--storage.tsdb.path={prometheus_conf.DATA_DIR}",
               f"--storage.tsdb.retention.time={s.metrics.retention_days}d"),
-        healthcheck=Healthcheck(("CMD", "wget", "-q", "-O", "/dev/null", ready)),
+        healthcheck=_healthcheck(("CMD", "wget", "-q", "-O", "/dev/null", ready)),
         update=UpdatePolicy(STOP_FIRST),  # its TSDB takes a lock
         files=(SwarmFile(prometheus_conf.CONFIG_PATH,
                          lambda _sec: prometheus_conf.render_prometheus_conf(plan)), *targets),

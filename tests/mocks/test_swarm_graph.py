@@ -159,3 +159,29 @@ def test_encrypted_overlays_only_when_asked(swarm):
     cap = run_stack_file("config/Pulumi.swarm.yaml", {"swarm.encrypted": True})
     assert {r.plain["name"]: r.plain.get("options") for r in cap.of_type(NETWORK)} == {
         f"{PREFIX}-backend": {"encrypted": ""}, f"{PREFIX}-frontend": {"encrypted": ""}}
+
+
+def _durations(value, key=""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _durations(v, k)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _durations(v, key)
+    elif key in ("interval", "timeout", "startPeriod", "stopGracePeriod", "delay", "monitor"):
+        yield key, value
+
+
+def test_no_service_duration_depends_on_how_the_provider_prints_it(swarm):
+    """shortDur ("1m") and Go's Duration.String() ("1m0s") differ only on whole
+    minutes: none is used, so a second preview is empty either way."""
+    from components.provider import model as pm
+
+    found = 0
+    for r in swarm.of_type(SERVICE):
+        for key, text in _durations({k: v for k, v in r.plain.items() if k != "convergeConfig"}):
+            ns = pm.duration_ns(text)
+            assert pm.short_duration_read_back(ns) == pm.duration_read_back(ns) == text, \
+                (r.name, key, text)
+            found += 1
+    assert found > 50
