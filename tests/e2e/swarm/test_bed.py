@@ -39,7 +39,7 @@ def test_a_node_pulls_a_stand_in_by_its_docker_hub_name_from_the_registry(bed):
 
 def test_a_service_name_resolves_across_nodes_on_an_internal_overlay(bed):
     bed.push([PROBE_IMAGE])
-    network = bed.manager.networks.create("bed-probe", driver="overlay", internal=True)
+    bed.manager.networks.create("bed-probe", driver="overlay", internal=True)
     services = []
     try:
         services.append(bed.manager.services.create(
