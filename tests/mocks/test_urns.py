@@ -21,10 +21,15 @@ STACKS = sorted(p.name for p in (ROOT / "config").glob("Pulumi.*.yaml"))
 
 def urns(stack_file: str) -> list[str]:
     cap = run_stack_file(ROOT / "config" / stack_file)
-    # Left out: the root Stack resource (registered once per process under mocks),
-    # and the Swarm configs, which are named by their content on purpose (a new
-    # content is a new config: components/swarm/deploy.py).
-    return sorted(f"{r.urn}  <-  {r.parent}" for r in cap.resources
+    # Left out: the root Stack resource, which the mocks register once per process
+    # (so a parent that is the root is written "(stack)": in a run that deployed
+    # another stack first it is that stack's), and the Swarm configs, which are
+    # named by their content on purpose (a new content is a new config:
+    # components/swarm/deploy.py).
+    def parent(r):
+        return "(stack)" if "::pulumi:pulumi:Stack::" in r.parent else r.parent
+
+    return sorted(f"{r.urn}  <-  {parent(r)}" for r in cap.resources
                   if r.type not in ("pulumi:pulumi:Stack", "docker:index/serviceConfig:ServiceConfig"))
 
 
