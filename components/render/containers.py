@@ -83,8 +83,8 @@ NGINX_PORTS = nginx_conf.PORTS  # inside the nginx container
 # and published next to it, so nginx (read-only, no uploads) reads them from the
 # volume and a renewed certificate is a reload, not a new nginx.
 # nginx.tls: where nginx-config stages each secret (secret_keys) -> where nginx reads it.
-_LIVE_TLS = {"tlsCertificate": nginx_conf.TLS_CERTIFICATE, "tlsKey": nginx_conf.TLS_KEY}
-NGINX_STAGED_TLS = {s.path: _LIVE_TLS[s.key] for s in secret_keys.for_readers(secret_keys.NGINX)}
+LIVE_TLS = {"tlsCertificate": nginx_conf.TLS_CERTIFICATE, "tlsKey": nginx_conf.TLS_KEY}
+NGINX_STAGED_TLS = {s.path: LIVE_TLS[s.key] for s in secret_keys.for_readers(secret_keys.NGINX)}
 NGINX_RUN_NAME = "run.sh"  # $0 of nginx's entrypoint script, in its log lines
 NGINX_USER = f"{NGINX_UID}:{NGINX_UID}"
 NGINX_TEMP_DIRS = ("/var/cache/nginx", "/var/lib/nginx")  # official image; Debian's
@@ -380,12 +380,23 @@ def synapse_files(plan: Plan, p: Process, shared: Mapping[str, str]) -> tuple[li
     return files, config
 
 
+def synapse_command(config: list[str]) -> tuple[str, ...]:
+    """The image's start.py arguments: run, with the config files in reading order."""
+    return ("run", *(f"--config-path={c}" for c in config))
+
+
+def synapse_env(p: Process) -> dict[str, str]:
+    """The image's start.py environment. PGAPPNAME: libpq's default
+    application_name, so pg_stat_activity names the process behind each connection."""
+    return {"SYNAPSE_WORKER": p.app, "UID": str(SYNAPSE_UID), "GID": str(SYNAPSE_UID),
+            "PGAPPNAME": p.name}
+
+
 def _synapse_spec(plan: Plan, p: Process, shared: Mapping[str, str],
                   partner: str | None = None) -> ContainerSpec:
     """`partner`: the process of its class this one is replaced after (rollout)."""
     s = plan.settings
     files, config = synapse_files(plan, p, shared)
-    command = ["run", *(f"--config-path={c}" for c in config)]
     mounts = [Mount("sockets", SOCKET_DIR), Mount(f"{p.name}-data", DATA_DIR),
               Mount("live-config", LIVE_CONFIG_DIR),
               *(Mount(v, SHARED_MOUNTS[v]) for v in p.volumes)]
@@ -395,12 +406,9 @@ def _synapse_spec(plan: Plan, p: Process, shared: Mapping[str, str],
         size_of="main" if p.is_main else p.worker_class,
         worker_class=None if p.is_main else p.worker_class,
         image=s.images.synapse,
-        command=tuple(command),
+        command=synapse_command(config),
         entrypoint=("/bin/sh", START_SCRIPT),
-        # PGAPPNAME: libpq's default application_name, so pg_stat_activity names
-        # the process behind each database connection.
-        env={"SYNAPSE_WORKER": p.app, "UID": str(SYNAPSE_UID), "GID": str(SYNAPSE_UID),
-             "PGAPPNAME": p.name},
+        env=synapse_env(p),
         healthcheck=_curl_health(p.health, as_user=f"{SYNAPSE_UID}:{SYNAPSE_UID}",
                                  interval_s=SINGLETON_PROBE_INTERVAL_S if p.is_main
                                  else PROBE_INTERVAL_S),
@@ -576,6 +584,13 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
     return publisher, nginx
 
 
+def prometheus_args(s) -> tuple[str, ...]:
+    """The image's entrypoint is /bin/prometheus: its CMD, plus retention."""
+    return (f"--config.file={prometheus_conf.CONFIG_PATH}",
+            f"--storage.tsdb.path={prometheus_conf.DATA_DIR}",
+            f"--storage.tsdb.retention.time={s.metrics.retention_days}d")
+
+
 def _prometheus_spec(plan: Plan) -> ContainerSpec:
     """Prometheus scraping every Synapse process's metrics listener on the backend
     network; its UI and API published on loopback only (it has no authentication),
@@ -587,10 +602,7 @@ def _prometheus_spec(plan: Plan) -> ContainerSpec:
     return _spec(
         plan, "prometheus",
         image=s.images.prometheus,
-        # The image's entrypoint is /bin/prometheus; its CMD, plus retention.
-        command=(f"--config.file={prometheus_conf.CONFIG_PATH}",
-                 f"--storage.tsdb.path={prometheus_conf.DATA_DIR}",
-                 f"--storage.tsdb.retention.time={s.metrics.retention_days}d"),
+        command=prometheus_args(s),
         # The official image is busybox: wget, no curl (the stand-in has both).
         healthcheck=Healthcheck(("CMD", "wget", "-q", "-O", "/dev/null", ready)),
         files=(File(prometheus_conf.CONFIG_PATH,
@@ -668,6 +680,28 @@ POSTGRES_SOCKET_ARGS = ("-c", "unix_socket_permissions=0770")
 SOCKETS_VOLUME_OPTIONS = f"mode=3771,uid=0,gid={SOCKETS_GID}"
 
 
+POSTGRES_ENV = {
+    "POSTGRES_USER": POSTGRES_USER,
+    "POSTGRES_DB": POSTGRES_DB,
+    # The image's entrypoint reads it on first start (as postgres: its own file).
+    "POSTGRES_PASSWORD_FILE": POSTGRES_PASSWORD_FILE,
+    # Synapse refuses databases whose collation is not C.
+    "POSTGRES_INITDB_ARGS": "--encoding=UTF8 --locale=C",
+}
+
+
+def postgres_tuning_args(s) -> tuple[str, ...]:
+    """Tuned from the container's size, then synapse:postgres.settings, as `-c`s."""
+    return tuple(a for k, v in sorted(postgres_settings(s).items()) for a in ("-c", f"{k}={v}"))
+
+
+def postgres_ready(where: str) -> str:
+    """Postgres' healthcheck: the final server (PID 1, not the image's init-time
+    temporary one) accepts connections at `where` (pg_isready's -h/-p arguments)."""
+    return (f'test "$(head -n1 {POSTGRES_DATA}/postmaster.pid 2>/dev/null)" = 1'
+            f" && pg_isready -q {where} -U {POSTGRES_USER} -d {POSTGRES_DB}")
+
+
 def build_deployment(plan: Plan) -> Deployment:
     s = plan.settings
     pg_socket_dirs = f"/var/run/postgresql,{POSTGRES_SOCKET_DIR}"
@@ -680,24 +714,13 @@ def build_deployment(plan: Plan) -> Deployment:
             "-c", f"unix_socket_directories={pg_socket_dirs}",
             "-c", "listen_addresses=",  # sockets only
             *POSTGRES_SOCKET_ARGS,
-            # Tuned from the container's size, then synapse:postgres.settings.
-            *(a for k, v in sorted(postgres_settings(s).items()) for a in ("-c", f"{k}={v}")),
+            *postgres_tuning_args(s),
         ),
-        env={
-            "POSTGRES_USER": POSTGRES_USER,
-            "POSTGRES_DB": POSTGRES_DB,
-            # The image's entrypoint reads it on first start (as postgres: its own file).
-            "POSTGRES_PASSWORD_FILE": POSTGRES_PASSWORD_FILE,
-            # Synapse refuses databases whose collation is not C.
-            "POSTGRES_INITDB_ARGS": "--encoding=UTF8 --locale=C",
-        },
+        env=POSTGRES_ENV,
         # The image's init-time temporary server also listens on /sockets (it gets
         # the same -c arguments), so pg_isready alone can pass before the database
-        # exists: only the final server, PID 1, counts.
-        healthcheck=Healthcheck(("CMD-SHELL",
-                                 f'test "$(head -n1 {POSTGRES_DATA}/postmaster.pid 2>/dev/null)" = 1'
-                                 f" && pg_isready -q -h {POSTGRES_SOCKET_DIR}"
-                                 f" -U {POSTGRES_USER} -d {POSTGRES_DB}"),
+        # exists.
+        healthcheck=Healthcheck(("CMD-SHELL", postgres_ready(f"-h {POSTGRES_SOCKET_DIR}")),
                                 interval_s=SINGLETON_PROBE_INTERVAL_S),
         files=(File(POSTGRES_PASSWORD_FILE, lambda sec: render_secret("postgresPassword", sec),
                     secret=True, non_root_reader=True),),

@@ -33,18 +33,17 @@ from typing import Callable, Mapping
 
 from components.plan import rollout, secret_keys
 from components.plan.topology import (
-    POSTGRES_PORT, REDIS_PORT, Plan, Process, postgres_settings, service_host,
+    POSTGRES_PORT, REDIS_PORT, Plan, Process, service_host,
 )
-from components.render import nginx_conf, prometheus_conf
+from components.render import live_config, nginx_conf, prometheus_conf
 from components.render.containers import (
-    DATA_DIR, NGINX_BODY_BUFFERS, NGINX_PORTS, NGINX_UID, POSTGRES_DATA,
-    POSTGRES_PASSWORD_FILE, POSTGRES_UID, PROBE_INTERVAL_S, PROMETHEUS_UID, SHARED_MOUNTS,
-    SINGLETON_PROBE_INTERVAL_S, START_SCRIPT, SYNAPSE_CAPS, SYNAPSE_UID, Healthcheck, Port,
-    shared_files, synapse_files,
+    DATA_DIR, LABEL_PREFIX, LIVE_TLS, NGINX_BODY_BUFFERS, NGINX_PORTS, NGINX_UID, POSTGRES_DATA,
+    POSTGRES_ENV, POSTGRES_PASSWORD_FILE, POSTGRES_UID, PROBE_INTERVAL_S, PROMETHEUS_UID,
+    SHARED_MOUNTS, SINGLETON_PROBE_INTERVAL_S, START_SCRIPT, SYNAPSE_CAPS, SYNAPSE_UID,
+    Healthcheck, Port, postgres_ready, postgres_tuning_args, prometheus_args, shared_files,
+    synapse_command, synapse_env, synapse_files,
 )
-from components.render.synapse_config import (
-    POSTGRES_DB, POSTGRES_USER, log_config_path, render_secret,
-)
+from components.render.synapse_config import render_secret
 
 Secrets = Mapping[str, object]
 
@@ -112,8 +111,8 @@ class ServiceSpec:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {"org.matrix.synapse-workers.process": self.key,
-                "org.matrix.synapse-workers.class": self.worker_class or self.role}
+        return {f"{LABEL_PREFIX}.process": self.key,
+                f"{LABEL_PREFIX}.class": self.worker_class or self.role}
 
 
 @dataclass(frozen=True)
@@ -185,9 +184,9 @@ def _synapse_service(plan: Plan, p: Process, shared: Mapping[str, str]) -> Servi
                                  gid=SYNAPSE_UID, mode=0o400))
         else:
             out.append(SwarmFile(f.path, f.render))
-    for path in sorted(shared):  # the log config and reloadable.yaml live-config publishes
-        if path.startswith("/conf/live/") and path in _read_by(p, config):
-            out.append(SwarmFile(path, lambda _sec, t=shared[path]: t))
+    # What live-config publishes on one host (its log config, reloadable.yaml).
+    out += [SwarmFile(path, lambda _sec, t=shared[path]: t)
+            for path in live_config.reloaded_files(p.worker_class)]
     volumes = {f"{s.name_prefix}-{p.name}-data": DATA_DIR,
                **{f"{s.name_prefix}-{v}": SHARED_MOUNTS[v] for v in p.volumes}}
     return _service(
@@ -198,9 +197,8 @@ def _synapse_service(plan: Plan, p: Process, shared: Mapping[str, str]) -> Servi
         worker_class=None if p.is_main else p.worker_class,
         image=s.images.synapse,
         command=("/bin/sh", START_SCRIPT),
-        args=("run", *(f"--config-path={c}" for c in config)),
-        env={"SYNAPSE_WORKER": p.app, "UID": str(SYNAPSE_UID), "GID": str(SYNAPSE_UID),
-             "PGAPPNAME": p.name},
+        args=synapse_command(config),
+        env=synapse_env(p),
         healthcheck=_curl(p.health.curl("/health")[-1], as_user=f"{SYNAPSE_UID}:{SYNAPSE_UID}",
                           interval_s=SINGLETON_PROBE_INTERVAL_S if p.is_main else PROBE_INTERVAL_S),
         update=update_policy(plan, p),
@@ -213,26 +211,15 @@ def _synapse_service(plan: Plan, p: Process, shared: Mapping[str, str]) -> Servi
     )
 
 
-def _read_by(p: Process, config: list[str]) -> set[str]:
-    """The live files a process reads: its config paths and its class's log config."""
-    return {*config, log_config_path(p.worker_class)}
-
-
 def _postgres_service(plan: Plan) -> ServiceSpec:
     s = plan.settings
     return _service(
         plan, "postgres",
         image=s.images.postgres,
-        args=("postgres",
-              *(a for k, v in sorted(postgres_settings(s).items()) for a in ("-c", f"{k}={v}"))),
-        env={"POSTGRES_USER": POSTGRES_USER, "POSTGRES_DB": POSTGRES_DB,
-             "POSTGRES_PASSWORD_FILE": POSTGRES_PASSWORD_FILE,
-             "POSTGRES_INITDB_ARGS": "--encoding=UTF8 --locale=C"},
-        healthcheck=_healthcheck(("CMD-SHELL",
-                                 f'test "$(head -n1 {POSTGRES_DATA}/postmaster.pid 2>/dev/null)" = 1'
-                                 f" && pg_isready -q -h 127.0.0.1 -p {POSTGRES_PORT}"
-                                 f" -U {POSTGRES_USER} -d {POSTGRES_DB}"),
-                                interval_s=SINGLETON_PROBE_INTERVAL_S),
+        args=("postgres", *postgres_tuning_args(s)),
+        env=POSTGRES_ENV,
+        healthcheck=_healthcheck(("CMD-SHELL", postgres_ready(f"-h 127.0.0.1 -p {POSTGRES_PORT}")),
+                                 interval_s=SINGLETON_PROBE_INTERVAL_S),
         update=UpdatePolicy(STOP_FIRST),  # one server per data directory
         files=(SwarmFile(POSTGRES_PASSWORD_FILE,
                          lambda sec: render_secret("postgresPassword", sec), secret=True,
@@ -317,11 +304,10 @@ def nginx_run_script(plan: Plan) -> str:
 
 def _nginx_service(plan: Plan) -> ServiceSpec:
     s = plan.settings
-    tls = [SwarmFile(path, lambda sec, k=t.key: render_secret(k, sec), secret=True,
+    # Where nginx reads them; on one host nginx-config copies them there.
+    tls = [SwarmFile(LIVE_TLS[t.key], lambda sec, k=t.key: render_secret(k, sec), secret=True,
                      uid=NGINX_UID, gid=NGINX_UID, mode=0o400)
-           for t, path in ((t, {"tlsCertificate": nginx_conf.TLS_CERTIFICATE,
-                                "tlsKey": nginx_conf.TLS_KEY}[t.key])
-                           for t in secret_keys.for_readers(secret_keys.NGINX))] if s.nginx.tls else []
+           for t in secret_keys.for_readers(secret_keys.NGINX)] if s.nginx.tls else []
     body = NGINX_BODY_BUFFERS * s.max_upload_size_mb << 20
     return _service(
         plan, "nginx",
@@ -365,9 +351,7 @@ def _prometheus_service(plan: Plan) -> ServiceSpec:
     return _service(
         plan, "prometheus",
         image=s.images.prometheus,
-        args=(f"--config.file={prometheus_conf.CONFIG_PATH}",
-              f"--storage.tsdb.path={prometheus_conf.DATA_DIR}",
-              f"--storage.tsdb.retention.time={s.metrics.retention_days}d"),
+        args=prometheus_args(s),
         healthcheck=_healthcheck(("CMD", "wget", "-q", "-O", "/dev/null", ready)),
         update=UpdatePolicy(STOP_FIRST),  # its TSDB takes a lock
         files=(SwarmFile(prometheus_conf.CONFIG_PATH,

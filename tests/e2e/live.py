@@ -12,6 +12,7 @@ the next successful one.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 import secrets
 import ssl
 import time
@@ -22,7 +23,7 @@ import aiohttp
 import nio
 
 from tests.e2e import replay
-from tests.e2e.matrix_client import connector
+from tests.e2e.matrix_client import bodies, connector, messages_backwards
 
 PROBE_INTERVAL_S = 0.25
 SEND_DEADLINE_S = 240  # a message is retried (same txn id) until acknowledged
@@ -146,6 +147,17 @@ class Traffic:
         for cls, (base, path, who) in self.probes().items():
             self._tasks.append(asyncio.create_task(self._probe(session, cls, base + path,
                                                                tokens[who])))
+
+    async def assert_stored(self, client: nio.AsyncClient, title: str) -> None:
+        """Every send was retried with its transaction ID until acknowledged: none
+        is lost, none stored twice, nothing of ours stored unacknowledged."""
+        events = await messages_backwards(client, self.room_id, max_pages=200)
+        ids = {e.event_id for e in events}
+        lost = {t: v for t, v in self.acked.items() if v[1] not in ids}
+        assert not lost, f"{title}: acknowledged messages lost: {lost}"
+        got = Counter(bodies(events, self.prefix))
+        assert set(got) == {b for b, _ in self.acked.values()} and max(got.values()) == 1, \
+            f"{title}: messages missing, unexpected or stored twice"
 
     async def wait_acked(self, n: int, timeout_s: float = 120) -> None:
         end = time.monotonic() + timeout_s

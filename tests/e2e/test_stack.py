@@ -1418,15 +1418,7 @@ def _live_change(stack: World, title: str, change: dict[str, Any], kind: str) ->
             await traffic.wait_acked(len(traffic.acked) + 5)
         finally:
             await traffic.stop()
-        # Every send was retried with its transaction ID until acknowledged (live.py):
-        # none failed for good, none is lost, none stored twice.
-        events = await messages_backwards(stack.client("alice"), stack.room_id, max_pages=200)
-        ids = {e.event_id for e in events}
-        lost = {t: v for t, v in traffic.acked.items() if v[1] not in ids}
-        assert not lost, f"{title}: acknowledged messages lost: {lost}"
-        got = Counter(bodies(events, traffic.prefix))
-        assert set(got) == {b for b, _ in traffic.acked.values()} and max(got.values()) == 1, \
-            f"{title}: messages missing, unexpected or stored twice"
+        await traffic.assert_stored(stack.client("alice"), title)
         return deployed
 
     deployed = stack.run(go())

@@ -13,6 +13,7 @@ import docker
 import yaml
 
 from components.plan import secret_keys
+from components.render.containers import LABEL_PREFIX
 from components.render.synapse_config import HOMESERVER_PATH
 from components.swarm.specs import SwarmFile
 from tests.e2e.replay import engine
@@ -23,7 +24,6 @@ from tests.support.capture import Capture, reveal
 SERVICE = "docker:index/service:Service"
 CONFIG = "docker:index/serviceConfig:ServiceConfig"
 SECRET = "docker:index/secret:Secret"
-LABEL = "org.matrix.synapse-workers"
 
 
 def _container(svc) -> dict[str, Any]:
@@ -36,9 +36,9 @@ def describe(cap: Capture, outcome: engine.Outcome | None, overrides: Mapping[st
     services, classes = {}, {}
     for svc in cap.of_type(SERVICE):
         labels = {lab["label"]: lab["value"] for lab in svc.plain.get("labels", [])}
-        key = labels[f"{LABEL}.process"]
+        key = labels[f"{LABEL_PREFIX}.process"]
         services[key] = svc.plain["name"]
-        classes[key] = labels[f"{LABEL}.class"]
+        classes[key] = labels[f"{LABEL_PREFIX}.class"]
     configs = {r.plain["name"]: base64.b64decode(r.plain["data"]).decode()
                for r in cap.of_type(CONFIG)}
     # By stack config key (signingKey, registrationSharedSecret, ...), as on one host.
@@ -85,7 +85,7 @@ def tasks_by_node(manager: docker.DockerClient, prefix: str) -> dict[str, str]:
 
 def process_of(svc) -> str:
     """The process or service key a Swarm service runs (its label)."""
-    return (svc.attrs["Spec"].get("Labels") or {}).get(f"{LABEL}.process", svc.name)
+    return (svc.attrs["Spec"].get("Labels") or {}).get(f"{LABEL_PREFIX}.process", svc.name)
 
 
 def wait_settled(manager: docker.DockerClient, prefix: str, timeout_s: float = 300) -> float:

@@ -14,7 +14,6 @@ import asyncio
 import json
 import secrets
 import time
-from collections import Counter
 from pathlib import Path
 
 import docker
@@ -26,7 +25,7 @@ from components.tools.swarm_impact import swarm_impact
 from tests.e2e import replay
 from tests.e2e import test_stack as scenarios
 from tests.e2e.live import Traffic
-from tests.e2e.matrix_client import Recorder, bodies, close_all, messages_backwards, process_of
+from tests.e2e.matrix_client import Recorder, close_all, process_of
 from tests.e2e.replay.swarm_provider import service_logs
 from tests.e2e.stacks import PUBLISH_RULES
 from tests.e2e.swarm import stack as swarm_stack
@@ -227,15 +226,7 @@ def _traffic(world) -> Traffic:
 
 
 def _no_acknowledged_message_lost(world, traffic: Traffic, title: str) -> None:
-    async def check():
-        events = await messages_backwards(world.client("alice"), world.room_id, max_pages=200)
-        ids = {e.event_id for e in events}
-        lost = {t: v for t, v in traffic.acked.items() if v[1] not in ids}
-        assert not lost, f"{title}: acknowledged messages lost: {lost}"
-        got = Counter(bodies(events, traffic.prefix))
-        assert set(got) == {b for b, _ in traffic.acked.values()} and max(got.values()) == 1, \
-            f"{title}: messages missing, unexpected or stored twice"
-    world.run(check())
+    world.run(traffic.assert_stored(world.client("alice"), title))
 
 
 def test_a_config_change_rolls_the_services_by_synapses_rules(world):
