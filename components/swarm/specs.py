@@ -69,10 +69,16 @@ class SwarmFile:
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", self.target.removeprefix("/conf/").strip("/"))
 
 
+SWARM_NAME_MAX = 64  # Swarm refuses a longer config or secret name
+
+
 def content_name(prefix: str, slug: str, text: str) -> str:
     """A config's or secret's Swarm name: both are immutable, so a new content is a
-    new object under a new name, and the services referring to it roll onto it."""
-    return f"{prefix}-{slug}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"[:64]
+    new object under a new name, and the services referring to it roll onto it.
+    Too long a name loses letters of its slug, never of its hash."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    head = f"{prefix}-{slug}"[:SWARM_NAME_MAX - len(digest) - 1]
+    return f"{head}-{digest}"
 
 
 @dataclass(frozen=True)

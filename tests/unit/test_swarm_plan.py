@@ -3,6 +3,8 @@ what must stay on one node) and the plan's TCP addresses, rendered into Synapse'
 and nginx's files. The Docker target's rendering is unchanged (tests/mocks/test_urns.py
 and the render tests hold that)."""
 
+import hashlib
+
 import pytest
 import yaml
 
@@ -98,3 +100,13 @@ def test_encryption_between_nodes_is_asked_for_explicitly():
     with pytest.raises(ConfigError) as e:
         swarm(swarm={"encrypted": "yes"})
     assert e.value.path == ("swarm", "encrypted")
+
+
+def test_a_long_content_name_keeps_its_whole_hash():
+    from components.swarm.specs import SWARM_NAME_MAX, content_name
+
+    a = content_name("a-rather-long-prefix", "live-log-federation_reader.log.config", "one")
+    b = content_name("a-rather-long-prefix", "live-log-federation_reader.log.config", "two")
+    assert len(a) == len(b) == SWARM_NAME_MAX and a != b
+    assert a.endswith("-" + hashlib.sha256(b"one").hexdigest()[:12])
+    assert content_name("hs", "homeserver.yaml", "x").startswith("hs-homeserver.yaml-")
