@@ -494,7 +494,11 @@ def _http(plan: Plan) -> D:
         D("proxy_set_header", ("X-Forwarded-Proto", scheme)),
         D("proxy_set_header", ("Upgrade", "$http_upgrade")),
         D("proxy_set_header", ("Connection", "$connection_upgrade")),
-        D("proxy_connect_timeout", ("5s",)),
+        # On a Swarm a task's old address can linger for a second after it stopped
+        # (until the entrypoint's next lookup): a connect there fails only after
+        # ARP gives up (~3 s, "No route to host"). A peer on the overlay answers a
+        # connect in milliseconds, so give up after one second and try the next.
+        D("proxy_connect_timeout", ("1s" if s.target == "swarm" else "5s",)),
         # nginx's default, stated: a process that refuses the connection or fails
         # before answering hands the request to the class's next process, except a
         # POST, LOCK or PATCH it already received.
