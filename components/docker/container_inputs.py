@@ -67,7 +67,7 @@ def container_inputs(spec: ContainerSpec, deployment: Deployment, sizes: Mapping
         "logDriver": "json-file",
         "logOpts": dict(LOG_OPTS),
         "destroyGraceSeconds": spec.destroy_grace_seconds,
-        "wait": True,
+        "wait": spec.wait_healthy,
         "waitTimeout": WAIT_TIMEOUT_S,
     }
     inputs.update(privilege_inputs(spec))

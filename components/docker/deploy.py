@@ -12,7 +12,7 @@ import pulumi_docker as docker
 
 from components.docker.docker_container import Host, volume
 from components.docker.services import (
-    Backup, LiveConfig, Nginx, NginxArgs, Postgres, Prometheus, Redis, ServiceArgs,
+    Acme, Backup, LiveConfig, Nginx, NginxArgs, Postgres, Prometheus, Redis, ServiceArgs,
 )
 from components.docker.synapse_process import SynapseArgs, SynapseMain, SynapseWorkers
 from components.plan.topology import Plan
@@ -64,6 +64,8 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
     nginx = Nginx("nginx", NginxArgs(spec=deployment.container("nginx"),
                                      publisher=deployment.container("nginx-config"),
                                      config_volume=volume_specs["nginx-config"], host=host))
+    if s.nginx.acme:
+        service(Acme, "acme")
     if s.backup.enabled:
         Backup("backup", ServiceArgs(spec=deployment.container("backup"), host=host,
                                      data_volume=volume_specs["backups"]))
@@ -78,6 +80,8 @@ def deploy(plan: Plan, deployment: Deployment, secrets: pulumi.Output) -> dict[s
         # The operator's way to /_synapse/admin (refused on the public listeners).
         "adminUrl": f"http://{s.nginx.admin_bind_address}:{s.nginx.admin_port}/_synapse/admin/",
         "nginxContainer": nginx.container.name,
+        # nginx.tls: acme: its health says whether a valid certificate is served.
+        **({"acmeContainer": f"{s.name_prefix}-acme"} if s.nginx.acme else {}),
         # Prometheus's UI and HTTP API (loopback only): every process's metrics.
         **({"prometheusUrl": f"http://{prometheus_conf.BIND_ADDRESS}:{s.metrics.port}/"}
            if s.metrics.enabled else {}),

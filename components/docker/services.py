@@ -1,6 +1,6 @@
 """The services around Synapse: Postgres, Redis, nginx, Prometheus, the
-scheduled backup and the live-config publisher, one container each (nginx with
-its config publisher)."""
+scheduled backup, the ACME client and the live-config publisher, one container
+each (nginx with its config publisher)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,14 @@ class Backup(_Service):
 
     def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("synapse:index:Backup", name, args, opts)
+
+
+class Acme(_Service):
+    """Obtains and renews nginx's certificate from an ACME server (nginx.tls: acme),
+    keeping its account and certificates in its retained volume."""
+
+    def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("synapse:index:Acme", name, args, opts)
 
 
 @dataclass

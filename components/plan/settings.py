@@ -19,6 +19,7 @@ from components.plan import postgres_conf
 from components.provider import model as provider_model
 from components.plan import secret_keys
 from components.plan import secret_options
+from components.plan import tls_material
 from components.plan import validators
 from components.plan.errors import ConfigError
 from components.plan.workers import (
@@ -35,6 +36,9 @@ DEFAULT_IMAGES = {
     "nginx": "nginx:1.22.1",
     # Debian bookworm's Prometheus (2.42), the one the stand-in image is built from.
     "prometheus": "prom/prometheus:v2.42.0",
+    # nginx.tls: acme. The ACME client (render/acme_conf.py); Debian bookworm's
+    # lego (4.9.1), the one the stand-in image is built from.
+    "acme": "goacme/lego:v4.9.1",
 }
 
 # The guide's container size classes.
@@ -101,6 +105,7 @@ class Images:
     redis: str
     nginx: str
     prometheus: str
+    acme: str
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,31 @@ class NginxSettings:
     admin_bind_address: str = "127.0.0.1"
     tls: bool = False  # TLS on the client and federation listeners
     http_port: int = 80  # with tls: plain HTTP, redirected to HTTPS
+    # `nginx.tls: acme`: certificates from an ACME server, obtained and renewed at
+    # run time (render/acme_conf.py); None: the operator's tlsCertificate/tlsKey.
+    acme: AcmeSettings | None = None
+
+    @property
+    def certificate_given(self) -> bool:
+        """TLS with the operator's certificate (the tlsCertificate/tlsKey secrets)."""
+        return self.tls and self.acme is None
+
+
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+
+@dataclass(frozen=True)
+class AcmeSettings:
+    """`synapse:nginx.acme`, with `nginx.tls: acme`."""
+    email: str  # the ACME account's contact (expiry notices, policy changes)
+    names: tuple[str, ...]  # what the certificate covers (tls_material.acme_names)
+    directory: str = LETS_ENCRYPT
+    # PEM certificates the client trusts for the directory's HTTPS (a private ACME
+    # server); None: the image's system CAs.
+    ca_bundle: str | None = None
+    renew_days: int = 30  # renew when fewer days than this are left
+    retry_seconds: int = 300  # after a failure; doubled on each failure, up to 6 h
 
 
 @dataclass(frozen=True)
@@ -367,15 +397,20 @@ def _ip(value: Any, path: tuple) -> str:
     return value
 
 
-def _nginx(raw: Mapping, base_url: str) -> NginxSettings:
+def _nginx(raw: Mapping, base_url: str, server_name: str) -> NginxSettings:
     value = _mapping(raw, "nginx")
     path = ("nginx",)
     _no_unknown(value, ("bindAddress", "clientPort", "federationPort", "adminAllow",
                         "servedByHeader", "trustedProxies", "adminPort", "adminBindAddress",
-                        "tls", "httpPort"), path)
+                        "tls", "httpPort", "acme"), path)
     bind = _ip(value.get("bindAddress", "127.0.0.1"), path + ("bindAddress",))
     admin_bind = _ip(value.get("adminBindAddress", "127.0.0.1"), path + ("adminBindAddress",))
-    tls = _expect(value.get("tls", False), bool, path + ("tls",), "true or false")
+    mode = value.get("tls", False)
+    if mode != "acme":
+        _expect(mode, bool, path + ("tls",), "true, false or acme")
+    tls = bool(mode)
+    if "acme" in value and mode != "acme":
+        raise ConfigError(path + ("acme",), "is read only with nginx.tls: acme")
     if tls and urlsplit(base_url).scheme != "https":
         raise ConfigError(path + ("tls",), f"needs an https publicBaseUrl (got {base_url}): "
                           "plain HTTP is redirected there")
@@ -406,6 +441,47 @@ def _nginx(raw: Mapping, base_url: str) -> NginxSettings:
         admin_bind_address=admin_bind,
         tls=tls,
         http_port=port["httpPort"],
+        acme=_acme(value, base_url, server_name) if mode == "acme" else None,
+    )
+
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _acme(nginx: Mapping, base_url: str, server_name: str) -> AcmeSettings:
+    value = _mapping(nginx, "acme", ("nginx",))
+    path = ("nginx", "acme")
+    _no_unknown(value, ("email", "directory", "caBundle", "renewDays", "retrySeconds"), path)
+    if "email" not in value:
+        raise ConfigError(path + ("email",), "is required with nginx.tls: acme (the ACME "
+                          "account's contact, for expiry notices)")
+    email = _str(value["email"], path + ("email",), lambda v: bool(_EMAIL.match(v)),
+                 "an e-mail address")
+    directory = _str(value.get("directory", LETS_ENCRYPT), path + ("directory",),
+                     lambda v: urlsplit(v).scheme == "https" and bool(urlsplit(v).hostname),
+                     "an https URL (RFC 8555 serves ACME over HTTPS only)")
+    bundle = value.get("caBundle")
+    if bundle is not None:
+        tls_material.check_ca_bundle(_str(bundle, path + ("caBundle",), what="PEM certificates"),
+                                     path + ("caBundle",))
+    names = tls_material.acme_names(base_url, server_name)
+    for name in names:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            continue
+        raise ConfigError(("nginx", "tls"), f"acme needs DNS names, and {name} (from "
+                          "publicBaseUrl or serverName) is an IP address: HTTP-01 proves "
+                          "control of a name")
+    return AcmeSettings(
+        email=email,
+        names=tuple(names),
+        directory=directory,
+        ca_bundle=bundle,
+        renew_days=_int(value.get("renewDays", AcmeSettings.renew_days), path + ("renewDays",),
+                        1, 365),
+        retry_seconds=_int(value.get("retrySeconds", AcmeSettings.retry_seconds),
+                           path + ("retrySeconds",), 1, 6 * 3600),
     )
 
 
@@ -636,6 +712,10 @@ def _swarm(raw: Mapping, target: str, backup: BackupSettings, nginx: NginxSettin
         raise ConfigError(("backup", "enabled"), "the scheduled backup container is not "
                           "available on target swarm yet (it reads Postgres' socket and the "
                           "media volume on one host); take backups on the data node")
+    if nginx.acme:
+        raise ConfigError(("nginx", "tls"), "acme is not available on target swarm yet (its "
+                          "client shares volumes with nginx on one host): give tlsCertificate "
+                          "and tlsKey with nginx.tls: true")
     if nginx.bind_address != "0.0.0.0":
         raise ConfigError(("nginx", "bindAddress"), "must be 0.0.0.0 on target swarm: a Swarm "
                           "publishes a port on every address of the node its task runs on (host "
@@ -691,7 +771,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Settings:
     keys = raw.get("trustedKeyServers", ["matrix.org"])
     _expect(keys, list, ("trustedKeyServers",), "a list of server names")
     workers = _workers(raw, preset)
-    nginx = _nginx(raw, base_url)
+    nginx = _nginx(raw, base_url, server_name)
     images = _images(raw)
     backup = _backup(raw)
     target = _target(raw)
@@ -775,8 +855,11 @@ def check_required_secrets(settings: Settings, given: set[str]) -> None:
         raise ConfigError(("backupPassphrase",), "is required when backup.enabled is true (the "
                           "backups' secrets are encrypted with it; a restore asks for it): "
                           "pulumi config set --secret synapse:backupPassphrase")
-    if settings.nginx.tls:
-        for key in (s.key for s in secret_keys.for_readers(secret_keys.NGINX)):
+    for key in (s.key for s in secret_keys.for_readers(secret_keys.NGINX)):
+        if settings.nginx.acme and key in given:
+            raise ConfigError((key,), "is not used with nginx.tls: acme (the ACME server "
+                              f"issues the certificate): pulumi config rm synapse:{key}")
+        if settings.nginx.certificate_given:
             if key not in given:
                 raise ConfigError((key,), "is required when nginx.tls is true: "
                                   f"pulumi config set --secret synapse:{key} < FILE.pem")

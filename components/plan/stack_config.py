@@ -132,11 +132,16 @@ def read_stack(pairs: Mapping[str, Any], secret_keys: Collection[str], stack: st
 
 
 def _check_tls(settings: Settings, secrets: Mapping[str, Any]) -> list[str]:
-    """The TLS certificate and key together (tls_material), where they are readable
+    """With ACME, whether the challenges can reach nginx. Otherwise the TLS
+    certificate and key together (tls_material), where they are readable
     (the render command and the impact report cannot decrypt `secure:` values;
     the program can)."""
+    nginx = settings.nginx
+    if nginx.acme and nginx.http_port != 80:
+        return [f"nginx.httpPort is {nginx.http_port}: an ACME server checks HTTP-01 challenges "
+                "on port 80 of each name, so forward port 80 there (or use 80)"]
     cert, key = secrets.get("tlsCertificate"), secrets.get("tlsKey")
-    if not settings.nginx.tls or not isinstance(cert, str) or not isinstance(key, str):
+    if not nginx.certificate_given or not isinstance(cert, str) or not isinstance(key, str):
         return []
     return tls_material.check(cert, key, settings.public_base_url, settings.server_name)
 

@@ -65,6 +65,23 @@ def required_names(public_base_url: str, server_name: str) -> tuple[list[str], s
     return need, maybe
 
 
+def acme_names(public_base_url: str, server_name: str) -> list[str]:
+    """What an ACME certificate is requested for: the names clients and other
+    servers ask this nginx for (`required_names`). A server name delegated
+    through a well-known that another web server answers is not ours to prove."""
+    return required_names(public_base_url, server_name)[0]
+
+
+def check_ca_bundle(text: str, path: tuple) -> None:
+    """A CA bundle (PEM certificates, nothing else) that cryptography reads."""
+    try:
+        certs = x509.load_pem_x509_certificates(text.encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as e:
+        raise ConfigError(path, f"is not readable PEM certificates ({e})") from None
+    if len(certs) != text.count("-----BEGIN"):
+        raise ConfigError(path, "must be PEM certificates only, no key or other block")
+
+
 def check(certificate_pem: str, key_pem: str, public_base_url: str, server_name: str,
           now: datetime.datetime | None = None) -> list[str]:
     """Refuse bad TLS material (ConfigError naming the key); return warnings."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable, Mapping
 
+from components.render import acme_conf
 from components.render import backup_conf
 from components.render import live_config
 from components.render import nginx_conf
@@ -221,6 +222,8 @@ class ContainerSpec:
     destroy_grace_seconds: int = 10
     privileges: Privileges = Privileges()
     restart: str = "unless-stopped"
+    # The provider's `wait`: an up holds until the container is healthy.
+    wait_healthy: bool = True
 
     def rendered_files(self, secrets: Secrets = PLACEHOLDERS) -> dict[str, str]:
         return {f.path: f.render(secrets) for f in self.files}
@@ -429,7 +432,16 @@ def _synapse_spec(plan: Plan, p: Process, shared: Mapping[str, str],
     )
 
 
-def _run_nginx_script() -> str:
+def _served(s, config: str) -> tuple[str, ...]:
+    """The files whose content nginx serves, `config` first: the operator's
+    certificate and key (nginx.tls) at the paths nginx reads them from, or with
+    ACME the include naming the client's latest (acme_conf)."""
+    if s.nginx.acme:
+        return (config, acme_conf.CERTIFICATE_CONF)
+    return (config, *(NGINX_STAGED_TLS if config == NGINX_STAGED else NGINX_STAGED_TLS.values()))
+
+
+def _run_nginx_script(s) -> str:
     """nginx's entrypoint: start the image's command on the published config, then
     watch it. A new config that passes `nginx -t` is loaded with SIGHUP: nginx
     keeps its listening sockets, old workers finish their requests, so nothing is
@@ -438,7 +450,7 @@ def _run_nginx_script() -> str:
     with TLS, the certificate and key, so a renewed certificate is reloaded too);
     it goes when nginx stops."""
     conf, loaded = shlex.quote(NGINX_CONF), shlex.quote(NGINX_LOADED)
-    served_files = " ".join(shlex.quote(f) for f in (NGINX_CONF, *NGINX_STAGED_TLS.values()))
+    served_files = " ".join(shlex.quote(f) for f in _served(s, NGINX_CONF))
     return "\n".join([
         "#!/bin/sh",
         "set -u",
@@ -446,7 +458,7 @@ def _run_nginx_script() -> str:
         f"rm -f {shlex.quote(nginx_conf.HEALTH_SOCKET)}",  # left by a killed nginx
         f'"$@" -c {conf} &',
         "pid=$!",
-        # What is served: the config, and with TLS the certificate and key.
+        # What is served: the config, and with TLS the certificate and key (or ACME's include).
         f"state() {{ cat {served_files} 2>/dev/null | cksum; }}",
         "served=$(state)",
         f'echo "$served" > {loaded}',
@@ -496,7 +508,7 @@ def _publish_script() -> str:
 def _staged_tls_files(s) -> list[File]:
     """nginx.tls: the operator's certificate chain and key, secret files of the
     nginx user (who publishes them and whose nginx reads them)."""
-    if not s.nginx.tls:
+    if not s.nginx.certificate_given:
         return []
     return [File(t.path, lambda sec, k=t.key: render_secret(k, sec), secret=True,
                  non_root_reader=True)
@@ -535,7 +547,8 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
     s = plan.settings
     loaded = shlex.quote(NGINX_LOADED)
     # What nginx serves when it serves these files: same order as its run.sh.
-    staged = " ".join(shlex.quote(f) for f in (NGINX_STAGED, *NGINX_STAGED_TLS))
+    staged = " ".join(shlex.quote(f) for f in _served(s, NGINX_STAGED))
+    acme = (Mount("acme-public", acme_conf.PUBLIC, read_only=True),) if s.nginx.acme else ()
     publisher = _spec(
         plan, "nginx-config", size_of="nginx",
         image=s.images.nginx,
@@ -552,7 +565,7 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
         files=(File(NGINX_STAGED, lambda _sec: nginx_conf.render_nginx_conf(plan)),
                File(NGINX_PUBLISH, lambda _sec: _publish_script(), executable=True),
                *_staged_tls_files(s)),
-        mounts=(Mount("nginx-config", NGINX_LIVE_DIR),),
+        mounts=(Mount("nginx-config", NGINX_LIVE_DIR), *acme),
         # Publish routes only once every process they name is healthy.
         depends_on=tuple(p.name for p in plan.processes if p.inbound),
         destroy_grace_seconds=5,
@@ -566,10 +579,10 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
         command=("nginx", "-g", "daemon off;"),
         # The script is an argument, not an upload: Docker refuses uploads into a
         # read-only container.
-        entrypoint=("/bin/sh", "-c", _run_nginx_script(), NGINX_RUN_NAME),
+        entrypoint=("/bin/sh", "-c", _run_nginx_script(s), NGINX_RUN_NAME),
         healthcheck=_curl_health(Endpoint(path=nginx_conf.HEALTH_SOCKET),
                                  interval_s=SINGLETON_PROBE_INTERVAL_S),
-        mounts=(Mount("sockets", SOCKET_DIR), Mount("nginx-config", NGINX_LIVE_DIR)),
+        mounts=(Mount("sockets", SOCKET_DIR), Mount("nginx-config", NGINX_LIVE_DIR), *acme),
         networks=("frontend",),
         ports=(
             Port(NGINX_PORTS["client"], s.nginx.client_port, s.nginx.bind_address),
@@ -615,6 +628,33 @@ def _prometheus_spec(plan: Plan) -> ContainerSpec:
         # The image's user from the start, no capabilities. Not read-only: its
         # config is an upload.
         privileges=Privileges(user=f"{PROMETHEUS_UID}:{PROMETHEUS_UID}"),
+    )
+
+
+def _acme_spec(plan: Plan) -> ContainerSpec:
+    """nginx.tls: acme: the ACME client (acme_conf), lego's image run as that image
+    runs (root; it owns both its volumes), with no capabilities: it writes only
+    to its retained store and to the tmpfs it shares with nginx (0750, root and
+    nginx's group). On the frontend network: it reaches the ACME server, and
+    nginx's plain-HTTP listener serves its challenge tokens. The provider does not
+    wait for it to be healthy: an ACME server that is down must not fail `up`;
+    the health (and the metric) tells whether a certificate is served."""
+    s = plan.settings
+    acme = s.nginx.acme
+    bundle = (File(acme_conf.CA_BUNDLE, lambda _sec: acme.ca_bundle),) if acme.ca_bundle else ()
+    return _spec(
+        plan, "acme", size_of="nginx",
+        image=s.images.acme,
+        command=(acme_conf.RUN_SCRIPT,),
+        entrypoint=("/bin/sh",),
+        env=acme_conf.env(acme),
+        healthcheck=Healthcheck(acme_conf.healthcheck_test(), start_period_s=120),
+        files=(File(acme_conf.RUN_SCRIPT, lambda _sec: acme_conf.render_run_script(acme),
+                    executable=True), *bundle),
+        mounts=(Mount("acme-data", acme_conf.STORE), Mount("acme-public", acme_conf.PUBLIC)),
+        networks=("frontend",),
+        depends_on=("nginx",),
+        wait_healthy=False,
     )
 
 
@@ -755,6 +795,7 @@ def build_deployment(plan: Plan) -> Deployment:
     publisher, nginx = _nginx_specs(plan)
     backup = [_backup_spec(plan)] if s.backup.enabled else []
     metrics = [_prometheus_spec(plan)] if s.metrics.enabled else []
+    acme = [_acme_spec(plan)] if s.nginx.acme else []
     live = _live_config_spec(plan, shared, {c.key: c.name for c in (*synapse, *backup)})
 
     volumes = [
@@ -789,6 +830,16 @@ def build_deployment(plan: Plan) -> Deployment:
         *(VolumeSpec("prometheus-data", f"{s.name_prefix}-prometheus-data") for _ in metrics),
         # Backups: kept even by `make destroy-data` (BACKUPS_VOLUME).
         *(VolumeSpec("backups", backups_volume(s.name_prefix)) for _ in backup),
+        # ACME: the account key and certificates, kept like data (a new account
+        # and certificate each time would run into the CA's rate limits) ...
+        *(VolumeSpec("acme-data", f"{s.name_prefix}-acme-data") for _ in acme),
+        # ... and what the client shares with nginx (tokens, the published
+        # certificate, its status): republished from the store, so in RAM; root's
+        # (the client) and readable by nginx's group only.
+        *(VolumeSpec("acme-public", f"{s.name_prefix}-acme-public",
+                     {"type": "tmpfs", "device": "tmpfs",
+                      "o": f"uid=0,gid={NGINX_UID},mode=0750"}, retain=False, shared=True)
+          for _ in acme),
     ]
     return Deployment(
         healthcheck_start_interval_s=s.healthcheck_start_interval_s,
@@ -800,5 +851,5 @@ def build_deployment(plan: Plan) -> Deployment:
             "frontend": (f"{s.name_prefix}-frontend", False),
         },
         volumes=tuple(volumes),
-        containers=(postgres, redis, live, *synapse, publisher, nginx, *backup, *metrics),
+        containers=(postgres, redis, live, *synapse, publisher, nginx, *acme, *backup, *metrics),
     )

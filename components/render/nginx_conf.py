@@ -34,6 +34,7 @@ from typing import Iterable, Union
 from urllib.parse import urlsplit
 
 from components.plan import routing
+from components.render import acme_conf
 from components.plan.routing import MAIN, WRITER, Key, Route
 from components.plan.topology import Plan, Process
 from components.plan.workers import balance_of
@@ -343,14 +344,30 @@ _HSTS = D("add_header", ("Strict-Transport-Security", "max-age=63072000; include
                          "always"))
 
 
-def _tls() -> list[Node]:
+def _certificate(plan: Plan) -> list[Node]:
+    """The operator's certificate, published next to this file; or with ACME the
+    client's latest, named by the file it publishes (acme_conf), if any yet: a
+    glob include may match nothing, and then the http block's
+    ssl_reject_handshake refuses TLS until the first certificate arrives."""
+    if plan.settings.nginx.acme:
+        return [Comment("nginx.tls: acme. Before the first certificate: no such file, no TLS."),
+                D("include", (_glob(acme_conf.CERTIFICATE_CONF),))]
+    return [D("ssl_certificate", (TLS_CERTIFICATE,)), D("ssl_certificate_key", (TLS_KEY,))]
+
+
+def _glob(path: str) -> str:
+    """A path as an include that may match nothing: its last dot as a wildcard."""
+    head, dot, ext = path.rpartition(".")
+    return f"{head}[{dot}]{ext}"
+
+
+def _tls(plan: Plan) -> list[Node]:
     """The guide's TLS settings (its nginx page, "handle HTTPS directly"): modern
     protocols, AEAD ciphers, a shared session cache and no session tickets. Not its
     OCSP stapling: that needs a resolver and egress from nginx, and Let's Encrypt
     has stopped publishing OCSP responders."""
     return [
-        D("ssl_certificate", (TLS_CERTIFICATE,)),
-        D("ssl_certificate_key", (TLS_KEY,)),
+        *_certificate(plan),
         D("ssl_protocols", ("TLSv1.2", "TLSv1.3")),
         D("ssl_ciphers", ("EECDH+AESGCM:EDH+AESGCM",)),
         D("ssl_prefer_server_ciphers", ("on",)),
@@ -380,7 +397,7 @@ def _main_server(plan: Plan) -> D:
     # them), so every such location repeats these.
     headers = [*([_HSTS] if s.nginx.tls else []), *_served_by(plan)]
     if s.nginx.tls:
-        body += _tls()
+        body += _tls(plan)
     body += headers
     if s.nginx.admin_allow:
         admin = (Comment("The admin API from nginx.adminAllow only (the operator opted in)."),
@@ -429,12 +446,33 @@ def _admin_server(plan: Plan) -> D:
 
 def _redirect_server(plan: Plan) -> D:
     """With TLS: plain HTTP answers with a redirect to the same path on the public
-    base URL (the guide's HTTP redirect server)."""
+    base URL (the guide's HTTP redirect server); with ACME it also serves the
+    HTTP-01 tokens the client writes (nginx normalises `..` before matching, so
+    nothing else of that volume is reachable)."""
     origin = plan.settings.public_base_url.rstrip("/")
+    challenges = [D("location", ("^~", acme_conf.CHALLENGE_PREFIX), (
+        D("root", (acme_conf.WEBROOT,)),
+        D("default_type", ("text/plain",)),
+    ))] if plan.settings.nginx.acme else []
     return D("server", (), (
         D("listen", (str(PORTS["http"]),)),
         D("server_name", ("_",)),
+        *challenges,
         D("location", ("/",), (D("return", ("301", f"{_literal(origin)}$request_uri")),)),
+    ))
+
+
+def _acme_metrics_server() -> D:
+    """The ACME client's metrics file, for the stack's Prometheus: not published,
+    so only containers on nginx's networks reach it."""
+    return D("server", (), (
+        D("listen", (str(acme_conf.METRICS_PORT),)),
+        D("access_log", ("off",)),
+        D("location", ("=", "/metrics"), (
+            D("default_type", ("text/plain; version=0.0.4",)),
+            D("alias", (acme_conf.METRICS_FILE,)),
+        )),
+        D("location", ("/",), (D("return", ("404",)),)),
     ))
 
 
@@ -472,6 +510,10 @@ def _http(plan: Plan) -> D:
     ]
     if s.target == "swarm":
         body += [D(f"{t}_temp_path", (f"{SWARM_RUN_DIR}/{t}",)) for t in TEMP_PATHS]
+    if s.nginx.acme:
+        body.append(Comment("No certificate yet (ACME): refuse TLS handshakes rather than "
+                            "fail to start.\nThe published certificate.conf turns this off."))
+        body.append(D("ssl_reject_handshake", ("on",)))
     if s.nginx.trusted_proxies:
         body.append(Comment("Believe X-Forwarded-For only from these proxies."))
         body += [D("set_real_ip_from", (cidr,)) for cidr in s.nginx.trusted_proxies]
@@ -512,6 +554,8 @@ def _http(plan: Plan) -> D:
     body += [_main_server(plan), _admin_server(plan), _health_server(plan)]
     if s.nginx.tls:
         body.append(_redirect_server(plan))
+    if s.nginx.acme:
+        body.append(_acme_metrics_server())
     return D("http", (), tuple(body))
 
 

@@ -22,11 +22,13 @@ from typing import Any, Mapping
 
 import yaml
 
+from components.render import acme_conf
 from components.render import backup_conf
 from components.plan.topology import Plan
 
 JOB = "synapse"
 BACKUP_JOB = "synapse_backup"  # the backup container (synapse:backup), when enabled
+ACME_JOB = "synapse_acme"  # the ACME client's status, served by nginx (nginx.tls: acme)
 METRICS_PATH = "/_synapse/metrics"  # where Synapse's metrics listener serves
 PORT = 9090  # Prometheus's web UI and HTTP API, inside its container
 BIND_ADDRESS = "127.0.0.1"  # where the host publishes it: it has no authentication
@@ -62,6 +64,10 @@ def scrape_config(plan: Plan) -> dict[str, Any]:
             {"job_name": BACKUP_JOB,
              "file_sd_configs": [{"files": [target_file(BACKUP_JOB)],
                                   "refresh_interval": SD_REFRESH}]},
+            # nginx's name is fixed, so a static target: no job, no change, without ACME.
+            *([{"job_name": ACME_JOB, "static_configs": [{"targets": [
+                f"{plan.settings.name_prefix}-nginx:{acme_conf.METRICS_PORT}"]}]}]
+              if plan.settings.nginx.acme else []),
         ],
     }
 

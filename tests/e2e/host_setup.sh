@@ -20,8 +20,10 @@ esac
 
 # docker.io: the engine (20.10 in bookworm); mmdebstrap: builds the stand-in
 # images, since no registry is reachable; iptables: the egress rule below;
-# nginx: host-side config checks (nginx -t).
-PACKAGES=(docker.io mmdebstrap iptables iproute2 nginx ca-certificates)
+# nginx: host-side config checks (nginx -t); busybox, lego and pebble: the ACME
+# client's script run as the official lego image would (busybox sh), against
+# Let's Encrypt's test server, on this host (tests/nginx/test_acme.py).
+PACKAGES=(docker.io mmdebstrap iptables iproute2 nginx ca-certificates busybox lego pebble)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")

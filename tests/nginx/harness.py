@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+from components.render import acme_conf
 from components.render import nginx_conf
 from components.plan.topology import SOCKET_DIR, Plan
 
@@ -136,6 +137,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ports() -> tuple[int, ...]:
+    """Every port a rendered config may listen on, inside its container."""
+    return (*nginx_conf.PORTS.values(), acme_conf.METRICS_PORT)
+
+
 def listened_ports(conf: str) -> list[int]:
     """The TCP ports a rendered config listens on, in order."""
     return [int(p) for p in re.findall(r"(?m)^\s*listen (\d+)[ ;]", conf)]
@@ -148,6 +154,7 @@ def for_host(conf: str, root: Path, ports: dict[int, int]) -> str:
     conf = conf.replace(nginx_conf.HEALTH_SOCKET, f"{root}/health.sock")
     conf = conf.replace("/var/log/nginx/", f"{root}/log/")
     conf = conf.replace(f"{nginx_conf.TLS_DIR}/", f"{root}/tls/")
+    conf = conf.replace(acme_conf.PUBLIC, f"{root}/acme-public")
     assert set(listened_ports(conf)) <= set(ports), (listened_ports(conf), ports)
     for inside, outside in ports.items():
         conf, n = re.subn(rf"(?m)^(\s*)listen {inside}([ ;])", rf"\1listen 127.0.0.1:{outside}\2",
@@ -167,7 +174,7 @@ def nginx_t(conf: str) -> subprocess.CompletedProcess:
         for d in ("log", "tmp", "sockets"):
             (root / d).mkdir()
         path = root / "nginx.conf"
-        path.write_text(for_host(conf, root, {p: _free_port() for p in nginx_conf.PORTS.values()}))
+        path.write_text(for_host(conf, root, {p: _free_port() for p in _ports()}))
         return subprocess.run(
             [require_nginx(), "-t", "-q", "-c", str(path), "-p", str(root),
              "-g", f"pid {root}/nginx.pid;"],
@@ -218,13 +225,13 @@ class FrontDoor:
         else:
             root.mkdir()
         os.chmod(root, 0o755)  # nginx workers (maybe `nobody`) must reach the sockets
-        for d in ("log", "tmp", "sockets", "tls"):
+        for d in ("log", "tmp", "sockets", "tls", "acme-public"):
             (root / d).mkdir()
             os.chmod(root / d, 0o755)
         if tls:
             (root / "tls" / Path(nginx_conf.TLS_CERTIFICATE).name).write_text(tls[0])
             (root / "tls" / Path(nginx_conf.TLS_KEY).name).write_text(tls[1])
-        ports = {p: _free_port() for p in nginx_conf.PORTS.values()}
+        ports = {p: _free_port() for p in _ports()}
         port, fed_port = ports[nginx_conf.PORTS["client"]], ports[nginx_conf.PORTS["federation"]]
         conf = for_host(nginx_conf.render_nginx_conf(plan), root, ports)
         (root / "nginx.conf").write_text(conf)
@@ -371,6 +378,10 @@ class FrontDoor:
             return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
         finally:
             conn.close()
+
+    def reload(self) -> None:
+        """What nginx's entrypoint does on a new config: SIGHUP (it passed nginx -t)."""
+        self.proc.send_signal(signal.SIGHUP)
 
     def access_log(self) -> list[str]:
         path = self.root / "log" / "access.log"

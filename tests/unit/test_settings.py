@@ -83,7 +83,7 @@ def test_public_base_url_gets_a_trailing_slash():
         ({"nginx": {"adminPort": 8448}}, "synapse:nginx.adminPort", "already nginx.federationPort"),
         ({"nginx": {"tls": True}, "publicBaseUrl": "http://m.example.org/"}, "synapse:nginx.tls",
          "needs an https publicBaseUrl"),
-        ({"nginx": {"tls": "yes"}}, "synapse:nginx.tls", "true or false"),
+        ({"nginx": {"tls": "yes"}}, "synapse:nginx.tls", "true, false or acme"),
         ({"nginx": {"adminBindAddress": "localhost"}}, "synapse:nginx.adminBindAddress",
          "IP address"),
         ({"nginx": {"adminAllow": ["10.0.0.0/33"]}}, "synapse:nginx.adminAllow[0]", "CIDR"),

@@ -251,7 +251,7 @@ BAD = [
          "8448 is already nginx.federationPort"),
     case("admin-bind-name", "synapse:nginx:\n  adminBindAddress: localhost",
          "synapse:nginx.adminBindAddress", "IP address"),
-    case("tls-not-bool", "synapse:nginx:\n  tls: 'yes'", "synapse:nginx.tls", "true or false"),
+    case("tls-not-bool", "synapse:nginx:\n  tls: 'yes'", "synapse:nginx.tls", "true, false or acme"),
     case("tls-with-http-base-url", "synapse:publicBaseUrl: http://m.example.org/\n"
          "synapse:nginx:\n  tls: true", "synapse:nginx.tls", "needs an https publicBaseUrl"),
     case("tls-without-certificate", "synapse:nginx:\n  tls: true", "synapse:tlsCertificate",

@@ -39,6 +39,9 @@ PEER_SYNAPSE_VERSION = "1.140.0"
 # prometheus_client breaks 1.140's metrics module (InFlightGauge's MRO).
 PEER_EXCLUDE_NEWER = "2025-10-20"
 SYNAPSE_PEER = f"matrixdotorg/synapse:v{PEER_SYNAPSE_VERSION}"
+# Let's Encrypt's ACME test server and its DNS/challenge test server (Debian's
+# pebble), for the ACME tests (tests/e2e/test_acme.py): a test image, no product's.
+PEBBLE = "synapse-e2e/pebble:bookworm"
 IMAGES = {  # tag the program expects -> Dockerfile with its metadata
     "matrixdotorg/synapse:v1.163.2": "Dockerfile.synapse",
     SYNAPSE_NEXT: "Dockerfile.synapse-next",
@@ -47,6 +50,8 @@ IMAGES = {  # tag the program expects -> Dockerfile with its metadata
     "redis:7.0-bookworm": "Dockerfile.redis",
     "nginx:1.22.1": "Dockerfile.nginx",
     "prom/prometheus:v2.42.0": "Dockerfile.prometheus",
+    "goacme/lego:v4.9.1": "Dockerfile.lego",
+    PEBBLE: "Dockerfile.pebble",
 }
 SYNAPSE_REQUIREMENT = "matrix-synapse[redis]==1.163.2"
 UV_VERSION = "0.13.9"
@@ -63,6 +68,8 @@ PACKAGES = [
     "redis-server",                               # also brings libjemalloc2
     "nginx",
     "prometheus", "wget",                         # wget: the official image's healthcheck tool
+    "lego",                                       # goacme/lego's one binary
+    "pebble",                                     # the ACME tests' server (PEBBLE)
 ]
 # postgres:17-trixie, on a rootfs of its own (TRIXIE_PACKAGES only).
 TRIXIE_IMAGES = {"postgres:17-trixie": "Dockerfile.postgres17"}
