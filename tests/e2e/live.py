@@ -40,6 +40,7 @@ class Traffic:
     client_url: str
     federation_url: str
     ssl_context: ssl.SSLContext | None = None  # with nginx.tls: trusts the stack's CA
+    hosts: dict[str, str] | None = None  # certificate names -> nginx's address (ACME)
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     acked: dict[str, tuple[str, str]] = field(default_factory=dict)  # txn -> (body, event id)
     acked_at: dict[str, float] = field(default_factory=dict)  # txn -> time.monotonic()
@@ -140,7 +141,7 @@ class Traffic:
             await asyncio.sleep(max(0.0, PROBE_INTERVAL_S - (time.monotonic() - t)))
 
     async def start(self) -> None:
-        session = aiohttp.ClientSession(connector=connector(self.ssl_context))
+        session = aiohttp.ClientSession(connector=connector(self.ssl_context, self.hosts))
         self._session = session
         tokens = {"": "", "bob": self.bob.access_token}
         self._tasks = [asyncio.create_task(self._send()), asyncio.create_task(self._read())]

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import io
 import re
+import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -40,10 +41,12 @@ class Served:
 class Recorder:
     """Every request made through traced sessions, in order."""
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None,
+                 hosts: dict[str, str] | None = None) -> None:
         self.entries: list[Served] = []
         # With nginx.tls: trusts the stack's CA (and nothing else), for every session.
         self.ssl = ssl_context
+        self.hosts = hosts  # names the stack's certificate is for -> where nginx listens
 
     def mark(self) -> int:
         return len(self.entries)
@@ -71,13 +74,30 @@ class Recorder:
                                      connector=self.connector())
 
     def connector(self) -> aiohttp.TCPConnector:
-        return connector(self.ssl)
+        return connector(self.ssl, self.hosts)
 
 
-def connector(ssl_context: ssl.SSLContext | None) -> aiohttp.TCPConnector:
+class _Hosts(aiohttp.ThreadedResolver):
+    """Names resolved from a table (a test's /etc/hosts), others as usual."""
+
+    def __init__(self, hosts: dict[str, str]) -> None:
+        super().__init__()
+        self.hosts = hosts
+
+    async def resolve(self, host: str, port: int = 0, family=socket.AF_INET):
+        if host not in self.hosts:
+            return await super().resolve(host, port, family)
+        return [{"hostname": host, "host": self.hosts[host], "port": port,
+                 "family": socket.AF_INET, "proto": 0, "flags": socket.AI_NUMERICHOST}]
+
+
+def connector(ssl_context: ssl.SSLContext | None,
+              hosts: dict[str, str] | None = None) -> aiohttp.TCPConnector:
     """A new session's connector: verifying with `ssl_context` when given (a stack
-    with nginx.tls: trusts its CA), else with the system's CAs."""
-    return aiohttp.TCPConnector(ssl=ssl_context or True)
+    with nginx.tls: trusts its CA), else with the system's CAs; `hosts` resolves a
+    certificate's names to where nginx listens (the ACME stack's)."""
+    return aiohttp.TCPConnector(ssl=ssl_context or True,
+                                **({"resolver": _Hosts(hosts)} if hosts else {}))
 
 
 def process_of(served_by: str | None, processes: Iterable[str]) -> str | None:
