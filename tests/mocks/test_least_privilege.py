@@ -143,3 +143,23 @@ def test_the_backup_container_reads_media_read_only_and_no_plain_secret():
     assert set(ups) == {"/conf/backup/run.sh", "/conf/backup/metrics.pl",
                         "/conf/backup/secrets.enc"}
     assert not any("a backup passphrase" in str(v) for v in b.plain.values())
+
+
+def test_the_acme_client_is_root_without_capabilities_and_its_store_is_kept():
+    """nginx.tls: acme: lego's image as it runs (root, which owns both its volumes)
+    with no capability; its account and certificates survive `pulumi destroy`;
+    `up` does not wait for its first certificate."""
+    cap = run_program({"serverName": "example.org", "publicBaseUrl": "https://m.example.org/",
+                       "nginx": {"tls": "acme", "acme": {"email": "ops@example.org"}}})
+    acme = next(c for c in cap.containers if role(c) == "acme")
+    p = acme.plain
+    assert p.get("user") is None and p["capabilities"] == {"adds": [], "drops": ["ALL"]}
+    assert p["securityOpts"] == ["no-new-privileges:true"] and p["wait"] is False
+    assert acme.parent.endswith("synapse:index:Acme::acme")
+    volumes = {v.plain["name"]: v for v in cap.of_type(VOLUME)}
+    assert volumes["synapse-test-acme-data"].options["retainOnDelete"]
+    public = volumes["synapse-test-acme-public"]
+    assert not public.options["retainOnDelete"]
+    assert public.plain["driverOpts"]["o"] == "uid=0,gid=101,mode=0750"
+    assert cap.outputs["acmeContainer"] == "synapse-test-acme"
+    assert "synapse-test-acme-data" in cap.outputs["dataVolumes"]
