@@ -18,6 +18,7 @@ memory of the account) succeeds.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import http.client
 import json
 import secrets
@@ -46,7 +47,7 @@ pytestmark = pytest.mark.e2e
 
 PUBLIC_NAME, SERVER_NAME = "matrix.acme.test", "acme.test"
 HOSTS = {PUBLIC_NAME: "127.0.0.1", SERVER_NAME: "127.0.0.1"}
-CLIENT_PORT, FEDERATION_PORT = 27008, 27448
+CLIENT_PORT, FEDERATION_PORT = 28008, 28448
 RETRY_S = 2
 PREFIX = "synapse-acme"
 PEBBLE_NAME, DNS_NAME = f"{PREFIX}-test-pebble", f"{PREFIX}-test-pebble-dns"
@@ -59,11 +60,11 @@ def overrides(ca_pem: str) -> dict[str, Any]:
         "serverName": f"{SERVER_NAME}:{FEDERATION_PORT}",  # federation without delegation
         "publicBaseUrl": f"https://{PUBLIC_NAME}:{CLIENT_PORT}/",
         "nginx": {"bindAddress": "127.0.0.1", "clientPort": CLIENT_PORT,
-                  "federationPort": FEDERATION_PORT, "adminPort": 27009, "httpPort": 27080,
+                  "federationPort": FEDERATION_PORT, "adminPort": 28009, "httpPort": 28080,
                   "tls": "acme",
                   "acme": {"email": "ops@acme.test", "directory": "https://pebble:14000/dir",
                            "caBundle": ca_pem, "retrySeconds": RETRY_S}},
-        "metrics": {"port": 27090, "scrapeIntervalSeconds": 2},
+        "metrics": {"port": 28090, "scrapeIntervalSeconds": 2},
     }
 
 
@@ -234,7 +235,7 @@ def test_nginx_starts_before_the_first_certificate(acme):
                 ssl.create_default_context().wrap_socket(raw, server_hostname=name)
     for path, status in (("/.well-known/acme-challenge/none", 404),
                          ("/_matrix/client/versions", 301)):
-        conn = http.client.HTTPConnection("127.0.0.1", 27080, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", 28080, timeout=10)
         conn.request("GET", path)
         r = conn.getresponse()
         assert r.status == status, (path, r.status)
@@ -324,9 +325,11 @@ def test_a_renewal_is_served_with_no_failed_request_and_no_container_replaced(ac
         await traffic.start()
         try:
             await traffic.wait_acked(5)
+            t0 = time.monotonic()
             _ask_renewal(d)
             renewed = await asyncio.to_thread(_settled, PUBLIC_NAME, CLIENT_PORT, acme["root"],
                                               acme["served"])
+            record("acme: renewal asked until served", time.monotonic() - t0)
             await traffic.wait_acked(len(traffic.acked) + 10)
         finally:
             await traffic.stop()
@@ -336,7 +339,7 @@ def test_a_renewal_is_served_with_no_failed_request_and_no_container_replaced(ac
     renewed = acme["loop"].run_until_complete(go())
     down = traffic.unavailable_seconds()
     print(f"\nacme: renewal under traffic: {len(traffic.acked)} messages, "
-          f"{traffic.failed_sends} retried sends, unavailable {down}")
+          f"{traffic.failed_sends} retried sends, unavailable {down}", flush=True)
     assert traffic.failed_sends == 0 and set(down.values()) == {0.0}, (traffic.failed_sends, down)
     assert _handshake(FEDERATION_PORT, SERVER_NAME, acme["root"])[0] == renewed
     # Reloaded by nginx's entrypoint onto the new include; nothing restarted.
@@ -380,3 +383,22 @@ def test_with_pebble_stopped_the_certificate_stays_and_the_next_attempt_succeeds
         _handshake(CLIENT_PORT, PUBLIC_NAME, acme["root"])
     _wait("the recovery scraped", lambda: _metric(d, "synapse_acme_failures") == 0, 30)
     _wait("the client healthy again", lambda: _health(client)[0] == "healthy", 30)
+    acme["served"], acme["root"] = renewed, root
+
+
+def test_down_and_up_serve_the_stored_certificate_without_asking_again(acme):
+    """`make down` keeps the store (account and certificate); the next `up` starts
+    nginx on an empty shared volume, and the client republishes what it stored,
+    with no new order: TLS is back within seconds, Pebble not needed."""
+    _remove_pebble()  # on the stack's network, which down removes
+    replay.down(acme["config"])
+    d = replay.up(acme["config"], acme["overrides"])
+    _wait("TLS back", lambda: _try_handshake(CLIENT_PORT, PUBLIC_NAME, acme["root"]), 60)
+    back = time.time()
+    started = replay.api().inspect_container(d.containers["nginx"])["State"]["StartedAt"]
+    since = datetime.datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00").timestamp()
+    record("acme: nginx without a certificate after down and up (from its start)", back - since)
+    served = _settled(PUBLIC_NAME, CLIENT_PORT, acme["root"])
+    assert served == acme["served"]
+    logs = replay.container_logs(d.outputs["acmeContainer"], tail=100)
+    assert "acme: published the certificate" in logs and "acme: obtaining" not in logs, logs

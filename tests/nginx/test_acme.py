@@ -15,6 +15,7 @@ attempt registers anew and succeeds.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -98,12 +99,19 @@ class HostAcme:
         for applet in applets:
             (bin_dir / applet).symlink_to(busybox)
         (bin_dir / "lego").symlink_to(shutil.which("lego"))
-        self.log = open(self.root / "client.log", "wb")
+        self.log = open(self.root / "client.log", "ab")
         self.client = subprocess.Popen(
             [busybox, "sh", str(self.root / "run.sh")],
             env={"PATH": str(bin_dir), "HOME": str(self.root),
                  "LEGO_CA_CERTIFICATES": str(self.files.ca_file)},
             stdout=self.log, stderr=subprocess.STDOUT)
+
+    def stop_client(self) -> None:
+        assert self.client is not None
+        self.client.terminate()
+        self.client.wait(timeout=10)
+        self.log.close()
+        shutil.rmtree(self.root / "bin")
 
     def ask_renewal(self) -> None:
         assert self.client is not None
@@ -242,6 +250,28 @@ def test_an_asked_renewal_is_published_and_served_after_a_reload(acme):
     _settled(acme.door, NAMES[0], acme.root_ca(), other_than=acme.first)
     # The old files are gone; only the new pair is left.
     assert len(list((acme.public / "live").glob("*.pem"))) == 2
+
+
+def test_a_certificate_within_renew_days_is_renewed_unasked_and_not_before(acme):
+    """The loop's own decision at its check: a client restarted with the same
+    settings republishes nothing new and orders nothing; one whose renewDays
+    exceeds what is left (Pebble's certificates last years, so 2000 days) renews."""
+    settings = acme.plan.settings.nginx.acme
+    conf = acme.certificate_conf()
+    orders = acme.client_log().count("acme: obtaining")
+    acme.stop_client()
+    acme.start_client(acme_conf.render_run_script(settings))
+    _wait("the state rewritten", lambda: "days left" in acme.state(), 30, acme.client_log)
+    time.sleep(2)
+    assert acme.client_log().count("acme: obtaining") == orders
+    assert acme.certificate_conf() == conf
+    acme.stop_client()
+    acme.start_client(acme_conf.render_run_script(dataclasses.replace(settings, renew_days=2000)))
+    _wait("a renewal, unasked", lambda: acme.certificate_conf() not in ("", conf), 60,
+          acme.client_log)
+    assert acme.client_log().count("acme: obtaining") == orders + 1
+    acme.stop_client()
+    acme.start_client(acme_conf.render_run_script(settings))
 
 
 def test_with_pebble_down_the_certificate_stays_and_the_failure_shows(acme):
