@@ -139,7 +139,6 @@ class NginxSettings:
 
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
-LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ def read_stack(pairs: Mapping[str, Any], secret_keys: Collection[str], stack: st
 
 
 def _check_tls(settings: Settings, secrets: Mapping[str, Any]) -> list[str]:
-    """With ACME, whether the challenges can reach nginx. Otherwise the TLS
+    """With ACME, a warning when the CA's port 80 is not nginx's. Otherwise the TLS
     certificate and key together (tls_material), where they are readable
     (the render command and the impact report cannot decrypt `secure:` values;
     the program can)."""

@@ -432,13 +432,15 @@ def _synapse_spec(plan: Plan, p: Process, shared: Mapping[str, str],
     )
 
 
-def _served(s, config: str) -> tuple[str, ...]:
-    """The files whose content nginx serves, `config` first: the operator's
-    certificate and key (nginx.tls) at the paths nginx reads them from, or with
-    ACME the include naming the client's latest (acme_conf)."""
+def _served(s, staged: bool) -> tuple[str, ...]:
+    """The files whose content nginx serves: its config, then the operator's
+    certificate and key (nginx.tls) or, with ACME, the include naming the client's
+    latest (acme_conf). `staged`: the config and the operator's files where
+    nginx-config holds them; else where nginx reads them."""
+    config = NGINX_STAGED if staged else NGINX_CONF
     if s.nginx.acme:
         return (config, acme_conf.CERTIFICATE_CONF)
-    return (config, *(NGINX_STAGED_TLS if config == NGINX_STAGED else NGINX_STAGED_TLS.values()))
+    return (config, *(NGINX_STAGED_TLS if staged else NGINX_STAGED_TLS.values()))
 
 
 def _run_nginx_script(s) -> str:
@@ -447,10 +449,10 @@ def _run_nginx_script(s) -> str:
     keeps its listening sockets, old workers finish their requests, so nothing is
     dropped. A config that fails the test is refused and the old one kept serving.
     NGINX_LOADED records what is being served (a checksum over the config and,
-    with TLS, the certificate and key, so a renewed certificate is reloaded too);
-    it goes when nginx stops."""
+    with TLS, the certificate and key, or with ACME the include naming them, so a
+    renewed certificate is reloaded too); it goes when nginx stops."""
     conf, loaded = shlex.quote(NGINX_CONF), shlex.quote(NGINX_LOADED)
-    served_files = " ".join(shlex.quote(f) for f in _served(s, NGINX_CONF))
+    served_files = " ".join(shlex.quote(f) for f in _served(s, staged=False))
     return "\n".join([
         "#!/bin/sh",
         "set -u",
@@ -547,7 +549,7 @@ def _nginx_specs(plan: Plan) -> tuple[ContainerSpec, ContainerSpec]:
     s = plan.settings
     loaded = shlex.quote(NGINX_LOADED)
     # What nginx serves when it serves these files: same order as its run.sh.
-    staged = " ".join(shlex.quote(f) for f in _served(s, NGINX_STAGED))
+    staged = " ".join(shlex.quote(f) for f in _served(s, staged=True))
     acme = (Mount("acme-public", acme_conf.PUBLIC, read_only=True),) if s.nginx.acme else ()
     publisher = _spec(
         plan, "nginx-config", size_of="nginx",
