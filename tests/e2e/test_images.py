@@ -28,6 +28,7 @@ POSTGRES = "postgres:15-bookworm"
 REDIS = "redis:7.0-bookworm"
 NGINX = "nginx:1.22.1"
 PROMETHEUS = "prom/prometheus:v2.42.0"
+LEGO = "goacme/lego:v4.9.1"
 PG_ENV = {
     "POSTGRES_USER": "synapse",
     "POSTGRES_PASSWORD": "imgtest-password",
@@ -255,6 +256,34 @@ def test_prometheus_runs_as_nobody_on_its_volume_and_accepts_the_rendered_config
     assert run_ok(prom, ["stat", "-c", "%u", "/prometheus/wal"]) == str(PROMETHEUS_UID)
     prom.stop(timeout=10)
     assert prom.wait()["StatusCode"] == 0
+
+
+def test_lego_is_the_entrypoint_as_root_and_runs_the_rendered_script(client, images):
+    """goacme/lego's contract: /usr/bin/lego as the entrypoint, run as root; a
+    shell and the tools the rendered loop uses (busybox's in the official image,
+    proven in tests/nginx/test_acme.py). The loop, with no ACME server reachable
+    (no network), reports the failure in its state and keeps running."""
+    from components.plan.settings import load_settings
+    from components.plan.topology import build_plan
+    from components.render import acme_conf
+    from components.render.containers import build_deployment
+
+    raw = {"serverName": "example.org", "publicBaseUrl": "https://m.example.org/",
+           "nginx": {"tls": "acme", "acme": {"email": "ops@example.org", "retrySeconds": 1}}}
+    spec = build_deployment(build_plan(load_settings(raw, "img"))).container("acme")
+    image = client.images.get(LEGO)
+    assert image.attrs["Config"]["Entrypoint"] == ["/usr/bin/lego"]
+    assert image.attrs["Config"]["User"] in ("", "root")
+    files = {path: (text.encode(), 0o755, 0) for path, text in spec.rendered_files().items()}
+    lego = start(client, LEGO, "lego", files=files, entrypoint=list(spec.entrypoint),
+                 command=list(spec.command))
+    wait_until("the loop's first state", lambda: lego.exec_run(
+        ["cat", acme_conf.STATE]).output.startswith(b"failing: no certificate"), lego)
+    assert lego.exec_run(["sh", "-c", spec.healthcheck.test[1]]).exit_code == 1  # CMD-SHELL
+    assert "lego version" in run_ok(lego, ["lego", "--version"])
+    assert proc_ids(lego) == (0, 0)
+    lego.stop(timeout=10)  # TERM: the loop's trap exits 0
+    assert lego.wait()["StatusCode"] == 0
 
 
 # A module that reports how start.py launched it, in place of a Synapse app.
