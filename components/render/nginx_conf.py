@@ -356,7 +356,9 @@ def _certificate(plan: Plan) -> list[Node]:
 
 
 def _glob(path: str) -> str:
-    """A path as an include that may match nothing: its last dot as a wildcard."""
+    """A path as an include that may match nothing: its last dot in a character
+    class makes nginx treat it as a glob pattern, which may match no file (a plain
+    path must exist). It still matches that one path only."""
     head, dot, ext = path.rpartition(".")
     return f"{head}[{dot}]{ext}"
 
