@@ -145,7 +145,9 @@ LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 class AcmeSettings:
     """`synapse:nginx.acme`, with `nginx.tls: acme`."""
     email: str  # the ACME account's contact (expiry notices, policy changes)
-    names: tuple[str, ...]  # what the certificate covers (tls_material.acme_names)
+    # What the certificate covers: tls_material.acme_names, then `extraNames`
+    # (say, a delegated server name whose well-known this nginx answers).
+    names: tuple[str, ...]
     directory: str = LETS_ENCRYPT
     # PEM certificates the client trusts for the directory's HTTPS (a private ACME
     # server); None: the image's system CAs.
@@ -450,7 +452,8 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 def _acme(nginx: Mapping, base_url: str, server_name: str) -> AcmeSettings:
     value = _mapping(nginx, "acme", ("nginx",))
     path = ("nginx", "acme")
-    _no_unknown(value, ("email", "directory", "caBundle", "renewDays", "retrySeconds"), path)
+    _no_unknown(value, ("email", "directory", "caBundle", "renewDays", "retrySeconds",
+                        "extraNames"), path)
     if "email" not in value:
         raise ConfigError(path + ("email",), "is required with nginx.tls: acme (the ACME "
                           "account's contact, for expiry notices)")
@@ -463,15 +466,22 @@ def _acme(nginx: Mapping, base_url: str, server_name: str) -> AcmeSettings:
     if bundle is not None:
         tls_material.check_ca_bundle(_str(bundle, path + ("caBundle",), what="PEM certificates"),
                                      path + ("caBundle",))
+    extra = value.get("extraNames", [])
+    _expect(extra, list, path + ("extraNames",), "a list of DNS names")
     names = tls_material.acme_names(base_url, server_name)
+    for i, name in enumerate(extra):
+        _str(name, path + ("extraNames", i), lambda v: bool(_HOST.match(v)) and "*" not in v,
+             "a DNS name (no wildcard: HTTP-01 cannot prove one)")
+        if name.lower() not in (n.lower() for n in names):
+            names.append(name)
     for name in names:
         try:
             ipaddress.ip_address(name)
         except ValueError:
             continue
         raise ConfigError(("nginx", "tls"), f"acme needs DNS names, and {name} (from "
-                          "publicBaseUrl or serverName) is an IP address: HTTP-01 proves "
-                          "control of a name")
+                          "publicBaseUrl, serverName or extraNames) is an IP address: "
+                          "HTTP-01 proves control of a name")
     return AcmeSettings(
         email=email,
         names=tuple(names),

@@ -132,14 +132,24 @@ def read_stack(pairs: Mapping[str, Any], secret_keys: Collection[str], stack: st
 
 
 def _check_tls(settings: Settings, secrets: Mapping[str, Any]) -> list[str]:
-    """With ACME, a warning when the CA's port 80 is not nginx's. Otherwise the TLS
+    """With ACME, warnings: the CA's port 80 is not nginx's, or a delegated server
+    name is left out. Otherwise the TLS
     certificate and key together (tls_material), where they are readable
     (the render command and the impact report cannot decrypt `secure:` values;
     the program can)."""
     nginx = settings.nginx
-    if nginx.acme and nginx.http_port != 80:
-        return [f"nginx.httpPort is {nginx.http_port}: an ACME server checks HTTP-01 challenges "
-                "on port 80 of each name, so forward port 80 there (or use 80)"]
+    if nginx.acme:
+        warnings = []
+        if nginx.http_port != 80:
+            warnings.append(f"nginx.httpPort is {nginx.http_port}: an ACME server checks HTTP-01 "
+                            "challenges on port 80 of each name, so forward port 80 there (or "
+                            "use 80)")
+        _, maybe = tls_material.required_names(settings.public_base_url, settings.server_name)
+        if maybe and maybe.lower() not in (n.lower() for n in nginx.acme.names):
+            warnings.append(f"the ACME certificate will not cover the server name {maybe}: fine "
+                            f"if another web server answers https://{maybe}/.well-known/matrix/"
+                            "server; if this nginx does, add it to nginx.acme.extraNames")
+        return warnings
     cert, key = secrets.get("tlsCertificate"), secrets.get("tlsKey")
     if not nginx.certificate_given or not isinstance(cert, str) or not isinstance(key, str):
         return []

@@ -74,6 +74,28 @@ def test_bad_acme_config_names_the_key(nginx, key, reason):
     assert err.value.key == key and reason in err.value.reason, err.value
 
 
+def test_extra_names_are_added_once_and_must_be_dns_names():
+    assert acme_of(extraNames=["example.org", "MATRIX.example.org"]).names == (
+        "matrix.example.org", "example.org")
+    for bad, reason in (("*.example.org", "no wildcard"), ("not a name", "DNS name")):
+        with pytest.raises(ConfigError, match=reason) as err:
+            acme_of(extraNames=[bad])
+        assert err.value.key == "synapse:nginx.acme.extraNames[0]"
+    with pytest.raises(ConfigError, match="IP address"):
+        acme_of(extraNames=["192.0.2.7"])
+
+
+def test_a_left_out_server_name_and_another_http_port_are_warned_about():
+    from components.plan.stack_config import _check_tls
+    s = settings(nginx={"tls": "acme", "httpPort": 8080, "acme": {"email": "ops@example.org"}})
+    port, name = _check_tls(s, {})
+    assert "httpPort is 8080" in port and "forward port 80" in port
+    assert "not cover the server name example.org" in name and "extraNames" in name
+    covered = settings(nginx={"tls": "acme", "acme": {"email": "ops@example.org",
+                                                      "extraNames": ["example.org"]}})
+    assert _check_tls(covered, {}) == []
+
+
 def test_an_ip_address_cannot_be_proven_by_http_01():
     with pytest.raises(ConfigError, match="IP address") as err:
         settings(publicBaseUrl="https://192.0.2.7/")
