@@ -446,6 +446,14 @@ def _nginx(raw: Mapping, base_url: str, server_name: str) -> NginxSettings:
     )
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -470,18 +478,15 @@ def _acme(nginx: Mapping, base_url: str, server_name: str) -> AcmeSettings:
     _expect(extra, list, path + ("extraNames",), "a list of DNS names")
     names = tls_material.acme_names(base_url, server_name)
     for i, name in enumerate(extra):
-        _str(name, path + ("extraNames", i), lambda v: bool(_HOST.match(v)) and "*" not in v,
-             "a DNS name (no wildcard: HTTP-01 cannot prove one)")
+        _str(name, path + ("extraNames", i), lambda v: bool(_HOST.match(v)) and not _is_ip(v),
+             "a DNS name (not an IP address or a wildcard: HTTP-01 proves neither)")
         if name.lower() not in (n.lower() for n in names):
             names.append(name)
     for name in names:
-        try:
-            ipaddress.ip_address(name)
-        except ValueError:
-            continue
-        raise ConfigError(("nginx", "tls"), f"acme needs DNS names, and {name} (from "
-                          "publicBaseUrl, serverName or extraNames) is an IP address: "
-                          "HTTP-01 proves control of a name")
+        if _is_ip(name):
+            raise ConfigError(("nginx", "tls"), f"acme needs DNS names, and {name} (from "
+                              "publicBaseUrl or serverName) is an IP address: HTTP-01 "
+                              "proves control of a name")
     return AcmeSettings(
         email=email,
         names=tuple(names),

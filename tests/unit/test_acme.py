@@ -77,12 +77,10 @@ def test_bad_acme_config_names_the_key(nginx, key, reason):
 def test_extra_names_are_added_once_and_must_be_dns_names():
     assert acme_of(extraNames=["example.org", "MATRIX.example.org"]).names == (
         "matrix.example.org", "example.org")
-    for bad, reason in (("*.example.org", "no wildcard"), ("not a name", "DNS name")):
-        with pytest.raises(ConfigError, match=reason) as err:
+    for bad in ("*.example.org", "not a name", "192.0.2.7"):
+        with pytest.raises(ConfigError, match="a DNS name") as err:
             acme_of(extraNames=[bad])
-        assert err.value.key == "synapse:nginx.acme.extraNames[0]"
-    with pytest.raises(ConfigError, match="IP address"):
-        acme_of(extraNames=["192.0.2.7"])
+        assert err.value.key == "synapse:nginx.acme.extraNames[0]", bad
 
 
 def test_a_left_out_server_name_and_another_http_port_are_warned_about():
