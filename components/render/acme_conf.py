@@ -114,6 +114,9 @@ def render_run_script(acme: AcmeSettings) -> str:
         "# The ACME client's loop (components/render/acme_conf.py).",
         "set -u",
         "umask 022",
+        # goacme/lego's binary is /usr/bin/lego (its entrypoint); should a tag keep
+        # it at the root instead, find it there too.
+        'command -v lego >/dev/null || PATH="$PATH:/"',
         f"store={q(STORE)} live={q(LIVE)} conf={q(CERTIFICATE_CONF)}",
         f"state={q(STATE)} metrics={q(METRICS_FILE)}",
         f"first={q(first)} names={q(names)}",
