@@ -27,8 +27,8 @@ from components.swarm.specs import (
 )
 
 SERVICE_TYPE = "synapse:index:SwarmService"
-CONVERGE_TIMEOUT = "5m"
-TMPFS_MODE = 0o1777  # how long `up` waits for a service's task to run healthy
+CONVERGE_TIMEOUT = "5m"  # how long `up` waits for a service's task to run healthy
+TMPFS_MODE = 0o1777  # Swarm's tmpfs takes no owner (SwarmService)
 
 
 def _b64(text: str) -> str:

@@ -321,7 +321,7 @@ def _nginx_service(plan: Plan) -> ServiceSpec:
         command=("/bin/sh", NGINX_RUN),
         args=("nginx", "-g", "daemon off;"),
         healthcheck=_healthcheck(("CMD", "curl", "-fsS", "--unix-socket",
-                                 nginx_conf.SWARM_HEALTH_SOCKET, "http://localhost/health"),
+                                 nginx_conf.health_socket(plan), "http://localhost/health"),
                                 interval_s=SINGLETON_PROBE_INTERVAL_S),
         # Its ports are the node's (host mode): a second task there could not bind them.
         update=UpdatePolicy(STOP_FIRST),

@@ -42,14 +42,13 @@ def _diff(old: ServiceSpec, new: ServiceSpec, changed_secrets: set[str]) -> Chan
     for path in sorted(set(before) | set(after)):
         a, b = before.get(path), after.get(path)
         secret = (a or b)[0]
+        kind, what = ("secret_file", "secret") if secret else ("file", "config")
         if a is None or b is None:
-            causes.append({"kind": "secret_file" if secret else "file", "path": path,
-                           "summary": f"{'secret' if secret else 'config'} {path} "
-                                      f"{'added' if a is None else 'removed'}"})
+            causes.append({"kind": kind, "path": path,
+                           "summary": f"{what} {path} {'added' if a is None else 'removed'}"})
         elif a[1] != b[1]:
-            causes.append({"kind": "secret_file" if secret else "file", "path": path,
-                           "summary": f"{'secret' if secret else 'config'} {path} changed: a new "
-                                      f"{'secret' if secret else 'config'} is created",
+            causes.append({"kind": kind, "path": path,
+                           "summary": f"{what} {path} changed: a new {what} is created",
                            **({} if secret else {"diff": _diff_lines(a[1], b[1], path)})})
     ia, ib = _inputs(old), _inputs(new)
     for key in _INPUTS:
