@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import http.client
-import json
 import secrets
 import shutil
 import socket
@@ -28,20 +28,20 @@ import ssl
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
-from urllib.request import urlopen
 
 import nio
 import pytest
 
 from components.render import acme_conf
 from components.render.containers import NGINX_PORTS
-from tests.e2e import replay
+from tests.e2e import prometheus, replay
 from tests.e2e.live import Traffic
 from tests.e2e.matrix_client import Recorder, lift_message_rate_limit, new_client, register
 from tests.e2e.images.build import PEBBLE
 from tests.e2e.timings import record
 from tests.support import pebble
+from tests.support.tls import served_certificate, settled_certificate, try_certificate
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -105,55 +105,11 @@ def acme(tmp_path_factory, docker_engine):
 # --- helpers -------------------------------------------------------------------------
 
 
-def _handshake(port: int, name: str, cafile: Path) -> tuple[bytes, str]:
-    """(the certificate nginx presents for `name`, TLS version), verified against
-    `cafile` alone."""
-    context = ssl.create_default_context(cafile=str(cafile))
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=name) as tls:
-            return tls.getpeercert(binary_form=True), tls.version()
-
-
-def _try_handshake(port: int, name: str, cafile: Path) -> bytes | None:
-    try:
-        return _handshake(port, name, cafile)[0]
-    except (OSError, ssl.SSLError):
-        return None
-
-
-def _settled(name: str, port: int, cafile: Path, other_than: bytes | None = None) -> bytes:
-    """The certificate every new connection gets (five in a row alike): old nginx
-    workers finishing their connections may take one for a moment after a reload."""
-    def alike():
-        got = {_try_handshake(port, name, cafile) for _ in range(5)}
-        return got.pop() if len(got) == 1 and None not in got and other_than not in got else None
-    return _wait(f"one certificate served on {port}", alike, 60)
-
-
-def _wait(what: str, check, timeout_s: float, why=lambda: ""):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout_s:.0f} s: {what}\n{why()}")
-
-
 def _health(container: str) -> tuple[str, str]:
     """(status, the last probe's output)."""
     health = replay.api().inspect_container(container)["State"]["Health"]
     log = health.get("Log") or [{"Output": ""}]
     return health["Status"], log[-1]["Output"].strip()
-
-
-def _metric(d: replay.Deployed, name: str) -> float | None:
-    url = f"{d.outputs['prometheusUrl']}api/v1/query?query={quote(name)}"
-    with urlopen(url, timeout=10) as r:
-        body = json.load(r)
-    assert body["status"] == "success", body
-    result = body["data"]["result"]
-    return float(result[0]["value"][1]) if result else None
 
 
 def _root(acme: dict[str, Any]) -> Path:
@@ -195,7 +151,7 @@ def _wait_pebble(acme: dict[str, Any]) -> None:
             return _root(acme)
         except OSError:
             return None
-    _wait("Pebble answering", answers, 30)
+    wait_for("Pebble answering", answers, 30)
 
 
 def _ask_renewal(d: replay.Deployed) -> None:
@@ -223,9 +179,9 @@ def test_nginx_starts_before_the_first_certificate(acme):
     acme["deployed"] = d
     # Not waited for by `up`; no Pebble yet, so no certificate, and it says so.
     client = d.outputs["acmeContainer"]
-    _wait("the client's first attempt reported",
-          lambda: _health(client)[1].startswith("failing: no certificate"), 60,
-          lambda: replay.container_logs(client, tail=20))
+    wait_for("the client's first attempt reported",
+             lambda: _health(client)[1].startswith("failing: no certificate"), 60,
+             lambda: replay.container_logs(client, tail=20))
     assert "pebble" in _health(client)[1], _health(client)
     # nginx is up and healthy: TLS is refused on both listeners, plain HTTP works.
     assert _health(d.containers["nginx"])[0] == "healthy"
@@ -246,28 +202,29 @@ def test_nginx_starts_before_the_first_certificate(acme):
 
 def test_a_certificate_from_pebble_is_served_on_both_listeners(acme):
     d = acme["deployed"]
+    metric = functools.partial(prometheus.value, d.outputs)
     t0 = time.monotonic()
     _start_pebble(acme)
     _ask_renewal(d)  # rather than wait for the next retry
     client = d.outputs["acmeContainer"]
-    _wait("the client healthy", lambda: _health(client)[0] == "healthy", 120,
-          lambda: replay.container_logs(client, tail=30))
+    wait_for("the client healthy", lambda: _health(client)[0] == "healthy", 120,
+             lambda: replay.container_logs(client, tail=30))
     record("acme: first certificate", time.monotonic() - t0)
     assert _health(client)[1].startswith(f"ok: serving a certificate for {PUBLIC_NAME}, "
                                          f"{SERVER_NAME}"), _health(client)
     root = _root(acme)
     acme["root"] = root
-    served = _settled(PUBLIC_NAME, CLIENT_PORT, root)
-    der, version = _handshake(FEDERATION_PORT, SERVER_NAME, root)
+    served = settled_certificate(CLIENT_PORT, PUBLIC_NAME, root)
+    der, version = served_certificate(FEDERATION_PORT, SERVER_NAME, root)
     assert der == served and version == "TLSv1.3"
     # Pebble's root only: the system's CAs refuse it.
     with socket.create_connection(("127.0.0.1", CLIENT_PORT), timeout=10) as raw:
         with pytest.raises(ssl.SSLCertVerificationError):
             ssl.create_default_context().wrap_socket(raw, server_hostname=PUBLIC_NAME)
     acme["served"] = served
-    _wait("Prometheus scraping the expiry",
-          lambda: (_metric(d, "synapse_acme_certificate_expiry_days") or 0) > 1
-          and _metric(d, "synapse_acme_failures") == 0, 30)
+    wait_for("Prometheus scraping the expiry",
+             lambda: (metric("synapse_acme_certificate_expiry_days") or 0) > 1
+             and metric("synapse_acme_failures") == 0, 30)
     # Issuance went through no Pulumi state: a second up changes nothing.
     again = replay.up(acme["config"], acme["overrides"])
     assert again.plan.summary() == "no changes", [s.line() for s in again.plan.steps
@@ -327,8 +284,8 @@ def test_a_renewal_is_served_with_no_failed_request_and_no_container_replaced(ac
             await traffic.wait_acked(5)
             t0 = time.monotonic()
             _ask_renewal(d)
-            renewed = await asyncio.to_thread(_settled, PUBLIC_NAME, CLIENT_PORT, acme["root"],
-                                              acme["served"])
+            renewed = await asyncio.to_thread(settled_certificate, CLIENT_PORT, PUBLIC_NAME,
+                                              acme["root"], acme["served"])
             record("acme: renewal asked until served", time.monotonic() - t0)
             await traffic.wait_acked(len(traffic.acked) + 10)
         finally:
@@ -341,7 +298,7 @@ def test_a_renewal_is_served_with_no_failed_request_and_no_container_replaced(ac
     print(f"\nacme: renewal under traffic: {len(traffic.acked)} messages, "
           f"{traffic.failed_sends} retried sends, unavailable {down}", flush=True)
     assert traffic.failed_sends == 0 and set(down.values()) == {0.0}, (traffic.failed_sends, down)
-    assert _handshake(FEDERATION_PORT, SERVER_NAME, acme["root"])[0] == renewed
+    assert served_certificate(FEDERATION_PORT, SERVER_NAME, acme["root"])[0] == renewed
     # Reloaded by nginx's entrypoint onto the new include; nothing restarted.
     assert _started(d) == before
     conf_after = api.exec_start(api.exec_create(d.containers["nginx"],
@@ -354,35 +311,36 @@ def test_a_renewal_is_served_with_no_failed_request_and_no_container_replaced(ac
 
 def test_with_pebble_stopped_the_certificate_stays_and_the_next_attempt_succeeds(acme):
     d, api = acme["deployed"], replay.api()
+    metric = functools.partial(prometheus.value, d.outputs)
     client = d.outputs["acmeContainer"]
     api.stop(PEBBLE_NAME, timeout=5)
     failed_at = time.time()
     _ask_renewal(d)
-    _wait("the failure in the client's health",
-          lambda: _health(client)[1].startswith("failing: still serving"), 30,
-          lambda: replay.container_logs(client, tail=20))
-    _wait("the failure scraped", lambda: (_metric(d, "synapse_acme_failures") or 0) >= 1
-          and (_metric(d, "synapse_acme_last_failure_timestamp_seconds") or 0) >= int(failed_at),
-          30)
-    assert (_metric(d, "synapse_acme_certificate_expiry_days") or 0) > 1
+    wait_for("the failure in the client's health",
+             lambda: _health(client)[1].startswith("failing: still serving"), 30,
+             lambda: replay.container_logs(client, tail=20))
+    wait_for("the failure scraped", lambda: (metric("synapse_acme_failures") or 0) >= 1
+             and (metric("synapse_acme_last_failure_timestamp_seconds") or 0) >= int(failed_at),
+             30)
+    assert (metric("synapse_acme_certificate_expiry_days") or 0) > 1
     # The old certificate is still what both listeners serve.
     for port, name in ((CLIENT_PORT, PUBLIC_NAME), (FEDERATION_PORT, SERVER_NAME)):
-        assert _handshake(port, name, acme["root"])[0] == acme["served"]
+        assert served_certificate(port, name, acme["root"])[0] == acme["served"]
 
     api.start(PEBBLE_NAME)  # a new root CA, and no account: Pebble keeps nothing
     _wait_pebble(acme)
     t0 = time.monotonic()
-    _wait("the next attempt succeeding", lambda: _health(client)[1].startswith("ok"), 120,
-          lambda: replay.container_logs(client, tail=30))
+    wait_for("the next attempt succeeding", lambda: _health(client)[1].startswith("ok"), 120,
+             lambda: replay.container_logs(client, tail=30))
     record("acme: recovery after Pebble returned", time.monotonic() - t0)
     assert "registering a new one" in replay.container_logs(client, tail=200)
     root = _root(acme)
-    renewed = _settled(PUBLIC_NAME, CLIENT_PORT, root, acme["served"])
-    assert _handshake(FEDERATION_PORT, SERVER_NAME, root)[0] == renewed
+    renewed = settled_certificate(CLIENT_PORT, PUBLIC_NAME, root, acme["served"])
+    assert served_certificate(FEDERATION_PORT, SERVER_NAME, root)[0] == renewed
     with pytest.raises(ssl.SSLCertVerificationError):  # the old root does not sign it
-        _handshake(CLIENT_PORT, PUBLIC_NAME, acme["root"])
-    _wait("the recovery scraped", lambda: _metric(d, "synapse_acme_failures") == 0, 30)
-    _wait("the client healthy again", lambda: _health(client)[0] == "healthy", 30)
+        served_certificate(CLIENT_PORT, PUBLIC_NAME, acme["root"])
+    wait_for("the recovery scraped", lambda: metric("synapse_acme_failures") == 0, 30)
+    wait_for("the client healthy again", lambda: _health(client)[0] == "healthy", 30)
     acme["served"], acme["root"] = renewed, root
 
 
@@ -393,12 +351,12 @@ def test_down_and_up_serve_the_stored_certificate_without_asking_again(acme):
     _remove_pebble()  # on the stack's network, which down removes
     replay.down(acme["config"])
     d = replay.up(acme["config"], acme["overrides"])
-    _wait("TLS back", lambda: _try_handshake(CLIENT_PORT, PUBLIC_NAME, acme["root"]), 60)
+    wait_for("TLS back", lambda: try_certificate(CLIENT_PORT, PUBLIC_NAME, acme["root"]), 60)
     back = time.time()
     started = replay.api().inspect_container(d.containers["nginx"])["State"]["StartedAt"]
     since = datetime.datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00").timestamp()
     record("acme: nginx without a certificate after down and up (from its start)", back - since)
-    served = _settled(PUBLIC_NAME, CLIENT_PORT, acme["root"])
+    served = settled_certificate(CLIENT_PORT, PUBLIC_NAME, acme["root"])
     assert served == acme["served"]
     logs = replay.container_logs(d.outputs["acmeContainer"], tail=100)
     assert "acme: published the certificate" in logs and "acme: obtaining" not in logs, logs

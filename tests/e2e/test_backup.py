@@ -20,8 +20,8 @@ returns succeeds; `make destroy-data` keeps them, and one restores.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
-import json
 import os
 import secrets
 import shutil
@@ -30,8 +30,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
-from urllib.request import urlopen
 
 import nio
 import pytest
@@ -40,11 +38,12 @@ from components.render.containers import backups_volume
 from ops import archive, backup, restore
 from ops.archive import BackupError
 from ops.stack_data import stack_data
-from tests.e2e import replay
+from tests.e2e import prometheus, replay
 from tests.e2e.matrix_client import (
     Recorder, lift_message_rate_limit, make_png, new_client, raw, register,
 )
 from tests.e2e.timings import record
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -305,31 +304,13 @@ def _scheduled_folder(d: replay.Deployed) -> Path:
     return Path(replay.api().inspect_volume(d.outputs["backupsVolume"])["Mountpoint"]) / "bk"
 
 
-def _metric(d: replay.Deployed, name: str) -> float | None:
-    url = f"{d.outputs['prometheusUrl']}api/v1/query?query={quote(name)}"
-    with urlopen(url, timeout=10) as r:
-        body = json.load(r)
-    assert body["status"] == "success", body
-    result = body["data"]["result"]
-    return float(result[0]["value"][1]) if result else None
-
-
 def _health(container: str) -> str:
     return replay.api().inspect_container(container)["State"]["Health"]["Status"]
 
 
-def _wait(what: str, check, timeout_s: float):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(1)
-    raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
-
-
 def test_scheduled_backups_are_whole_kept_and_scraped(before: Before, bk):
     d = before.deployed
+    metric = functools.partial(prometheus.value, d.outputs)
     # A second up changes nothing: the sealed secrets are the same bytes, and the
     # container reads back as registered (its read-only media mount included).
     again = replay.up(bk["config"], OVERRIDES)
@@ -340,7 +321,7 @@ def test_scheduled_backups_are_whole_kept_and_scraped(before: Before, bk):
     # Two more runs after now: by then retention has had runs to remove.
     newer = lambda: [p for p in archive.complete_backups(folder.parent, "bk")  # noqa: E731
                      if p.stat().st_mtime > since]
-    _wait("two scheduled backups", lambda: len(newer()) >= 2, 4 * SCHEDULE_S + 60)
+    wait_for("two scheduled backups", lambda: len(newer()) >= 2, 4 * SCHEDULE_S + 60, step_s=1)
     kept = archive.complete_backups(folder.parent, "bk")
     assert len(kept) == KEEP_SCHEDULED, kept
     assert b"backup: removed" in replay.api().logs(backup_container), "retention never ran"
@@ -359,35 +340,38 @@ def test_scheduled_backups_are_whole_kept_and_scraped(before: Before, bk):
             archive.decrypt_secrets((p / archive.SECRETS).read_bytes(), PASSPHRASE + "x")
     assert _health(backup_container) == "healthy"
     newest = max(p.joinpath(archive.MANIFEST).stat().st_mtime for p in kept)
-    _wait("Prometheus scraping the newest backup's time",
-          lambda: (_metric(d, "synapse_backup_last_success_timestamp_seconds") or 0) >= int(newest)
-          and _metric(d, "synapse_backup_kept") == KEEP_SCHEDULED
-          and _metric(d, "synapse_backup_last_run_failed") == 0, 30)
+    wait_for("Prometheus scraping the newest backup's time",
+             lambda: (metric("synapse_backup_last_success_timestamp_seconds") or 0) >= int(newest)
+             and metric("synapse_backup_kept") == KEEP_SCHEDULED
+             and metric("synapse_backup_last_run_failed") == 0, 30, step_s=1)
 
 
 def test_a_failed_scheduled_backup_is_visible_and_retried(before: Before):
     d = before.deployed
+    metric = functools.partial(prometheus.value, d.outputs)
     api, folder = replay.api(), _scheduled_folder(d)
     backup_container, postgres = d.containers["backup"], d.containers["postgres"]
     api.stop(postgres, timeout=60)
     try:
         # The next run fails; five failed probes later the container is unhealthy.
-        _wait("the backup container unhealthy", lambda: _health(backup_container) == "unhealthy",
-              SCHEDULE_S + 5 * 5 + 60)
+        wait_for("the backup container unhealthy", lambda: _health(backup_container) == "unhealthy",
+                 SCHEDULE_S + 5 * 5 + 60, step_s=1)
         assert "psql" in (folder / ".failed").read_text() or "pg_dump" in (
             folder / ".failed").read_text(), (folder / ".failed").read_text()
-        _wait("the failure scraped", lambda: _metric(d, "synapse_backup_last_run_failed") == 1
-              and (_metric(d, "synapse_backup_last_failure_timestamp_seconds") or 0) > 0, 30)
+        wait_for("the failure scraped", lambda: metric("synapse_backup_last_run_failed") == 1
+                 and (metric("synapse_backup_last_failure_timestamp_seconds") or 0) > 0,
+                 30, step_s=1)
         assert not list(folder.glob("*.partial")), "a failed run left a partial backup"
     finally:
         api.start(postgres)
-    failed_at = _metric(d, "synapse_backup_last_failure_timestamp_seconds")
-    _wait("a good run after Postgres returned", lambda: _health(backup_container) == "healthy"
-          and not (folder / ".failed").exists(), 2 * SCHEDULE_S + 60)
+    failed_at = metric("synapse_backup_last_failure_timestamp_seconds")
+    wait_for("a good run after Postgres returned", lambda: _health(backup_container) == "healthy"
+             and not (folder / ".failed").exists(), 2 * SCHEDULE_S + 60, step_s=1)
     newest = archive.complete_backups(folder.parent, "bk")[-1]
     assert newest.joinpath(archive.MANIFEST).stat().st_mtime >= failed_at
     archive.read_verified(newest)
-    _wait("the recovery scraped", lambda: _metric(d, "synapse_backup_last_run_failed") == 0, 30)
+    wait_for("the recovery scraped", lambda: metric("synapse_backup_last_run_failed") == 0, 30,
+             step_s=1)
 
 
 def test_restore_brings_everything_back(before: Before, bk):

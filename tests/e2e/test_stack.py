@@ -32,7 +32,6 @@ import socket
 import ssl
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ from components.render.containers import NGINX_PORTS, POSTGRES_UID
 from components.render.nginx_conf import SERVED_BY_HEADER
 from components.render.synapse_config import POSTGRES_DB, POSTGRES_USER, log_config_path, log_file_path
 from components.plan.topology import POSTGRES_SOCKET_DIR, postgres_settings
-from tests.e2e import replay
+from tests.e2e import prometheus, replay
 from tests.e2e.images.build import SYNAPSE_NEXT
 from tests.e2e.live import Traffic, wait_restarted_healthy
 from tests.e2e.stacks import STACKS, TLS_NAMES, prepare
@@ -76,7 +75,7 @@ from tests.e2e.matrix_client import (
 )
 from components.provider import model as pm
 from tests.support.capture import reveal
-from tests.support.tls import renew
+from tests.support.tls import renew, served_certificate
 
 pytestmark = pytest.mark.e2e
 
@@ -915,20 +914,11 @@ def test_federation_version_and_key_server(stack: World):
 # --- metrics ---------------------------------------------------------------------
 
 
-def _prometheus(stack: World, query: str) -> list[dict[str, Any]]:
-    """An instant query to the stack's Prometheus (its URL output, on loopback)."""
-    url = f"{stack.deployed.outputs['prometheusUrl']}api/v1/query?query={quote(query)}"
-    with urllib.request.urlopen(url, timeout=10) as r:
-        body = json.load(r)
-    assert body["status"] == "success", body
-    return body["data"]["result"]
-
-
 def _scraped_since(stack: World, t: float, timeout_s: float = 60) -> None:
     """Wait until every target has been scraped after `t` (unix time)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        last = _prometheus(stack, 'min(timestamp(up{job="synapse"}))')
+        last = prometheus.query(stack.deployed.outputs, 'min(timestamp(up{job="synapse"}))')
         if last and float(last[0]["value"][1]) > t:
             return
         time.sleep(0.5)
@@ -944,8 +934,8 @@ COUNTED = {"sync": ("client_sync", re.compile(r"^SyncRestServlet$")),
 
 
 def _requests_by_class(stack: World) -> dict[tuple[str, str], float]:
-    rows = _prometheus(stack, "sum by (worker_class, servlet) "
-                              '(synapse_http_server_requests_received_total{job="synapse"})')
+    rows = prometheus.query(stack.deployed.outputs, "sum by (worker_class, servlet) "
+                            '(synapse_http_server_requests_received_total{job="synapse"})')
     return {(r["metric"]["worker_class"], r["metric"]["servlet"]): float(r["value"][1])
             for r in rows}
 
@@ -957,11 +947,11 @@ def test_prometheus_scrapes_every_process_with_the_dashboard_labels(stack: World
     d = stack.deployed
     synapse = {k: d.classes[k] for k in d.synapse}
     _scraped_since(stack, time.time())
-    up = _prometheus(stack, 'up{job="synapse"}')
+    up = prometheus.query(stack.deployed.outputs, 'up{job="synapse"}')
     got = {r["metric"]["instance"]: (r["metric"]["index"], r["metric"]["worker_class"],
                                      r["value"][1]) for r in up}
     assert got == {k: (k, c, "1") for k, c in synapse.items()}, got
-    names = _prometheus(stack, "synapse_server_name_info")
+    names = prometheus.query(stack.deployed.outputs, "synapse_server_name_info")
     assert {r["metric"]["instance"]: r["metric"]["server_name"] for r in names} == {
         k: d.server_name for k in synapse}
 
@@ -1505,10 +1495,7 @@ def test_live_changes_lose_nothing_and_keep_what_the_report_calls_same(stack: Wo
 
 def _served_certificate(url: str, cafile: Path) -> bytes:
     host, port = url.removeprefix("https://").rsplit(":", 1)
-    context = ssl.create_default_context(cafile=str(cafile))
-    with socket.create_connection((host, int(port)), timeout=10) as raw_sock:
-        with context.wrap_socket(raw_sock, server_hostname=host) as tls:
-            return tls.getpeercert(binary_form=True)
+    return served_certificate(int(port), host, cafile, host=host)[0]
 
 
 def test_a_renewed_certificate_is_reloaded_not_restarted(stack: World):

@@ -33,6 +33,8 @@ from components.render import acme_conf
 from tests.nginx.conftest import DEV, make_plan
 from tests.nginx.harness import FrontDoor, _free_port
 from tests.support import pebble
+from tests.support.tls import served_certificate, settled_certificate
+from tests.support.waiting import wait_for
 
 NAMES = ("matrix.acme.test", "acme.test")  # publicBaseUrl's host, serverName's host
 EMAIL = "ops@acme.test"
@@ -143,24 +145,6 @@ class HostAcme:
             self.log.close()
 
 
-def _wait(what: str, check, timeout_s: float, log=lambda: ""):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout_s:.0f} s: {what}\n{log()}")
-
-
-def _served(port: int, name: str, ca_file: Path) -> bytes:
-    """The certificate nginx presents for `name`, verified against `ca_file` only."""
-    context = ssl.create_default_context(cafile=str(ca_file))
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with context.wrap_socket(raw, server_hostname=name) as tls:
-            return tls.getpeercert(binary_form=True)
-
-
 @pytest.fixture(scope="module")
 def acme(tmp_path_factory):
     _require("busybox", "lego", "pebble", "pebble-challtestsrv")
@@ -206,11 +190,11 @@ def test_before_the_first_certificate_tls_is_refused_and_challenges_are_served(a
 def test_the_client_obtains_a_certificate_that_both_listeners_serve(acme):
     acme.start_pebble()
     acme.start_client(acme_conf.render_run_script(acme.plan.settings.nginx.acme))
-    _wait("a certificate published", acme.certificate_conf, 60, acme.client_log)
+    wait_for("a certificate published", acme.certificate_conf, 60, acme.client_log)
     acme.door.reload()
     root = acme.root_ca()
-    served = _settled(acme.door, NAMES[0], root)
-    assert _served(acme.door.federation_port, NAMES[1], root) == served
+    served = settled_certificate(acme.door.port, NAMES[0], root, timeout_s=15)
+    assert served_certificate(acme.door.federation_port, NAMES[1], root)[0] == served
     cert = ssl.DER_cert_to_PEM_cert(served)
     assert "BEGIN CERTIFICATE" in cert
     assert acme.state().startswith("ok: serving a certificate for matrix.acme.test, acme.test")
@@ -225,29 +209,13 @@ def test_the_client_obtains_a_certificate_that_both_listeners_serve(acme):
     acme.first = served
 
 
-def _settled(door: FrontDoor, name: str, root: Path, other_than: bytes | None = None) -> bytes:
-    """The certificate every new connection gets once a reload is over: old
-    workers finishing their connections may still take one for a moment."""
-    def five_alike():
-        got = {_try(_served, door.port, name, root) for _ in range(5)}
-        return got.pop() if len(got) == 1 and None not in got and other_than not in got else None
-    return _wait("one certificate served after the reload", five_alike, 15)
-
-
-def _try(f, *args):
-    try:
-        return f(*args)
-    except (OSError, ssl.SSLError):
-        return None
-
-
 def test_an_asked_renewal_is_published_and_served_after_a_reload(acme):
     before = acme.certificate_conf()
     acme.ask_renewal()
-    _wait("a new certificate published", lambda: acme.certificate_conf() not in ("", before),
-          60, acme.client_log)
+    wait_for("a new certificate published", lambda: acme.certificate_conf() not in ("", before),
+             60, acme.client_log)
     acme.door.reload()
-    _settled(acme.door, NAMES[0], acme.root_ca(), other_than=acme.first)
+    settled_certificate(acme.door.port, NAMES[0], acme.root_ca(), acme.first, timeout_s=15)
     # The old files are gone; only the new pair is left.
     assert len(list((acme.public / "live").glob("*.pem"))) == 2
 
@@ -261,14 +229,14 @@ def test_a_certificate_within_renew_days_is_renewed_unasked_and_not_before(acme)
     orders = acme.client_log().count("acme: obtaining")
     acme.stop_client()
     acme.start_client(acme_conf.render_run_script(settings))
-    _wait("the state rewritten", lambda: "days left" in acme.state(), 30, acme.client_log)
+    wait_for("the state rewritten", lambda: "days left" in acme.state(), 30, acme.client_log)
     time.sleep(2)
     assert acme.client_log().count("acme: obtaining") == orders
     assert acme.certificate_conf() == conf
     acme.stop_client()
     acme.start_client(acme_conf.render_run_script(dataclasses.replace(settings, renew_days=2000)))
-    _wait("a renewal, unasked", lambda: acme.certificate_conf() not in ("", conf), 60,
-          acme.client_log)
+    wait_for("a renewal, unasked", lambda: acme.certificate_conf() not in ("", conf), 60,
+             acme.client_log)
     assert acme.client_log().count("acme: obtaining") == orders + 1
     acme.stop_client()
     acme.start_client(acme_conf.render_run_script(settings))
@@ -277,31 +245,31 @@ def test_a_certificate_within_renew_days_is_renewed_unasked_and_not_before(acme)
 def test_with_pebble_down_the_certificate_stays_and_the_failure_shows(acme):
     conf = acme.certificate_conf()
     old_root = acme.root_ca()
-    served = _served(acme.door.port, NAMES[0], old_root)
+    served = served_certificate(acme.door.port, NAMES[0], old_root)[0]
     acme.stop_pebble()
     acme.ask_renewal()
-    _wait("the failure in the state", lambda: acme.state().startswith("failing: still serving"),
-          30, acme.client_log)
-    _wait("two failures, backing off", lambda: acme.metrics().get("synapse_acme_failures", 0) >= 2,
-          30, acme.client_log)
+    wait_for("the failure in the state", lambda: acme.state().startswith("failing: still serving"),
+             30, acme.client_log)
+    wait_for("two failures, backing off",
+             lambda: acme.metrics().get("synapse_acme_failures", 0) >= 2, 30, acme.client_log)
     m = acme.metrics()
     assert m["synapse_acme_last_failure_timestamp_seconds"] > time.time() - 60, m
     assert m["synapse_acme_certificate_expiry_days"] > 1, m
     assert "connection refused" in acme.state(), acme.state()
     assert acme.certificate_conf() == conf
-    assert _served(acme.door.port, NAMES[0], old_root) == served
+    assert served_certificate(acme.door.port, NAMES[0], old_root)[0] == served
     # Backoff: 1, 2, 4 s ... between attempts, not a tight loop.
     attempts = acme.client_log().count("acme: obtaining")
     time.sleep(3)
     assert acme.client_log().count("acme: obtaining") <= attempts + 2
 
     acme.start_pebble()  # a new root, and no memory of the account
-    _wait("the next attempt succeeding", lambda: acme.state().startswith("ok"), 60,
-          acme.client_log)
+    wait_for("the next attempt succeeding", lambda: acme.state().startswith("ok"), 60,
+             acme.client_log)
     assert "registering a new one" in acme.client_log()
     assert acme.certificate_conf() != conf
     assert acme.metrics()["synapse_acme_failures"] == 0
     acme.door.reload()
-    _settled(acme.door, NAMES[0], acme.root_ca())
+    settled_certificate(acme.door.port, NAMES[0], acme.root_ca(), timeout_s=15)
     with pytest.raises(ssl.SSLCertVerificationError):  # the old root no longer verifies it
-        _served(acme.door.port, NAMES[0], old_root)
+        served_certificate(acme.door.port, NAMES[0], old_root)[0]

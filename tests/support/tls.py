@@ -1,13 +1,17 @@
 """A throwaway certificate authority for the TLS tests, made with the host's
 openssl: a CA, and a server certificate it signs for the names and addresses the
-tests connect to."""
+tests connect to; and what a client verifying against a CA sees a listener serve."""
 
 from __future__ import annotations
 
 import ipaddress
+import socket
+import ssl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.waiting import wait_for
 
 
 @dataclass(frozen=True)
@@ -57,3 +61,32 @@ def renew(where: Path, names: list[str], days: int = 2) -> Issued:
              "-CAcreateserial", "-out", str(cert), "-days", str(days), "-extfile", str(ext))
     return Issued(ca_cert=ca_cert, fullchain=cert.read_text() + ca_cert.read_text(),
                   key=key.read_text())
+
+
+def served_certificate(port: int, name: str, cafile: Path | str,
+                       host: str = "127.0.0.1") -> tuple[bytes, str]:
+    """(the certificate a TLS listener at host:port presents for `name`, the TLS
+    version), verified against `cafile` alone."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    with socket.create_connection((host, port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=name) as tls:
+            return tls.getpeercert(binary_form=True), tls.version()
+
+
+def try_certificate(port: int, name: str, cafile: Path | str) -> bytes | None:
+    """served_certificate's certificate, or None if the handshake fails."""
+    try:
+        return served_certificate(port, name, cafile)[0]
+    except (OSError, ssl.SSLError):
+        return None
+
+
+def settled_certificate(port: int, name: str, cafile: Path | str,
+                        other_than: bytes | None = None, timeout_s: float = 60) -> bytes:
+    """The certificate every new connection gets (five in a row alike, and not
+    `other_than`): after nginx reloads, its old workers, finishing their
+    connections, may still take a new one for a moment."""
+    def alike() -> bytes | None:
+        got = {try_certificate(port, name, cafile) for _ in range(5)}
+        return got.pop() if len(got) == 1 and None not in got and other_than not in got else None
+    return wait_for(f"one certificate served on {port}", alike, timeout_s)
