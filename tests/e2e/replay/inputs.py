@@ -9,16 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from components.provider.model import (
+    CONTAINER, IMAGE, NETWORK, SECRET, SERVICE, SERVICE_CONFIG, VOLUME,
+)
 from tests.e2e.replay.errors import UnsupportedInput
 from tests.support.capture import Registered
 
-CONTAINER = "docker:index/container:Container"
-NETWORK = "docker:index/network:Network"
-VOLUME = "docker:index/volume:Volume"
-IMAGE = "docker:index/remoteImage:RemoteImage"
-SERVICE = "docker:index/service:Service"
-SERVICE_CONFIG = "docker:index/serviceConfig:ServiceConfig"
-SECRET = "docker:index/secret:Secret"
 NO_OP_PREFIXES = ("pulumi:pulumi:Stack", "synapse:index:", "random:")
 
 # Every key the replay applies, per resource type; nested objects list their keys.
