@@ -43,6 +43,16 @@ def _update_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
             "Order": cfg.get("order", "stop-first")}
 
 
+def _file_refs_spec(refs: list[Mapping[str, Any]] | None, kind: str) -> list[dict] | None:
+    """A container spec's configs or secrets (`kind`), as the Engine API takes them;
+    _file_ref reads one back."""
+    key = kind.capitalize()
+    return [{"File": {"Name": r["fileName"], "UID": r.get("fileUid", "0"),
+                      "GID": r.get("fileGid", "0"), "Mode": int(r.get("fileMode", 0o444))},
+             f"{key}ID": r[f"{kind}Id"], f"{key}Name": r[f"{kind}Name"]}
+            for r in refs or []] or None
+
+
 def service_spec(inputs: Mapping[str, Any]) -> dict[str, Any]:
     ts, cs = inputs["taskSpec"], inputs["taskSpec"]["containerSpec"]
     hc = cs.get("healthcheck")
@@ -58,14 +68,8 @@ def service_spec(inputs: Mapping[str, Any]) -> dict[str, Any]:
                                          "Mode": int(m["tmpfsOptions"].get("mode", 0))}}
                        if m.get("tmpfsOptions") else {})}
                    for m in cs.get("mounts") or []] or None,
-        "Configs": [{"File": {"Name": c["fileName"], "UID": c.get("fileUid", "0"),
-                              "GID": c.get("fileGid", "0"), "Mode": int(c.get("fileMode", 0o444))},
-                     "ConfigID": c["configId"], "ConfigName": c["configName"]}
-                    for c in cs.get("configs") or []] or None,
-        "Secrets": [{"File": {"Name": c["fileName"], "UID": c.get("fileUid", "0"),
-                              "GID": c.get("fileGid", "0"), "Mode": int(c.get("fileMode", 0o444))},
-                     "SecretID": c["secretId"], "SecretName": c["secretName"]}
-                    for c in cs.get("secrets") or []] or None,
+        "Configs": _file_refs_spec(cs.get("configs"), "config"),
+        "Secrets": _file_refs_spec(cs.get("secrets"), "secret"),
         "CapabilityAdd": list(cs.get("capAdds") or []) or None,
         "CapabilityDrop": list(cs.get("capDrops") or []) or None,
         "StopGracePeriod": _ns(cs.get("stopGracePeriod")) or None,
